@@ -1,0 +1,509 @@
+//! `ReplicatedConfig`: every setting of a paxoskv process, with built-in defaults that serve a
+//! laptop, a TOML file on top, then environment variables, then command-line flags.
+//!
+//! Invariant: a config that leaves `validate()` is safe to start from; validation errors name
+//! the field and the bad value, and nothing is bound or written before it passes.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::util::duration::{parse_duration, serde_str};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?}: {message}")]
+    Env {
+        name: &'static str,
+        value: String,
+        message: String,
+    },
+    #[error("invalid config: {field} = {value}: {message}")]
+    Invalid {
+        field: &'static str,
+        value: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicatedConfig {
+    pub replicated: ReplicatedSection,
+    pub consensus: ConsensusSection,
+    pub network: NetworkSection,
+    pub thrift: ThriftSection,
+    pub storage: StorageSection,
+    pub metrics: MetricsSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicatedSection {
+    /// Number of replicas in the cluster (odd; 3 by default).
+    pub replica_count: u32,
+    /// Names the cluster in the replica handshake, so two clusters never talk to each other.
+    pub cluster_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusSection {
+    #[serde(with = "serde_str")]
+    pub heartbeat_interval: Duration,
+    #[serde(with = "serde_str")]
+    pub election_timeout_min: Duration,
+    #[serde(with = "serde_str")]
+    pub election_timeout_max: Duration,
+    /// Client operations in one Paxos proposal at most.
+    pub max_batch_ops: u32,
+    /// Bytes of client operations in one Paxos proposal at most.
+    pub max_batch_bytes: u64,
+    /// Slots in flight (proposed, not yet committed) at most.
+    pub pipeline_depth: u32,
+    /// Client operations waiting for a slot at most; beyond it clients get `UNAVAILABLE`.
+    pub max_pending_ops: u32,
+    /// How long a request waits for a primary before `NOT_PRIMARY`.
+    #[serde(with = "serde_str")]
+    pub primary_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// Replica i (0-based) listens on `base_tcp_port + i` in a single-process cluster.
+    pub base_tcp_port: u16,
+    pub bind_address: String,
+    /// `host:port` of every replica, in replica-id order, for one-replica-per-process clusters.
+    /// Empty: all replicas on `bind_address` at `base_tcp_port + i`.
+    pub peers: Vec<String>,
+    #[serde(with = "serde_str")]
+    pub network_timeout: Duration,
+    #[serde(with = "serde_str")]
+    pub connection_timeout: Duration,
+    #[serde(with = "serde_str")]
+    pub reconnect_backoff_max: Duration,
+    /// When set, replicas must present it in the handshake.
+    pub shared_secret: Option<String>,
+    /// Largest replica-protocol frame accepted.
+    pub max_frame_bytes: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThriftSection {
+    pub port: u16,
+    pub bind_address: String,
+    pub max_connections: u32,
+    /// Largest Thrift message (framed or unframed) accepted; larger ones close the connection.
+    pub max_message_bytes: u32,
+    pub max_key_bytes: u32,
+    pub max_value_bytes: u32,
+    /// Requests one connection may have in flight at once.
+    pub max_in_flight_per_connection: u32,
+    pub max_open_transactions: u32,
+    #[serde(with = "serde_str")]
+    pub default_transaction_timeout: Duration,
+    /// Serve getClusterHealth / getDatabaseStats / getNodeInfo.
+    pub enable_diagnostics: bool,
+    /// Serve setFaultInjection (testing only).
+    pub enable_fault_injection: bool,
+    /// When set, diagnostic methods require it in `auth_token`.
+    pub admin_token: Option<String>,
+    /// getRange results are capped at this many keys even when the client asks for no limit.
+    pub max_range_keys: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Replica i keeps RocksDB under `<db_base_path>/replica_<i>/`.
+    pub db_base_path: PathBuf,
+    /// Replica i keeps its WAL under `<wal_path>/replica_<i>/`.
+    pub wal_path: PathBuf,
+    pub mvcc_window_versions: u64,
+    pub block_cache_bytes: u64,
+    pub wal_segment_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    pub enabled: bool,
+    pub port: u16,
+    pub bind_address: String,
+}
+
+impl Default for ReplicatedConfig {
+    fn default() -> Self {
+        ReplicatedConfig {
+            replicated: ReplicatedSection::default(),
+            consensus: ConsensusSection::default(),
+            network: NetworkSection::default(),
+            thrift: ThriftSection::default(),
+            storage: StorageSection::default(),
+            metrics: MetricsSection::default(),
+        }
+    }
+}
+
+impl Default for ReplicatedSection {
+    fn default() -> Self {
+        ReplicatedSection {
+            replica_count: 3,
+            cluster_id: "paxoskv".to_string(),
+        }
+    }
+}
+
+impl Default for ConsensusSection {
+    fn default() -> Self {
+        ConsensusSection {
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            max_batch_ops: 1024,
+            max_batch_bytes: 4 << 20,
+            pipeline_depth: 32,
+            max_pending_ops: 65_536,
+            primary_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        NetworkSection {
+            base_tcp_port: 6001,
+            bind_address: "127.0.0.1".to_string(),
+            peers: Vec::new(),
+            network_timeout: Duration::from_secs(10),
+            connection_timeout: Duration::from_secs(5),
+            reconnect_backoff_max: Duration::from_secs(1),
+            shared_secret: None,
+            max_frame_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for ThriftSection {
+    fn default() -> Self {
+        ThriftSection {
+            port: 9091,
+            bind_address: "127.0.0.1".to_string(),
+            max_connections: 4096,
+            max_message_bytes: 16 << 20,
+            max_key_bytes: 16 << 10,
+            max_value_bytes: 4 << 20,
+            max_in_flight_per_connection: 256,
+            max_open_transactions: 100_000,
+            default_transaction_timeout: Duration::from_secs(60),
+            enable_diagnostics: true,
+            enable_fault_injection: false,
+            admin_token: None,
+            max_range_keys: 100_000,
+        }
+    }
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            db_base_path: PathBuf::from("./data"),
+            wal_path: PathBuf::from("./wal"),
+            mvcc_window_versions: 1_000_000,
+            block_cache_bytes: 64 << 20,
+            wal_segment_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            port: 9100,
+            bind_address: "127.0.0.1".to_string(),
+        }
+    }
+}
+
+/// The environment variables that override the file, in the order they are applied.
+pub const ENV_VARS: &[&str] = &[
+    "REPLICATED_REPLICA_COUNT",
+    "REPLICATED_BASE_TCP_PORT",
+    "REPLICATED_DB_BASE_PATH",
+    "REPLICATED_WAL_PATH",
+    "REPLICATED_NETWORK_TIMEOUT",
+    "REPLICATED_CONNECTION_TIMEOUT",
+    "THRIFT_PORT",
+    "THRIFT_BIND_ADDRESS",
+];
+
+impl ReplicatedConfig {
+    /// Defaults, then the TOML file if given.
+    pub fn from_file(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// Applies overrides from a variable lookup (`std::env::var` in production).
+    pub fn apply_env<F: Fn(&str) -> Option<String>>(&mut self, lookup: F) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                name,
+                value: v.to_string(),
+                message: "not a valid number".to_string(),
+            })
+        }
+        fn dur(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
+            parse_duration(v).map_err(|message| ConfigError::Env {
+                name,
+                value: v.to_string(),
+                message,
+            })
+        }
+        for &name in ENV_VARS {
+            let Some(v) = lookup(name) else { continue };
+            match name {
+                "REPLICATED_REPLICA_COUNT" => self.replicated.replica_count = num(name, &v)?,
+                "REPLICATED_BASE_TCP_PORT" => self.network.base_tcp_port = num(name, &v)?,
+                "REPLICATED_DB_BASE_PATH" => self.storage.db_base_path = PathBuf::from(v),
+                "REPLICATED_WAL_PATH" => self.storage.wal_path = PathBuf::from(v),
+                "REPLICATED_NETWORK_TIMEOUT" => self.network.network_timeout = dur(name, &v)?,
+                "REPLICATED_CONNECTION_TIMEOUT" => {
+                    self.network.connection_timeout = dur(name, &v)?
+                }
+                "THRIFT_PORT" => self.thrift.port = num(name, &v)?,
+                "THRIFT_BIND_ADDRESS" => self.thrift.bind_address = v,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn bad(field: &'static str, value: impl std::fmt::Display, message: &str) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                value: value.to_string(),
+                message: message.to_string(),
+            }
+        }
+        let r = &self.replicated;
+        if r.replica_count == 0 || r.replica_count > 9 || r.replica_count % 2 == 0 {
+            return Err(bad(
+                "replicated.replica_count",
+                r.replica_count,
+                "must be odd and between 1 and 9",
+            ));
+        }
+        if r.cluster_id.is_empty() || r.cluster_id.len() > 64 {
+            return Err(bad("replicated.cluster_id", &r.cluster_id, "must be 1-64 bytes"));
+        }
+        let c = &self.consensus;
+        if c.heartbeat_interval.is_zero() {
+            return Err(bad("consensus.heartbeat_interval", "0", "must be positive"));
+        }
+        if c.election_timeout_min <= c.heartbeat_interval * 2 {
+            return Err(bad(
+                "consensus.election_timeout_min",
+                format!("{:?}", c.election_timeout_min),
+                "must be more than twice consensus.heartbeat_interval",
+            ));
+        }
+        if c.election_timeout_max <= c.election_timeout_min {
+            return Err(bad(
+                "consensus.election_timeout_max",
+                format!("{:?}", c.election_timeout_max),
+                "must be greater than consensus.election_timeout_min",
+            ));
+        }
+        for (field, v) in [
+            ("consensus.max_batch_ops", c.max_batch_ops as u64),
+            ("consensus.max_batch_bytes", c.max_batch_bytes),
+            ("consensus.pipeline_depth", c.pipeline_depth as u64),
+            ("consensus.max_pending_ops", c.max_pending_ops as u64),
+            ("thrift.max_connections", self.thrift.max_connections as u64),
+            ("thrift.max_message_bytes", self.thrift.max_message_bytes as u64),
+            ("thrift.max_key_bytes", self.thrift.max_key_bytes as u64),
+            ("thrift.max_value_bytes", self.thrift.max_value_bytes as u64),
+            ("thrift.max_in_flight_per_connection", self.thrift.max_in_flight_per_connection as u64),
+            ("thrift.max_open_transactions", self.thrift.max_open_transactions as u64),
+            ("thrift.max_range_keys", self.thrift.max_range_keys as u64),
+            ("storage.mvcc_window_versions", self.storage.mvcc_window_versions),
+            ("network.max_frame_bytes", self.network.max_frame_bytes as u64),
+        ] {
+            if v == 0 {
+                return Err(bad(field, v, "must be positive"));
+            }
+        }
+        if c.pipeline_depth > 4096 {
+            return Err(bad("consensus.pipeline_depth", c.pipeline_depth, "must be at most 4096"));
+        }
+        if (self.thrift.max_message_bytes as u64) > (1 << 30) {
+            return Err(bad("thrift.max_message_bytes", self.thrift.max_message_bytes, "must be at most 1 GiB"));
+        }
+        if self.thrift.max_key_bytes >= self.thrift.max_message_bytes {
+            return Err(bad("thrift.max_key_bytes", self.thrift.max_key_bytes, "must be below thrift.max_message_bytes"));
+        }
+        if (self.network.max_frame_bytes as u64) < c.max_batch_bytes + (1 << 20) {
+            return Err(bad(
+                "network.max_frame_bytes",
+                self.network.max_frame_bytes,
+                "must exceed consensus.max_batch_bytes by at least 1 MiB",
+            ));
+        }
+        if self.storage.wal_segment_bytes < c.max_batch_bytes * 2 {
+            return Err(bad(
+                "storage.wal_segment_bytes",
+                self.storage.wal_segment_bytes,
+                "must be at least twice consensus.max_batch_bytes",
+            ));
+        }
+        let n = &self.network;
+        if n.base_tcp_port == 0 && n.peers.is_empty() {
+            return Err(bad("network.base_tcp_port", 0, "must be a real port (1-65535)"));
+        }
+        if n.base_tcp_port as u32 + r.replica_count > 65536 {
+            return Err(bad("network.base_tcp_port", n.base_tcp_port, "replica ports would pass 65535"));
+        }
+        if !n.peers.is_empty() && n.peers.len() != r.replica_count as usize {
+            return Err(bad(
+                "network.peers",
+                n.peers.join(","),
+                "must list exactly replicated.replica_count addresses",
+            ));
+        }
+        for p in &n.peers {
+            if p.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+                return Err(bad("network.peers", p, "each peer must be host:port"));
+            }
+        }
+        for (field, v) in [
+            ("network.network_timeout", n.network_timeout),
+            ("network.connection_timeout", n.connection_timeout),
+            ("network.reconnect_backoff_max", n.reconnect_backoff_max),
+            ("thrift.default_transaction_timeout", self.thrift.default_transaction_timeout),
+        ] {
+            if v.is_zero() {
+                return Err(bad(field, "0", "must be positive"));
+            }
+        }
+        for (field, v) in [
+            ("network.bind_address", &n.bind_address),
+            ("thrift.bind_address", &self.thrift.bind_address),
+            ("metrics.bind_address", &self.metrics.bind_address),
+        ] {
+            if v.parse::<IpAddr>().is_err() {
+                return Err(bad(field, v, "must be an IP address such as 127.0.0.1 or 0.0.0.0"));
+            }
+        }
+        if self.storage.db_base_path.as_os_str().is_empty() {
+            return Err(bad("storage.db_base_path", "\"\"", "must not be empty"));
+        }
+        if self.storage.wal_path.as_os_str().is_empty() {
+            return Err(bad("storage.wal_path", "\"\"", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    pub fn replica_data_dir(&self, id: u32) -> PathBuf {
+        self.storage.db_base_path.join(format!("replica_{id}"))
+    }
+
+    pub fn replica_wal_dir(&self, id: u32) -> PathBuf {
+        self.storage.wal_path.join(format!("replica_{id}"))
+    }
+
+    /// The address replica `id` listens on for its peers.
+    pub fn replica_address(&self, id: u32) -> String {
+        match self.network.peers.get(id as usize) {
+            Some(p) => p.clone(),
+            None => format!(
+                "{}:{}",
+                self.network.bind_address,
+                self.network.base_tcp_port as u32 + id
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_toml() {
+        let c = ReplicatedConfig::default();
+        c.validate().unwrap();
+        let back = ReplicatedConfig::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(c.thrift.port, 9091);
+        assert_eq!(c.replica_address(2), "127.0.0.1:6003");
+    }
+
+    #[test]
+    fn file_then_env() {
+        let mut c = ReplicatedConfig::from_toml(
+            "[thrift]\nport = 7000\n[consensus]\nheartbeat_interval = \"20ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.thrift.port, 7000);
+        assert_eq!(c.consensus.heartbeat_interval, Duration::from_millis(20));
+        c.apply_env(|k| match k {
+            "THRIFT_PORT" => Some("7001".into()),
+            "REPLICATED_NETWORK_TIMEOUT" => Some("3s".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.thrift.port, 7001);
+        assert_eq!(c.network.network_timeout, Duration::from_secs(3));
+        let err = c
+            .apply_env(|k| (k == "THRIFT_PORT").then(|| "seventy".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("THRIFT_PORT"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field_and_value() {
+        let mut c = ReplicatedConfig::default();
+        c.replicated.replica_count = 4;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("replicated.replica_count") && e.contains('4'), "{e}");
+        let mut c = ReplicatedConfig::default();
+        c.thrift.bind_address = "not-an-ip".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("thrift.bind_address") && e.contains("not-an-ip"), "{e}");
+        let mut c = ReplicatedConfig::default();
+        c.consensus.election_timeout_max = Duration::from_millis(100);
+        assert!(c.validate().unwrap_err().to_string().contains("election_timeout_max"));
+        assert!(ReplicatedConfig::from_toml("[thrift]\nbogus = 1\n").unwrap_err().contains("bogus"));
+    }
+}

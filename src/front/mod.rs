@@ -1,0 +1,81 @@
+//! The client front: the Thrift service `TransactionalKV` on glommio io_uring TCP.
+//!
+//! `codec` cuts messages off the byte stream, `wire` decodes calls and encodes replies with the
+//! generated structs (`generated`, from `thrift/paxoskv.thrift` by `scripts/gen-thrift.sh`),
+//! `handlers` serves each method against a `KvService`, and `server` runs the listener and the
+//! connections. Must not: make consensus or storage decisions.
+
+pub mod codec;
+#[allow(clippy::all, dead_code, unused)]
+#[rustfmt::skip]
+pub mod generated;
+pub mod handlers;
+pub mod server;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::ThriftSection;
+use crate::service::KvService;
+
+/// A running front: its bound address and its thread.
+pub struct FrontHandle {
+    pub addr: SocketAddr,
+    pub thread: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrontError {
+    #[error("cannot bind thrift port {addr}: {message}")]
+    Bind { addr: String, message: String },
+    #[error("cannot start the front executor: {0}")]
+    Executor(String),
+}
+
+/// Starts the front on its own glommio executor. `make_service` runs on that executor's thread.
+/// Returns once the port is bound (so callers can report "listening" truthfully).
+pub fn start_front<S, F>(limits: ThriftSection, placement: Placement, make_service: F) -> Result<FrontHandle, FrontError>
+where
+    S: KvService,
+    F: FnOnce() -> S + Send + 'static,
+{
+    let addr = format!("{}:{}", limits.bind_address, limits.port);
+    let (tx, rx) = mpsc::channel::<Result<SocketAddr, FrontError>>();
+    let builder = LocalExecutorBuilder::new(placement).name("paxoskv-front");
+    let thread = builder
+        .spawn(move || async move {
+            let listener = match glommio::net::TcpListener::bind(&addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(FrontError::Bind { addr, message: e.to_string() }));
+                    return;
+                }
+            };
+            let local = match listener.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    let _ = tx.send(Err(FrontError::Bind { addr, message: e.to_string() }));
+                    return;
+                }
+            };
+            let ctx = Rc::new(handlers::FrontCtx::new(make_service(), limits));
+            let _ = tx.send(Ok(local));
+            server::run_thrift_listener(listener, ctx).await;
+        })
+        .map_err(|e| FrontError::Executor(e.to_string()))?;
+    let addr = rx
+        .recv()
+        .map_err(|_| FrontError::Executor("front thread exited during start-up".into()))??;
+    let thread = std::thread::Builder::new()
+        .name("paxoskv-front-join".into())
+        .spawn(move || {
+            let _ = thread.join();
+        })
+        .map_err(|e| FrontError::Executor(e.to_string()))?;
+    Ok(FrontHandle { addr, thread })
+}

@@ -1,0 +1,197 @@
+//! The Thrift listener and the per-connection loop, on a glommio executor (io_uring TCP).
+//!
+//! A connection reads bytes, cuts complete messages (`codec`), decodes them (`wire`) and starts
+//! each call at once (`handlers::handle`), so several requests are in flight per connection.
+//! A writer task awaits the replies in request order and writes every reply that is ready in one
+//! `write_all`. Malformed input closes that connection only (with a log line); the limits
+//! (connections, message size, requests in flight) come from `[thrift]` in the config.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use futures_lite::future::poll_once;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::task::JoinHandle;
+use thrift::ApplicationError;
+
+use super::codec::{self, Scan, Transport};
+use super::handlers::{handle, FrontCtx};
+use super::wire::{self, Response};
+use crate::service::KvService;
+use crate::txn::interactive::Session;
+
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+enum Reply {
+    Pending(glommio::Task<Response>),
+    Exception(ApplicationError),
+}
+
+struct Outgoing {
+    name: String,
+    sequence: i32,
+    framed: bool,
+    reply: Reply,
+}
+
+/// Accepts connections until the listener fails; each connection is served by its own task.
+pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<FrontCtx<S>>) {
+    let open = Rc::new(Cell::new(0u32));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open.get() >= ctx.limits.max_connections {
+            tracing::warn!(limit = ctx.limits.max_connections, "connection refused: thrift.max_connections reached");
+            drop(stream);
+            continue;
+        }
+        open.set(open.get() + 1);
+        let ctx = ctx.clone();
+        let open2 = open.clone();
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            if let Err(reason) = serve_connection(stream, ctx).await {
+                tracing::info!(%peer, %reason, "closed thrift connection");
+            }
+            open2.set(open2.get() - 1);
+        })
+        .detach();
+    }
+}
+
+/// Serves one connection until the peer closes it or sends something unusable.
+async fn serve_connection<S: KvService>(stream: TcpStream, ctx: Rc<FrontCtx<S>>) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, wr) = futures_lite::io::split(stream);
+    let (tx, rx) = glommio::channels::local_channel::new_bounded::<Outgoing>(ctx.limits.max_in_flight_per_connection as usize);
+    let writer: JoinHandle<Result<(), String>> = glommio::spawn_local(run_writer(rx, wr)).detach();
+    let session = Rc::new(RefCell::new(Session::default()));
+    let max = ctx.limits.max_message_bytes as usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut start = 0usize;
+    let mut transport: Option<Transport> = None;
+    let result = 'conn: loop {
+        // Cut and start every complete message in the buffer.
+        loop {
+            let pending = &buf[start..];
+            let t = match transport {
+                Some(t) => t,
+                None => match codec::detect(pending) {
+                    Ok(Some(t)) => {
+                        transport = Some(t);
+                        t
+                    }
+                    Ok(None) => break,
+                    Err(e) => break 'conn Err(e.to_string()),
+                },
+            };
+            let (header, body) = match codec::scan(pending, t, max) {
+                Ok(Scan::Complete { header, body }) => (header, body),
+                Ok(Scan::Incomplete) => break,
+                Err(e) => break 'conn Err(e.to_string()),
+            };
+            let msg = &pending[header..header + body];
+            let incoming = match wire::decode(msg) {
+                Ok(i) => i,
+                Err(e) => break 'conn Err(format!("undecodable message header: {e}")),
+            };
+            start += header + body;
+            let reply = match incoming.call {
+                Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),
+                Err(e) => Reply::Exception(e),
+            };
+            let out = Outgoing {
+                name: incoming.name,
+                sequence: incoming.sequence,
+                framed: t == Transport::Framed,
+                reply,
+            };
+            if tx.send(out).await.is_err() {
+                break 'conn Err("writer stopped".to_string());
+            }
+        }
+        if start == buf.len() {
+            buf.clear();
+            start = 0;
+        } else if start > READ_CHUNK_BYTES {
+            buf.drain(..start);
+            start = 0;
+        }
+        let len = buf.len();
+        let room = READ_CHUNK_BYTES.min(max + 8 - (len - start).min(max));
+        buf.resize(len + room.max(1), 0);
+        match rd.read(&mut buf[len..]).await {
+            Ok(0) => {
+                buf.truncate(len);
+                if start < buf.len() {
+                    break Err(format!("connection closed inside a message ({} bytes pending)", buf.len() - start));
+                }
+                break Ok(());
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                buf.truncate(len);
+                break Ok(());
+            }
+            Err(e) => break Err(format!("read failed: {e}")),
+        }
+    };
+    drop(tx);
+    let written = writer.await.unwrap_or(Ok(()));
+    result.and(written)
+}
+
+/// Writes replies in request order, coalescing those already done into one write.
+async fn run_writer<W: futures_lite::AsyncWrite + Unpin>(
+    rx: glommio::channels::local_channel::LocalReceiver<Outgoing>,
+    mut wr: W,
+) -> Result<(), String> {
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut next = rx.recv().await;
+    while let Some(mut item) = next.take() {
+        loop {
+            let resp = match &mut item.reply {
+                Reply::Pending(task) => match poll_once(&mut *task).await {
+                    Some(r) => Ok(r),
+                    None => {
+                        // Not ready: send what is ready before waiting on it.
+                        flush(&mut wr, &mut out).await?;
+                        Ok(task.await)
+                    }
+                },
+                Reply::Exception(e) => Err(ApplicationError::new(e.kind, e.message.clone())),
+            };
+            match resp {
+                Ok(r) => wire::encode_reply(&mut out, &item.name, item.sequence, &r, item.framed),
+                Err(e) => wire::encode_exception(&mut out, &item.name, item.sequence, &e, item.framed),
+            }
+            match poll_once(rx.recv()).await {
+                Some(Some(i)) => item = i,
+                Some(None) => {
+                    flush(&mut wr, &mut out).await?;
+                    return Ok(());
+                }
+                None => break,
+            }
+        }
+        flush(&mut wr, &mut out).await?;
+        next = rx.recv().await;
+    }
+    flush(&mut wr, &mut out).await
+}
+
+async fn flush<W: futures_lite::AsyncWrite + Unpin>(wr: &mut W, out: &mut Vec<u8>) -> Result<(), String> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let r = wr.write_all(out).await;
+    out.clear();
+    r.map_err(|e| format!("write failed: {e}"))
+}

@@ -1,0 +1,119 @@
+//! The interface between the Thrift front and whatever executes requests: a single local log
+//! (`local::LocalService`) or the replicated cluster (`cluster::ClusterService`).
+//!
+//! Must not: know about Thrift. Errors here carry the stable client-facing codes.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::storage::{RangeQuery, RangeResult, StorageError};
+use crate::txn::{Command, Outcome};
+use crate::types::Version;
+
+/// Stable error codes clients switch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    Conflict,
+    Timeout,
+    NotPrimary,
+    TooLarge,
+    InvalidArgument,
+    Unavailable,
+    Internal,
+    TooOld,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Conflict => "CONFLICT",
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::NotPrimary => "NOT_PRIMARY",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
+            ErrorCode::Internal => "INTERNAL",
+            ErrorCode::TooOld => "TOO_OLD",
+        }
+    }
+}
+
+/// An error a client can act on: a stable code and a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ServiceError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ServiceError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServiceError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StorageError> for ServiceError {
+    fn from(e: StorageError) -> Self {
+        let code = match &e {
+            StorageError::TooOld { .. } => ErrorCode::TooOld,
+            StorageError::FutureVersion { .. } | StorageError::InvalidRange(_) => {
+                ErrorCode::InvalidArgument
+            }
+            _ => ErrorCode::Internal,
+        };
+        ServiceError::new(code, e.to_string())
+    }
+}
+
+/// A read: one key or a key-selector range.
+#[derive(Debug, Clone)]
+pub enum ReadOp {
+    Get { cf: String, key: Bytes },
+    Range(RangeQuery),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadResult {
+    Value(Option<Bytes>),
+    Range(RangeResult),
+}
+
+/// One replica as the cluster sees it, for health and status calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub id: u32,
+    pub endpoint: String,
+    /// healthy | degraded | unreachable | unknown
+    pub status: &'static str,
+    pub is_primary: bool,
+    pub last_seen_unix_ms: i64,
+    pub view: u64,
+    pub uptime_seconds: i64,
+    pub applied_version: u64,
+    pub commit_index: u64,
+}
+
+/// What the front needs from the store. Futures are `!Send`: they run on the front's executor.
+pub trait KvService: Clone + 'static {
+    /// Agrees on `cmd` and applies it; the outcome once it is durable on a majority.
+    fn commit(&self, cmd: Command) -> impl Future<Output = Result<Outcome, ServiceError>>;
+    /// A version at least as new as every commit acknowledged before the call.
+    fn read_version(&self) -> impl Future<Output = Result<Version, ServiceError>>;
+    /// Reads at `at`, or linearizably at the latest version when `at` is `None`.
+    fn read(
+        &self,
+        at: Option<Version>,
+        op: ReadOp,
+    ) -> impl Future<Output = Result<ReadResult, ServiceError>>;
+    /// The newest version applied where this front reads (no consensus round).
+    fn applied_version(&self) -> Version;
+    /// The oldest version snapshot reads may still ask for.
+    fn oldest_version(&self) -> Version;
+    fn replicas(&self) -> Vec<ReplicaStatus>;
+    /// (keys, bytes, pending compaction bytes) of the store this front reads.
+    fn storage_stats(&self) -> (u64, u64, u64);
+}

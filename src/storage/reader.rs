@@ -1,0 +1,282 @@
+//! MVCC read paths: point reads and key-selector range reads at a version.
+//!
+//! `KvReader` is cheap to clone and safe to use from any thread while the apply thread writes.
+//! Every read takes a RocksDB snapshot first and only then checks the version window, because
+//! the executor publishes a new oldest version before the write that garbage-collects below it:
+//! a read that passes the check is guaranteed its versions are still in the snapshot.
+//!
+//! Range rules (the `getRange` selectors): the range starts at the first visible key `>= begin`
+//! (`> begin` when `begin_or_equal` is false), moved by `begin_offset` keys (negative moves
+//! backwards); it ends at the first visible key `>= end` (`> end` when `end_or_equal` is true),
+//! moved by `end_offset` keys. The result holds the keys from the start (inclusive) to the end
+//! (exclusive) in key order, at most `limit` of them (`0` = no limit); `has_more` is true only if
+//! the limit cut off at least one more key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rocksdb::{DBRawIteratorWithThreadMode, ReadOptions, SnapshotWithThreadMode, DB};
+
+use super::keys::{self, TAG_PUT};
+use super::StorageError;
+use crate::types::{Sequence, Version};
+
+/// Versions published by the executor for readers on other threads.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub last_version: AtomicU64,
+    pub oldest_version: AtomicU64,
+    pub applied_sequence: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct KvReader {
+    db: Arc<DB>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RangeQuery {
+    pub cf: String,
+    pub begin: Bytes,
+    pub begin_or_equal: bool,
+    pub begin_offset: i32,
+    pub end: Bytes,
+    pub end_or_equal: bool,
+    pub end_offset: i32,
+    /// 0 = no limit.
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    pub key_values: Vec<(Bytes, Bytes)>,
+    pub has_more: bool,
+}
+
+impl KvReader {
+    pub(super) fn new(db: Arc<DB>, shared: Arc<Shared>) -> Self {
+        KvReader { db, shared }
+    }
+
+    pub fn last_version(&self) -> Version {
+        Version(self.shared.last_version.load(Ordering::SeqCst))
+    }
+
+    pub fn oldest_version(&self) -> Version {
+        Version(self.shared.oldest_version.load(Ordering::SeqCst))
+    }
+
+    pub fn applied_sequence(&self) -> Sequence {
+        Sequence(self.shared.applied_sequence.load(Ordering::SeqCst))
+    }
+
+    pub fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    fn check_version(&self, at: Version) -> Result<(), StorageError> {
+        let oldest = self.oldest_version();
+        if at < oldest {
+            return Err(StorageError::TooOld {
+                read_version: at,
+                oldest,
+            });
+        }
+        let latest = self.last_version();
+        if at > latest {
+            return Err(StorageError::FutureVersion {
+                read_version: at,
+                latest,
+            });
+        }
+        Ok(())
+    }
+
+    /// The value of `key` as of version `at`.
+    pub fn get(&self, cf: &str, key: &[u8], at: Version) -> Result<Option<Bytes>, StorageError> {
+        let snap = self.db.snapshot();
+        self.check_version(at)?;
+        let mut c = Cursor::new(&snap, cf, at);
+        c.visible_value(key)
+    }
+
+    /// The value of `key` at the latest applied version.
+    pub fn get_latest(&self, cf: &str, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        let snap = self.db.snapshot();
+        let at = self.last_version();
+        let mut c = Cursor::new(&snap, cf, at);
+        c.visible_value(key)
+    }
+
+    /// A key-selector range read at version `at` (see the module doc for the rules).
+    pub fn range(&self, q: &RangeQuery, at: Version) -> Result<RangeResult, StorageError> {
+        let snap = self.db.snapshot();
+        self.check_version(at)?;
+        let mut c = Cursor::new(&snap, &q.cf, at);
+        let start = c.select(&q.begin, !q.begin_or_equal, q.begin_offset)?;
+        let end = c.select(&q.end, q.end_or_equal, q.end_offset)?;
+        let mut out = RangeResult::default();
+        let Some(mut key) = start else {
+            return Ok(out);
+        };
+        loop {
+            if let Some(e) = &end {
+                if key.as_slice() >= e.as_slice() {
+                    break;
+                }
+            }
+            if q.limit != 0 && out.key_values.len() == q.limit as usize {
+                out.has_more = true;
+                break;
+            }
+            let value = c.visible_value(&key)?.unwrap_or_default();
+            out.key_values.push((Bytes::from(key.clone()), value));
+            match c.next_visible(&key, false)? {
+                Some(k) => key = k,
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Approximate live statistics from RocksDB properties.
+    pub fn approximate_stats(&self) -> (u64, u64, u64) {
+        let p = |n: &str| self.db.property_int_value(n).ok().flatten().unwrap_or(0);
+        (
+            p("rocksdb.estimate-num-keys"),
+            p("rocksdb.total-sst-files-size") + p("rocksdb.cur-size-all-mem-tables"),
+            p("rocksdb.estimate-pending-compaction-bytes"),
+        )
+    }
+}
+
+/// Walks visible user keys of one column family at one version.
+struct Cursor<'a> {
+    it: DBRawIteratorWithThreadMode<'a, DB>,
+    cf_prefix: Vec<u8>,
+    cf: &'a str,
+    at: Version,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(snap: &'a SnapshotWithThreadMode<'a, DB>, cf: &'a str, at: Version) -> Self {
+        let cf_prefix = keys::cf_prefix(cf);
+        let mut ro = ReadOptions::default();
+        if let Some(end) = keys::prefix_successor(&cf_prefix) {
+            ro.set_iterate_upper_bound(end);
+        }
+        ro.set_iterate_lower_bound(cf_prefix.clone());
+        Cursor {
+            it: snap.raw_iterator_opt(ro),
+            cf_prefix,
+            cf,
+            at,
+        }
+    }
+
+    /// Parses the iterator's current entry: (user key, version, value is a put).
+    fn current(&self) -> Result<Option<(Vec<u8>, Version, bool)>, StorageError> {
+        if !self.it.valid() {
+            self.it.status()?;
+            return Ok(None);
+        }
+        let (Some(k), Some(v)) = (self.it.key(), self.it.value()) else {
+            return Ok(None);
+        };
+        let rest = k
+            .strip_prefix(self.cf_prefix.as_slice())
+            .ok_or_else(|| StorageError::Corrupt(format!("key {k:02x?} outside its column family")))?;
+        let (key, ver) = keys::split_data_key(rest)
+            .ok_or_else(|| StorageError::Corrupt(format!("bad data key {k:02x?}")))?;
+        Ok(Some((key, ver, v.first() == Some(&TAG_PUT))))
+    }
+
+    fn visible_value(&mut self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        self.it.seek(keys::data_key(self.cf, key, self.at));
+        match self.current()? {
+            Some((k, _, true)) if k == key => {
+                let v = self.it.value().unwrap_or_default();
+                Ok(Some(Bytes::copy_from_slice(v.get(1..).unwrap_or_default())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The first visible key `>= from` (`> from` when `exclusive`).
+    fn next_visible(&mut self, from: &[u8], exclusive: bool) -> Result<Option<Vec<u8>>, StorageError> {
+        let prefix = keys::data_key_prefix(self.cf, from);
+        if exclusive {
+            match keys::prefix_successor(&prefix) {
+                Some(s) => self.it.seek(s),
+                None => return Ok(None),
+            }
+        } else {
+            self.it.seek(&prefix);
+        }
+        loop {
+            let Some((key, ver, is_put)) = self.current()? else {
+                return Ok(None);
+            };
+            if ver <= self.at {
+                // The newest version at or below `at` decides visibility of this key.
+                if is_put {
+                    return Ok(Some(key));
+                }
+                match keys::prefix_successor(&keys::data_key_prefix(self.cf, &key)) {
+                    Some(s) => self.it.seek(s),
+                    None => return Ok(None),
+                }
+            } else {
+                self.it.next();
+            }
+        }
+    }
+
+    /// The last visible key `< before` (None = before the end of the column family).
+    fn prev_visible(&mut self, before: Option<&[u8]>) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut bound = match before {
+            Some(k) => keys::data_key_prefix(self.cf, k),
+            None => match keys::prefix_successor(&self.cf_prefix) {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        loop {
+            self.it.seek_for_prev(&bound);
+            // seek_for_prev lands on the last entry <= bound; bound itself is never an entry.
+            let Some((key, _, _)) = self.current()? else {
+                return Ok(None);
+            };
+            let here = keys::data_key_prefix(self.cf, &key);
+            if self.visible_value(&key)?.is_some() {
+                return Ok(Some(key));
+            }
+            bound = here;
+        }
+    }
+
+    /// Resolves a key selector: the first visible key `>= key` (`> key` when `after`), moved by
+    /// `offset` visible keys. `None` means "past the last key".
+    fn select(&mut self, key: &[u8], after: bool, offset: i32) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut pos = self.next_visible(key, after)?;
+        if offset > 0 {
+            for _ in 0..offset {
+                match &pos {
+                    Some(k) => pos = self.next_visible(&k.clone(), true)?,
+                    None => break,
+                }
+            }
+        } else if offset < 0 {
+            for _ in 0..offset.unsigned_abs() {
+                match self.prev_visible(pos.as_deref())? {
+                    Some(k) => pos = Some(k),
+                    // Before the first key: the selector stays at the first key.
+                    None => break,
+                }
+            }
+        }
+        Ok(pos)
+    }
+}
