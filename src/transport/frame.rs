@@ -1,0 +1,216 @@
+//! The replica protocol's wire format: a handshake, then frames.
+//!
+//! Handshake (client → server): `HelloHeader` (zerocopy), then the cluster id and the shared
+//! secret bytes. Server → client: `HelloAck`. A peer with the wrong magic, version, cluster id,
+//! replica id or secret is refused and disconnected, so a stray client cannot inject consensus
+//! messages. Frames: `FrameHeader` (length of the payload, kind) then the payload.
+
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+pub const MAGIC: [u8; 4] = *b"PXKV";
+pub const PROTOCOL_VERSION: u16 = 1;
+pub const FRAME_HEADER_BYTES: usize = std::mem::size_of::<FrameHeader>();
+pub const HELLO_BYTES: usize = std::mem::size_of::<HelloHeader>();
+pub const ACK_BYTES: usize = std::mem::size_of::<HelloAck>();
+const CLUSTER_ID_BYTES_MAX: usize = 64;
+const SECRET_BYTES_MAX: usize = 256;
+
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct FrameHeader {
+    pub len: U32,
+    pub kind: u8,
+    pub reserved: [u8; 3],
+}
+
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct HelloHeader {
+    pub magic: [u8; 4],
+    pub version: U16,
+    pub replica_id: U16,
+    pub cluster_id_len: U16,
+    pub secret_len: U16,
+}
+
+#[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct HelloAck {
+    pub magic: [u8; 4],
+    pub version: U16,
+    /// 0 = accepted; anything else = refused (the connection closes).
+    pub status: U16,
+}
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A Paxos message between replica cores.
+    Paxos,
+    /// A client command forwarded to the primary by another replica.
+    Forward,
+    /// A linearizable-read request forwarded to the primary, and its answer.
+    ReadIndexRequest,
+    ReadIndexResponse,
+}
+
+impl FrameKind {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            FrameKind::Paxos => 1,
+            FrameKind::Forward => 2,
+            FrameKind::ReadIndexRequest => 3,
+            FrameKind::ReadIndexResponse => 4,
+        }
+    }
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => FrameKind::Paxos,
+            2 => FrameKind::Forward,
+            3 => FrameKind::ReadIndexRequest,
+            4 => FrameKind::ReadIndexResponse,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("not a paxoskv replica (bad magic)")]
+    Magic,
+    #[error("protocol version {0} is not supported (this replica speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    #[error("peer belongs to cluster {0:?}")]
+    Cluster(String),
+    #[error("replica id {0} is not a member")]
+    Replica(u16),
+    #[error("wrong shared secret")]
+    Secret,
+    #[error("handshake field too long")]
+    TooLong,
+    #[error("peer refused the handshake (status {0})")]
+    Refused(u16),
+}
+
+pub fn encode_frame(out: &mut Vec<u8>, kind: FrameKind, payload: &[u8]) {
+    let h = FrameHeader {
+        len: U32::new(payload.len() as u32),
+        kind: kind.to_u8(),
+        reserved: [0; 3],
+    };
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(payload);
+}
+
+pub fn encode_hello(replica_id: u16, cluster_id: &str, secret: &[u8]) -> Vec<u8> {
+    let h = HelloHeader {
+        magic: MAGIC,
+        version: U16::new(PROTOCOL_VERSION),
+        replica_id: U16::new(replica_id),
+        cluster_id_len: U16::new(cluster_id.len() as u16),
+        secret_len: U16::new(secret.len() as u16),
+    };
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(cluster_id.as_bytes());
+    out.extend_from_slice(secret);
+    out
+}
+
+pub fn parse_hello(h: &[u8; HELLO_BYTES]) -> Result<HelloHeader, HandshakeError> {
+    let h = HelloHeader::read_from_bytes(h).map_err(|_| HandshakeError::Magic)?;
+    if h.magic != MAGIC {
+        return Err(HandshakeError::Magic);
+    }
+    if h.version.get() != PROTOCOL_VERSION {
+        return Err(HandshakeError::Version(h.version.get()));
+    }
+    if h.cluster_id_len.get() as usize > CLUSTER_ID_BYTES_MAX || h.secret_len.get() as usize > SECRET_BYTES_MAX {
+        return Err(HandshakeError::TooLong);
+    }
+    Ok(h)
+}
+
+/// Checks the variable part of a hello against this cluster.
+pub fn check_hello(
+    h: &HelloHeader,
+    rest: &[u8],
+    cluster_id: &str,
+    secret: &[u8],
+    replica_count: u32,
+) -> Result<u32, HandshakeError> {
+    let n = h.cluster_id_len.get() as usize;
+    let (cid, sec) = rest.split_at(n.min(rest.len()));
+    if cid != cluster_id.as_bytes() {
+        return Err(HandshakeError::Cluster(String::from_utf8_lossy(cid).into_owned()));
+    }
+    let id = h.replica_id.get();
+    if id as u32 >= replica_count {
+        return Err(HandshakeError::Replica(id));
+    }
+    if !constant_time_eq(sec, secret) {
+        return Err(HandshakeError::Secret);
+    }
+    Ok(id as u32)
+}
+
+pub fn encode_ack(status: u16) -> Vec<u8> {
+    HelloAck { magic: MAGIC, version: U16::new(PROTOCOL_VERSION), status: U16::new(status) }
+        .as_bytes()
+        .to_vec()
+}
+
+pub fn parse_ack(b: &[u8; ACK_BYTES]) -> Result<(), HandshakeError> {
+    let a = HelloAck::read_from_bytes(b).map_err(|_| HandshakeError::Magic)?;
+    if a.magic != MAGIC {
+        return Err(HandshakeError::Magic);
+    }
+    match a.status.get() {
+        0 => Ok(()),
+        s => Err(HandshakeError::Refused(s)),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trip_and_refusals() {
+        let b = encode_hello(2, "c1", b"s3cret");
+        let mut h = [0u8; HELLO_BYTES];
+        h.copy_from_slice(&b[..HELLO_BYTES]);
+        let hh = parse_hello(&h).unwrap();
+        let rest = &b[HELLO_BYTES..];
+        assert_eq!(check_hello(&hh, rest, "c1", b"s3cret", 3), Ok(2));
+        assert!(matches!(check_hello(&hh, rest, "c2", b"s3cret", 3), Err(HandshakeError::Cluster(_))));
+        assert_eq!(check_hello(&hh, rest, "c1", b"other!", 3), Err(HandshakeError::Secret));
+        assert_eq!(check_hello(&hh, rest, "c1", b"s3cret", 2), Err(HandshakeError::Replica(2)));
+        let mut bad = h;
+        bad[0] = b'X';
+        assert!(parse_hello(&bad).is_err());
+        let mut ack = [0u8; ACK_BYTES];
+        ack.copy_from_slice(&encode_ack(0));
+        parse_ack(&ack).unwrap();
+        ack.copy_from_slice(&encode_ack(3));
+        assert_eq!(parse_ack(&ack), Err(HandshakeError::Refused(3)));
+    }
+
+    #[test]
+    fn frame_header_layout() {
+        let mut out = Vec::new();
+        encode_frame(&mut out, FrameKind::Forward, b"abc");
+        assert_eq!(out.len(), FRAME_HEADER_BYTES + 3);
+        let h = FrameHeader::read_from_bytes(&out[..FRAME_HEADER_BYTES]).unwrap();
+        assert_eq!(h.len.get(), 3);
+        assert_eq!(FrameKind::from_u8(h.kind), Some(FrameKind::Forward));
+        assert_eq!(FrameKind::from_u8(0), None);
+    }
+}

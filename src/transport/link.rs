@@ -1,0 +1,237 @@
+//! Connections: the inbound listener (handshake, then frames to a delivery callback) and one
+//! outbound writer per peer (dial, handshake, then batched frame writes; reconnect with
+//! exponential backoff).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::future::poll_once;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::{TcpListener, TcpStream};
+use zerocopy::FromBytes;
+
+use super::frame::{self, FrameHeader, FrameKind, ACK_BYTES, FRAME_HEADER_BYTES, HELLO_BYTES};
+use super::{Inbound, TransportFaults};
+
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub me: u32,
+    pub replica_count: u32,
+    pub cluster_id: String,
+    pub secret: Vec<u8>,
+    /// `host:port` of every replica, by id.
+    pub peers: Vec<String>,
+    pub max_frame_bytes: u32,
+    pub connect_timeout: Duration,
+    pub backoff_max: Duration,
+    /// Frames waiting for one peer at most; more are dropped.
+    pub queue_frames_max: usize,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const WRITE_BATCH_BYTES_MAX: usize = 4 << 20;
+
+async fn with_deadline<T>(d: Duration, f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    futures_lite::future::or(f, async move {
+        glommio::timer::sleep(d).await;
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+    })
+    .await
+}
+
+/// Accepts peers' connections and delivers their frames until the listener fails.
+pub async fn run_listener<F>(listener: TcpListener, cfg: Rc<TransportConfig>, faults: Arc<TransportFaults>, deliver: F)
+where
+    F: Fn(Inbound) + 'static,
+{
+    let deliver = Rc::new(deliver);
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(replica = cfg.me, error = %e, "replica accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let cfg = cfg.clone();
+        let faults = faults.clone();
+        let deliver = deliver.clone();
+        glommio::spawn_local(async move {
+            if let Err(e) = serve_peer(stream, &cfg, &faults, &*deliver).await {
+                tracing::debug!(replica = cfg.me, error = %e, "inbound replica connection closed");
+            }
+        })
+        .detach();
+    }
+}
+
+async fn serve_peer(
+    mut stream: TcpStream,
+    cfg: &TransportConfig,
+    faults: &TransportFaults,
+    deliver: &dyn Fn(Inbound),
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let from = {
+        let mut h = [0u8; HELLO_BYTES];
+        with_deadline(cfg.connect_timeout, stream.read_exact(&mut h)).await.map_err(|e| e.to_string())?;
+        let res = match frame::parse_hello(&h) {
+            Ok(hh) => {
+                let mut rest = vec![0u8; hh.cluster_id_len.get() as usize + hh.secret_len.get() as usize];
+                with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest)).await.map_err(|e| e.to_string())?;
+                frame::check_hello(&hh, &rest, &cfg.cluster_id, &cfg.secret, cfg.replica_count)
+            }
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(id) => {
+                stream.write_all(&frame::encode_ack(0)).await.map_err(|e| e.to_string())?;
+                id
+            }
+            Err(e) => {
+                tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection");
+                let _ = stream.write_all(&frame::encode_ack(1)).await;
+                return Err(e.to_string());
+            }
+        }
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(256 << 10);
+    let mut start = 0usize;
+    loop {
+        // Deliver every complete frame in the buffer.
+        while buf.len() - start >= FRAME_HEADER_BYTES {
+            let h = FrameHeader::read_from_bytes(&buf[start..start + FRAME_HEADER_BYTES]).map_err(|_| "bad frame header")?;
+            let len = h.len.get() as usize;
+            if len > cfg.max_frame_bytes as usize {
+                return Err(format!("frame of {len} bytes exceeds network.max_frame_bytes"));
+            }
+            let kind = FrameKind::from_u8(h.kind).ok_or_else(|| format!("unknown frame kind {}", h.kind))?;
+            if buf.len() - start < FRAME_HEADER_BYTES + len {
+                break;
+            }
+            let p0 = start + FRAME_HEADER_BYTES;
+            let payload = Bytes::copy_from_slice(&buf[p0..p0 + len]);
+            start = p0 + len;
+            if !faults.drop_from(from) {
+                deliver(Inbound { from, kind, payload });
+            }
+        }
+        if start == buf.len() {
+            buf.clear();
+            start = 0;
+        } else if start > (128 << 10) {
+            buf.drain(..start);
+            start = 0;
+        }
+        let len = buf.len();
+        buf.resize(len + (128 << 10), 0);
+        match stream.read(&mut buf[len..]).await {
+            Ok(0) => return Ok(()),
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Outbound queues to every peer; frames go out in order per peer, batched into few writes.
+pub struct Outbound {
+    queues: Vec<Option<LocalSender<(FrameKind, Bytes)>>>,
+    faults: Arc<TransportFaults>,
+}
+
+impl Outbound {
+    /// Spawns one writer task per peer on the current executor.
+    pub fn start(cfg: Rc<TransportConfig>, faults: Arc<TransportFaults>) -> Outbound {
+        let mut queues = Vec::new();
+        for peer in 0..cfg.replica_count {
+            if peer == cfg.me {
+                queues.push(None);
+                continue;
+            }
+            let (tx, rx) = local_channel::new_bounded(cfg.queue_frames_max);
+            glommio::spawn_local(run_peer_writer(cfg.clone(), peer, rx, faults.clone())).detach();
+            queues.push(Some(tx));
+        }
+        Outbound { queues, faults }
+    }
+
+    /// Queues a frame for `to`; dropped if the peer's queue is full or a fault says so.
+    pub fn send(&self, to: u32, kind: FrameKind, payload: Bytes) {
+        if self.faults.drop_to(to) {
+            return;
+        }
+        if let Some(Some(q)) = self.queues.get(to as usize) {
+            let _ = q.try_send((kind, payload));
+        }
+    }
+}
+
+async fn run_peer_writer(cfg: Rc<TransportConfig>, peer: u32, rx: LocalReceiver<(FrameKind, Bytes)>, faults: Arc<TransportFaults>) {
+    let mut backoff = BACKOFF_MIN;
+    let mut out: Vec<u8> = Vec::with_capacity(256 << 10);
+    // Wait for the first frame before dialing: an idle peer link costs nothing.
+    let mut first = match rx.recv().await {
+        Some(f) => Some(f),
+        None => return,
+    };
+    loop {
+        let mut stream = match dial(&cfg, peer).await {
+            Ok(s) => {
+                backoff = BACKOFF_MIN;
+                s
+            }
+            Err(e) => {
+                tracing::debug!(replica = cfg.me, peer, error = %e, "dial failed");
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(cfg.backoff_max);
+                continue;
+            }
+        };
+        loop {
+            let f = match first.take() {
+                Some(f) => f,
+                None => match rx.recv().await {
+                    Some(f) => f,
+                    None => return,
+                },
+            };
+            out.clear();
+            frame::encode_frame(&mut out, f.0, &f.1);
+            while out.len() < WRITE_BATCH_BYTES_MAX {
+                match poll_once(rx.recv()).await {
+                    Some(Some((k, p))) => frame::encode_frame(&mut out, k, &p),
+                    Some(None) => return,
+                    None => break,
+                }
+            }
+            let delay = faults.delay_us();
+            if delay > 0 {
+                glommio::timer::sleep(Duration::from_micros(delay)).await;
+            }
+            if let Err(e) = stream.write_all(&out).await {
+                tracing::debug!(replica = cfg.me, peer, error = %e, "write to peer failed; reconnecting");
+                break;
+            }
+        }
+    }
+}
+
+async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
+    let addr = cfg.peers.get(peer as usize).ok_or("no address for peer")?;
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+        .map_err(|e| format!("bad peer address {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("peer address {addr} resolves to nothing"))?;
+    let mut s = TcpStream::connect_timeout(addr, cfg.connect_timeout).await.map_err(|e| e.to_string())?;
+    let _ = s.set_nodelay(true);
+    s.write_all(&frame::encode_hello(cfg.me as u16, &cfg.cluster_id, &cfg.secret)).await.map_err(|e| e.to_string())?;
+    let mut ack = [0u8; ACK_BYTES];
+    with_deadline(cfg.connect_timeout, s.read_exact(&mut ack)).await.map_err(|e| e.to_string())?;
+    frame::parse_ack(&ack).map_err(|e| e.to_string())?;
+    Ok(s)
+}

@@ -1,0 +1,502 @@
+//! Segment files and the group-commit writer (see the module doc of `wal`).
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+use super::{Lsn, WalError, RECORD_HEADER_BYTES};
+
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+const SEGMENT_SUFFIX: &str = ".wal";
+
+/// Counters for metrics.
+#[derive(Debug, Default, Clone)]
+pub struct WalStats {
+    pub syncs: u64,
+    pub bytes_written: u64,
+    pub records: u64,
+    pub sync_us_total: u64,
+    pub segments_created: u64,
+    pub segments_removed: u64,
+}
+
+struct Segment {
+    first: Lsn,
+    path: PathBuf,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    segment_bytes: u64,
+    /// Retained segments, oldest first; the last one is `active`.
+    segments: VecDeque<Segment>,
+    active: DmaFile,
+    alignment: u64,
+    /// Where the next record goes in the active segment.
+    offset: u64,
+    /// Bytes of the active segment's last, partially filled block (from its aligned start).
+    tail: Vec<u8>,
+    /// Encoded records appended but not yet written, and where each one starts in `pending`.
+    pending: Vec<u8>,
+    pending_starts: Vec<usize>,
+    next_lsn: Lsn,
+    durable: Lsn,
+    failed: bool,
+    pub stats: WalStats,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> WalError {
+    WalError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn segment_name(first: Lsn) -> String {
+    format!("{:020}{SEGMENT_SUFFIX}", first.0)
+}
+
+fn encode_record(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
+    let mut crc = crc32c::crc32c(&lsn.0.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, payload);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&lsn.0.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Parses records from `data` starting at `lsn`; returns them and the end offset of the last
+/// valid one. Stops at zero length, a bad CRC, an LSN out of sequence, or the end of `data`.
+fn parse_records(data: &[u8], mut lsn: Lsn, out: &mut Vec<(Lsn, Bytes)>) -> usize {
+    let mut pos = 0usize;
+    while data.len() - pos >= RECORD_HEADER_BYTES {
+        let h = &data[pos..pos + RECORD_HEADER_BYTES];
+        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+        let mut l = [0u8; 8];
+        l.copy_from_slice(&h[8..16]);
+        let rec_lsn = u64::from_le_bytes(l);
+        if len == 0 && crc == 0 && rec_lsn == 0 {
+            break;
+        }
+        let start = pos + RECORD_HEADER_BYTES;
+        if rec_lsn != lsn.0 || data.len() - start < len {
+            break;
+        }
+        let payload = &data[start..start + len];
+        let mut c = crc32c::crc32c(&rec_lsn.to_le_bytes());
+        c = crc32c::crc32c_append(c, payload);
+        if c != crc {
+            break;
+        }
+        out.push((lsn, Bytes::copy_from_slice(payload)));
+        lsn = Lsn(lsn.0 + 1);
+        pos = start + len;
+    }
+    pos
+}
+
+async fn open_rw(path: &Path, create: bool) -> Result<DmaFile, WalError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .dma_open(path)
+        .await
+        .map_err(|e| io_err(path, e))
+}
+
+/// Creates a segment: preallocated and zero-filled, so later writes overwrite in place
+/// (no metadata change per fdatasync) and an unwritten area always reads as zeros.
+async fn create_segment(dir: &Path, first: Lsn, size: u64) -> Result<(DmaFile, PathBuf), WalError> {
+    let path = dir.join(segment_name(first));
+    let tmp = dir.join(format!("{}.tmp", segment_name(first)));
+    let f = open_rw(&tmp, true).await?;
+    f.pre_allocate(size, false).await.map_err(|e| io_err(&tmp, e))?;
+    let mut pos = 0u64;
+    while pos < size {
+        let n = ZERO_CHUNK_BYTES.min((size - pos) as usize);
+        let mut buf = f.alloc_dma_buffer(n);
+        buf.as_bytes_mut().fill(0);
+        f.write_at(buf, pos).await.map_err(|e| io_err(&tmp, e))?;
+        pos += n as u64;
+    }
+    f.fdatasync().await.map_err(|e| io_err(&tmp, e))?;
+    f.rename(&path).await.map_err(|e| io_err(&path, e))?;
+    sync_dir(dir)?;
+    Ok((f, path))
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    let d = std::fs::File::open(dir).map_err(|e| io_err(dir, e))?;
+    d.sync_all().map_err(|e| io_err(dir, e))
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir` and returns every record it holds, in order.
+    /// A torn tail is cut and zeroed; damage before the tail is an error.
+    pub async fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Vec<(Lsn, Bytes)>), WalError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let mut found: Vec<Segment> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
+            let entry = entry.map_err(|e| io_err(dir, e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(".tmp") {
+                // A segment whose creation did not finish holds no records.
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(num) = name.strip_suffix(SEGMENT_SUFFIX) {
+                if let Ok(n) = num.parse::<u64>() {
+                    found.push(Segment { first: Lsn(n), path: entry.path() });
+                }
+            }
+        }
+        found.sort_by_key(|s| s.first);
+        let mut records = Vec::new();
+        if found.is_empty() {
+            // Creating the first segment also gives this executor a non-empty DMA file first.
+            let (f, path) = create_segment(dir, Lsn(1), segment_bytes).await?;
+            let alignment = f.alignment();
+            let mut segments = VecDeque::new();
+            segments.push_back(Segment { first: Lsn(1), path });
+            return Ok((
+                Wal::new(dir, segment_bytes, segments, f, alignment, 0, Vec::new(), Lsn(1)),
+                records,
+            ));
+        }
+        let mut next = found[0].first;
+        let count = found.len();
+        let mut active: Option<(DmaFile, u64)> = None;
+        let mut keep = VecDeque::new();
+        for (i, seg) in found.into_iter().enumerate() {
+            if seg.first != next {
+                return Err(WalError::Corrupt(format!(
+                    "segment {} starts at lsn {} but the log continues at {}",
+                    seg.path.display(),
+                    seg.first.0,
+                    next.0
+                )));
+            }
+            let f = open_rw(&seg.path, false).await?;
+            let size = f.file_size().await.map_err(|e| io_err(&seg.path, e))?;
+            let data = f.read_at_aligned(0, size as usize).await.map_err(|e| io_err(&seg.path, e))?;
+            let before = records.len();
+            let end = parse_records(&data, next, &mut records);
+            next = Lsn(next.0 + (records.len() - before) as u64);
+            let is_last = i + 1 == count;
+            if is_last {
+                active = Some((f, end as u64));
+            } else {
+                // A full segment's unused end is zeros; anything else means damage mid-log.
+                if data[end..].iter().take(RECORD_HEADER_BYTES).any(|&b| b != 0)
+                    && data.len() - end >= RECORD_HEADER_BYTES
+                {
+                    return Err(WalError::Corrupt(format!(
+                        "segment {} is damaged at offset {end}, before the end of the log",
+                        seg.path.display()
+                    )));
+                }
+                f.close().await.map_err(|e| io_err(&seg.path, e))?;
+            }
+            keep.push_back(seg);
+        }
+        let Some((f, end)) = active else {
+            return Err(WalError::Corrupt("no active segment".into()));
+        };
+        let alignment = f.alignment();
+        let path = keep.back().map(|s| s.path.clone()).unwrap_or_default();
+        // Zero everything after the last valid record: a torn write may have left fragments.
+        let size = f.file_size().await.map_err(|e| io_err(&path, e))?;
+        let block = end - end % alignment;
+        let tail_data = f
+            .read_at_aligned(block, alignment as usize)
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        let mut tail = tail_data[..(end - block) as usize].to_vec();
+        let mut pos = block;
+        let mut first = true;
+        while pos < size {
+            let n = ZERO_CHUNK_BYTES.min((size - pos) as usize);
+            let mut buf = f.alloc_dma_buffer(n);
+            let b = buf.as_bytes_mut();
+            b.fill(0);
+            if first {
+                b[..tail.len()].copy_from_slice(&tail);
+                first = false;
+            }
+            f.write_at(buf, pos).await.map_err(|e| io_err(&path, e))?;
+            pos += n as u64;
+        }
+        f.fdatasync().await.map_err(|e| io_err(&path, e))?;
+        tail.truncate((end - block) as usize);
+        Ok((
+            Wal::new(dir, segment_bytes, keep, f, alignment, end, tail, next),
+            records,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        dir: &Path,
+        segment_bytes: u64,
+        segments: VecDeque<Segment>,
+        active: DmaFile,
+        alignment: u64,
+        offset: u64,
+        tail: Vec<u8>,
+        next_lsn: Lsn,
+    ) -> Wal {
+        Wal {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            segments,
+            active,
+            alignment,
+            offset,
+            tail,
+            pending: Vec::new(),
+            pending_starts: Vec::new(),
+            next_lsn,
+            durable: Lsn(next_lsn.0 - 1),
+            failed: false,
+            stats: WalStats::default(),
+        }
+    }
+
+    /// Buffers one record; it is durable once a later `sync` returns an LSN at or past it.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Lsn, WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        let size = payload.len() + RECORD_HEADER_BYTES;
+        if size as u64 > self.segment_bytes - self.alignment {
+            return Err(WalError::TooLarge { size, segment: self.segment_bytes });
+        }
+        let lsn = self.next_lsn;
+        self.pending_starts.push(self.pending.len());
+        encode_record(&mut self.pending, lsn, payload);
+        self.next_lsn = Lsn(lsn.0 + 1);
+        Ok(lsn)
+    }
+
+    /// The last LSN known durable.
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable
+    }
+
+    /// The LSN the next append gets.
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes every buffered record and makes it durable (one fdatasync per segment touched).
+    /// Returns the durable LSN. Any failure poisons the log.
+    pub async fn sync(&mut self) -> Result<Lsn, WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        if self.pending.is_empty() {
+            return Ok(self.durable);
+        }
+        let started = std::time::Instant::now();
+        let r = self.write_pending().await;
+        if r.is_err() {
+            self.failed = true;
+        }
+        r?;
+        self.stats.syncs += 1;
+        self.stats.sync_us_total += started.elapsed().as_micros() as u64;
+        self.durable = Lsn(self.next_lsn.0 - 1);
+        Ok(self.durable)
+    }
+
+    async fn write_pending(&mut self) -> Result<(), WalError> {
+        let pending = std::mem::take(&mut self.pending);
+        let starts = std::mem::take(&mut self.pending_starts);
+        let first_lsn = Lsn(self.next_lsn.0 - starts.len() as u64);
+        let mut i = 0;
+        while i < starts.len() {
+            // Take as many whole records as fit the active segment.
+            let room = self.segment_bytes - self.offset;
+            let mut j = i;
+            while j < starts.len() {
+                let end = starts.get(j + 1).copied().unwrap_or(pending.len());
+                if (end - starts[i]) as u64 > room {
+                    break;
+                }
+                j += 1;
+            }
+            if j == i {
+                self.rotate(Lsn(first_lsn.0 + i as u64)).await?;
+                continue;
+            }
+            let end = starts.get(j).copied().unwrap_or(pending.len());
+            self.write_block_run(&pending[starts[i]..end]).await?;
+            self.stats.records += (j - i) as u64;
+            i = j;
+        }
+        let path = self.active_path();
+        self.active.fdatasync().await.map_err(|e| io_err(&path, e))
+    }
+
+    /// Writes `bytes` at the current offset, rewriting the partial block before it.
+    async fn write_block_run(&mut self, bytes: &[u8]) -> Result<(), WalError> {
+        let a = self.alignment as usize;
+        let block_start = self.offset - self.tail.len() as u64;
+        let total = self.tail.len() + bytes.len();
+        let padded = total.div_ceil(a) * a;
+        let mut buf = self.active.alloc_dma_buffer(padded);
+        let b = buf.as_bytes_mut();
+        b[..self.tail.len()].copy_from_slice(&self.tail);
+        b[self.tail.len()..total].copy_from_slice(bytes);
+        b[total..].fill(0);
+        let keep_from = total - total % a;
+        let new_tail = b[keep_from..total].to_vec();
+        let path = self.active_path();
+        self.active
+            .write_at(buf, block_start)
+            .await
+            .map_err(|e| io_err(&path, e))?;
+        self.stats.bytes_written += padded as u64;
+        self.offset += bytes.len() as u64;
+        self.tail = new_tail;
+        Ok(())
+    }
+
+    async fn rotate(&mut self, first: Lsn) -> Result<(), WalError> {
+        let path = self.active_path();
+        self.active.fdatasync().await.map_err(|e| io_err(&path, e))?;
+        let (f, p) = create_segment(&self.dir, first, self.segment_bytes).await?;
+        let old = std::mem::replace(&mut self.active, f);
+        old.close().await.map_err(|e| io_err(&path, e))?;
+        self.segments.push_back(Segment { first, path: p });
+        self.offset = 0;
+        self.tail.clear();
+        self.stats.segments_created += 1;
+        Ok(())
+    }
+
+    fn active_path(&self) -> PathBuf {
+        self.segments.back().map(|s| s.path.clone()).unwrap_or_default()
+    }
+
+    /// Deletes whole segments all of whose records are below `lsn` (never the active one).
+    pub fn remove_before(&mut self, lsn: Lsn) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while self.segments.len() > 1 && self.segments[1].first <= lsn {
+            if let Some(s) = self.segments.pop_front() {
+                std::fs::remove_file(&s.path).map_err(|e| io_err(&s.path, e))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+            self.stats.segments_removed += removed as u64;
+        }
+        Ok(removed)
+    }
+
+    /// The first LSN still retained.
+    pub fn first_lsn(&self) -> Lsn {
+        self.segments.front().map(|s| s.first).unwrap_or(self.next_lsn)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub async fn close(self) -> Result<(), WalError> {
+        let path = self.active_path();
+        self.active.close().await.map_err(|e| io_err(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glommio::LocalExecutorBuilder;
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+        LocalExecutorBuilder::default().spawn(f).unwrap().join().unwrap();
+    }
+
+    #[test]
+    fn records_survive_reopen_and_segments_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        run(move || async move {
+            let (mut wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
+            assert!(recs.is_empty());
+            for i in 0..300u32 {
+                let payload = vec![i as u8; 1 + (i as usize * 7) % 900];
+                assert_eq!(wal.append(&payload).unwrap(), Lsn(i as u64 + 1));
+                if i % 10 == 9 {
+                    assert_eq!(wal.sync().await.unwrap(), Lsn(i as u64 + 1));
+                }
+            }
+            assert!(wal.segment_count() > 1, "300 records of ~450 B rotate 64 KiB segments");
+            wal.close().await.unwrap();
+            let (mut wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
+            assert_eq!(recs.len(), 300);
+            for (i, (lsn, p)) in recs.iter().enumerate() {
+                assert_eq!(*lsn, Lsn(i as u64 + 1));
+                assert_eq!(p.len(), 1 + (i * 7) % 900);
+                assert!(p.iter().all(|&b| b == i as u8));
+            }
+            assert_eq!(wal.append(b"next").unwrap(), Lsn(301));
+            wal.sync().await.unwrap();
+            let before = wal.segment_count();
+            assert!(wal.remove_before(Lsn(200)).unwrap() > 0);
+            assert!(wal.segment_count() < before);
+            let first = wal.first_lsn();
+            wal.close().await.unwrap();
+            let (_wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
+            assert_eq!(recs.first().unwrap().0, first);
+            assert_eq!(recs.last().unwrap().0, Lsn(301));
+        });
+    }
+
+    #[test]
+    fn torn_tail_is_cut_and_later_appends_are_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let d2 = d.clone();
+        run(move || async move {
+            let (mut wal, _) = Wal::open(&d, 64 << 10).await.unwrap();
+            for i in 0..10u8 {
+                wal.append(&[i; 100]).unwrap();
+            }
+            wal.sync().await.unwrap();
+            wal.close().await.unwrap();
+        });
+        // Damage the last record's payload, as a torn write would.
+        let seg = std::fs::read_dir(&d2).unwrap().next().unwrap().unwrap().path();
+        let mut bytes = std::fs::read(&seg).unwrap();
+        let last = 9 * (100 + RECORD_HEADER_BYTES) + RECORD_HEADER_BYTES + 50;
+        bytes[last] ^= 0xFF;
+        // And leave a stray fragment further on.
+        bytes[5000] = 0xAB;
+        std::fs::write(&seg, &bytes).unwrap();
+        let d3 = d2.clone();
+        run(move || async move {
+            let (mut wal, recs) = Wal::open(&d3, 64 << 10).await.unwrap();
+            assert_eq!(recs.len(), 9, "the torn record is cut");
+            assert_eq!(wal.append(b"after").unwrap(), Lsn(10));
+            wal.sync().await.unwrap();
+            wal.close().await.unwrap();
+            let (_, recs) = Wal::open(&d3, 64 << 10).await.unwrap();
+            assert_eq!(recs.len(), 10);
+            assert_eq!(&recs[9].1[..], b"after");
+        });
+        let bytes = std::fs::read(&seg).unwrap();
+        assert_eq!(bytes[5000], 0, "fragments past the tail are zeroed");
+    }
+}
