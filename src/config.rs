@@ -60,10 +60,18 @@ pub struct ReplicatedSection {
 pub struct ConsensusSection {
     #[serde(with = "serde_str")]
     pub heartbeat_interval: Duration,
+    /// Election timeouts are drawn uniformly from `[min, 2 * min)`.
     #[serde(with = "serde_str")]
     pub election_timeout_min: Duration,
+    /// How long a proposed command may wait to commit before its client gets `TIMEOUT`
+    /// (outcome unknown: it may still commit later).
     #[serde(with = "serde_str")]
-    pub election_timeout_max: Duration,
+    pub commit_timeout: Duration,
+    /// Serve linearizable reads under a primary lease instead of a heartbeat round per batch.
+    pub read_lease: bool,
+    /// Largest clock difference between two replicas over one lease period (lease mode only).
+    #[serde(with = "serde_str")]
+    pub clock_drift_bound: Duration,
     /// Client operations in one Paxos proposal at most.
     pub max_batch_ops: u32,
     /// Bytes of client operations in one Paxos proposal at most.
@@ -80,7 +88,8 @@ pub struct ConsensusSection {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetworkSection {
-    /// Replica i (0-based) listens on `base_tcp_port + i` in a single-process cluster.
+    /// Replica i (0-based) listens on `base_tcp_port + i` in a single-process cluster
+    /// (0: ports chosen by the OS, for tests).
     pub base_tcp_port: u16,
     pub bind_address: String,
     /// `host:port` of every replica, in replica-id order, for one-replica-per-process clusters.
@@ -170,7 +179,9 @@ impl Default for ConsensusSection {
         ConsensusSection {
             heartbeat_interval: Duration::from_millis(50),
             election_timeout_min: Duration::from_millis(300),
-            election_timeout_max: Duration::from_millis(600),
+            commit_timeout: Duration::from_secs(10),
+            read_lease: false,
+            clock_drift_bound: Duration::from_millis(50),
             max_batch_ops: 1024,
             max_batch_bytes: 4 << 20,
             pipeline_depth: 32,
@@ -338,12 +349,15 @@ impl ReplicatedConfig {
                 "must be more than twice consensus.heartbeat_interval",
             ));
         }
-        if c.election_timeout_max <= c.election_timeout_min {
+        if c.read_lease && c.clock_drift_bound >= c.election_timeout_min {
             return Err(bad(
-                "consensus.election_timeout_max",
-                format!("{:?}", c.election_timeout_max),
-                "must be greater than consensus.election_timeout_min",
+                "consensus.clock_drift_bound",
+                format!("{:?}", c.clock_drift_bound),
+                "must be below consensus.election_timeout_min",
             ));
+        }
+        if c.commit_timeout.is_zero() {
+            return Err(bad("consensus.commit_timeout", "0", "must be positive"));
         }
         for (field, v) in [
             ("consensus.max_batch_ops", c.max_batch_ops as u64),
@@ -388,9 +402,6 @@ impl ReplicatedConfig {
             ));
         }
         let n = &self.network;
-        if n.base_tcp_port == 0 && n.peers.is_empty() {
-            return Err(bad("network.base_tcp_port", 0, "must be a real port (1-65535)"));
-        }
         if n.base_tcp_port as u32 + r.replica_count > 65536 {
             return Err(bad("network.base_tcp_port", n.base_tcp_port, "replica ports would pass 65535"));
         }
@@ -502,8 +513,8 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("thrift.bind_address") && e.contains("not-an-ip"), "{e}");
         let mut c = ReplicatedConfig::default();
-        c.consensus.election_timeout_max = Duration::from_millis(100);
-        assert!(c.validate().unwrap_err().to_string().contains("election_timeout_max"));
+        c.consensus.election_timeout_min = Duration::from_millis(60);
+        assert!(c.validate().unwrap_err().to_string().contains("election_timeout_min"));
         assert!(ReplicatedConfig::from_toml("[thrift]\nbogus = 1\n").unwrap_err().contains("bogus"));
     }
 }

@@ -116,4 +116,9 @@ pub trait KvService: Clone + 'static {
     fn replicas(&self) -> Vec<ReplicaStatus>;
     /// (keys, bytes, pending compaction bytes) of the store this front reads.
     fn storage_stats(&self) -> (u64, u64, u64);
+    /// Cuts replica `replica` off from its peers (or heals it): fault injection for tests.
+    fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
+        let _ = (replica, isolated);
+        Err("this server has no replicas to partition".into())
+    }
 }

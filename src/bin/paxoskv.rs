@@ -1,4 +1,4 @@
-//! The `paxoskv` binary: `serve`, `config print`.
+//! The `paxoskv` binary: `serve`, `node`, `config print`, `inspect`, `status`.
 
 use std::path::PathBuf;
 
@@ -6,6 +6,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use glommio::Placement;
 
+use std::time::Duration;
+
+use paxoskv::cluster::ReplicatedKvStore;
 use paxoskv::config::ReplicatedConfig;
 use paxoskv::local::LocalService;
 use paxoskv::storage::StoreOptions;
@@ -22,8 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a server with the built-in defaults, a config file, environment and flags.
+    /// Run a cluster in this process (every replica on its own core) with the Thrift front.
     Serve(ServeArgs),
+    /// Run ONE replica of a multi-process (multi-host) cluster, with its own Thrift front.
+    Node(NodeArgs),
+    /// Print each replica's store state from its data directory (server stopped).
+    Inspect(InspectArgs),
+    /// Print a summary of a running cluster through its Thrift port.
+    Status(StatusArgs),
     /// Config tools.
     Config {
         #[command(subcommand)]
@@ -66,6 +75,38 @@ struct CommonArgs {
     /// Allow setFaultInjection (testing only).
     #[arg(long)]
     enable_fault_injection: bool,
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// This replica's id (0-based).
+    #[arg(long)]
+    id: u32,
+    /// Every replica's transport address, in id order: host:port,host:port,...
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// Base data directory (holds replica_<i>/).
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Also print this key's value (default column family) in every replica.
+    #[arg(long)]
+    key: Option<String>,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Thrift address of any node.
+    #[arg(long, default_value = "127.0.0.1:9091")]
+    addr: String,
+    /// Admin token, if the cluster requires one.
+    #[arg(long)]
+    auth_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -129,25 +170,187 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(a) => serve(a),
+        Command::Node(a) => node(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Status(a) => status(a),
     }
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let config = effective_config(&a.common)?;
+    let stop = signals::block_termination()?;
+    if a.single {
+        return serve_single(config, stop);
+    }
+    let store = ReplicatedKvStore::new(config.clone())?;
+    run_cluster(store, config, stop)
+}
+
+fn node(a: NodeArgs) -> anyhow::Result<()> {
+    let mut config = effective_config(&a.common)?;
+    if !a.peers.is_empty() {
+        config.network.peers = a.peers.clone();
+        config.replicated.replica_count = a.peers.len() as u32;
+    }
+    config.validate()?;
+    let stop = signals::block_termination()?;
+    let store = ReplicatedKvStore::new_node(config.clone(), a.id)?;
+    run_cluster(store, config, stop)
+}
+
+/// The start-up sequence: stores and ports (done by `new`), replicas, a primary, then the
+/// Thrift port; on SIGINT/SIGTERM, hand leadership off, sync and exit 0.
+fn run_cluster(mut store: ReplicatedKvStore, config: ReplicatedConfig, stop: signals::Termination) -> anyhow::Result<()> {
+    store.start()?;
+    tracing::info!(replicas = ?store.endpoints(), "replicas started; waiting for a primary");
+    loop {
+        if let Some(p) = store.wait_for_primary(Duration::from_secs(5)) {
+            tracing::info!(primary = p, "primary elected");
+            break;
+        }
+        if stop.requested() {
+            store.shutdown();
+            return Ok(());
+        }
+        tracing::warn!("no primary yet (a majority of replicas must be up)");
+    }
+    let front = paxoskv::front::start_front(config.thrift.clone(), Placement::Unbound, store.service_factory())?;
+    tracing::info!(addr = %front.addr, "thrift listening; cluster healthy");
+    println!("paxoskv listening on {}", front.addr);
+    stop.wait();
+    tracing::info!("shutting down: handing leadership off and syncing");
+    store.shutdown();
+    tracing::info!("stopped");
+    std::process::exit(0);
+}
+
+fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow::Result<()> {
     let store = StoreOptions {
         mvcc_window_versions: config.storage.mvcc_window_versions,
         sync_writes: true,
         block_cache_bytes: config.storage.block_cache_bytes as usize,
         ..StoreOptions::default()
     };
-    let _ = a.single;
     let dir = config.replica_data_dir(0);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let service = LocalService::open(&dir, store, config.consensus.max_batch_ops as usize)
         .with_context(|| format!("cannot open store {}", dir.display()))?;
     let front = paxoskv::front::start_front(config.thrift.clone(), Placement::Unbound, move || service)?;
-    tracing::info!(addr = %front.addr, "thrift listening");
     println!("paxoskv listening on {}", front.addr);
-    let _ = front.thread.join();
+    stop.wait();
+    std::process::exit(0);
+}
+
+fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    let mut dirs: Vec<_> = std::fs::read_dir(&a.data_dir)
+        .with_context(|| format!("cannot read {}", a.data_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("replica_"))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let r = paxoskv::storage::inspect(&d, a.key.as_deref().map(str::as_bytes))
+            .with_context(|| format!("cannot inspect {}", d.display()))?;
+        let name = d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        print!("{name}: applied_sequence={} last_version={} keys~{}", r.applied_sequence, r.last_version, r.approximate_keys);
+        if let Some(k) = &a.key {
+            match &r.value {
+                Some(v) => print!(" {k}={}", String::from_utf8_lossy(v)),
+                None => print!(" {k}=<absent>"),
+            }
+        }
+        println!();
+    }
     Ok(())
+}
+
+fn status(a: StatusArgs) -> anyhow::Result<()> {
+    use paxoskv::front::generated::*;
+    use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
+    use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel};
+    let stream = std::net::TcpStream::connect(&a.addr).with_context(|| format!("cannot connect to {}", a.addr))?;
+    stream.set_nodelay(true)?;
+    let (r, w) = TTcpChannel::with_stream(stream).split()?;
+    let mut c = TransactionalKVSyncClient::new(
+        TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
+        TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
+    );
+    let h = c.get_cluster_health(GetClusterHealthRequest::new(a.auth_token.clone()))?;
+    let Some(health) = h.cluster_health else {
+        anyhow::bail!("getClusterHealth failed: {}", h.error.unwrap_or_default());
+    };
+    println!("cluster: {} ({}/{} healthy), view {}", health.cluster_status, health.healthy_nodes_count, health.total_nodes_count, health.current_term);
+    for n in &health.nodes {
+        println!(
+            "  replica {} {:<22} {:<11} {}{}",
+            n.node_id,
+            n.endpoint,
+            n.status,
+            if n.is_leader { "PRIMARY " } else { "" },
+            n.uptime_seconds.map(|u| format!("up {u}s")).unwrap_or_default()
+        );
+    }
+    let s = c.get_database_stats(GetDatabaseStatsRequest::new(a.auth_token, false))?;
+    if let Some(d) = s.database_stats {
+        println!(
+            "store: ~{} keys, {} bytes; {} writes, {} reads, avg {:.3} ms; txns: {} committed, {} aborted, {} open",
+            d.total_keys, d.total_size_bytes, d.write_operations_count, d.read_operations_count, d.average_response_time_ms.0,
+            d.committed_transactions, d.aborted_transactions, d.active_transactions
+        );
+    }
+    Ok(())
+}
+
+/// SIGINT/SIGTERM handling without async-signal hazards: the signals are blocked in every
+/// thread (the mask is inherited) and one thread waits for them with sigwait.
+mod signals {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+
+    #[derive(Clone)]
+    pub struct Termination {
+        flag: Arc<(Mutex<bool>, Condvar)>,
+        seen: Arc<AtomicBool>,
+    }
+
+    impl Termination {
+        pub fn requested(&self) -> bool {
+            self.seen.load(Ordering::SeqCst)
+        }
+        pub fn wait(&self) {
+            let (m, cv) = &*self.flag;
+            let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
+            while !*done {
+                done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Must run before any other thread starts.
+    pub fn block_termination() -> anyhow::Result<Termination> {
+        // SAFETY: plain libc signal-mask calls on a zeroed sigset_t.
+        let set = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                anyhow::bail!("cannot block SIGINT/SIGTERM");
+            }
+            set
+        };
+        let t = Termination { flag: Arc::new((Mutex::new(false), Condvar::new())), seen: Arc::new(AtomicBool::new(false)) };
+        let t2 = t.clone();
+        std::thread::Builder::new().name("paxoskv-signals".into()).spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait on the set blocked above.
+            unsafe { libc::sigwait(&set, &mut sig) };
+            t2.seen.store(true, Ordering::SeqCst);
+            let (m, cv) = &*t2.flag;
+            *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+        })?;
+        Ok(t)
+    }
 }

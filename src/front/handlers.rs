@@ -718,9 +718,20 @@ fn set_fault<S: KvService>(ctx: &FrontCtx<S>, r: FaultInjectionRequest) -> Fault
             ctx.faults.borrow_mut().clear();
             return FaultInjectionResponse::new(true, None::<String>);
         }
+        // target_operation "replica:N": cut replica N off from its peers, or heal it.
+        t @ ("partition" | "heal") => {
+            let replica = r.target_operation.as_deref().and_then(|s| s.strip_prefix("replica:")).and_then(|n| n.parse::<u32>().ok());
+            let Some(replica) = replica else {
+                return FaultInjectionResponse::new(false, "INVALID_ARGUMENT: partition needs target_operation \"replica:N\"".to_string());
+            };
+            return match ctx.service.set_isolated(replica, t == "partition") {
+                Ok(()) => FaultInjectionResponse::new(true, None::<String>),
+                Err(e) => FaultInjectionResponse::new(false, format!("INVALID_ARGUMENT: {e}")),
+            };
+        }
         "delay" | "latency" => FaultKind::Delay(Duration::from_millis(ms)),
         "error" | "unavailable" => FaultKind::Error,
-        other => return FaultInjectionResponse::new(false, format!("INVALID_ARGUMENT: unknown fault type {other:?} (use delay, error, clear)")),
+        other => return FaultInjectionResponse::new(false, format!("INVALID_ARGUMENT: unknown fault type {other:?} (use delay, error, partition, heal, clear)")),
     };
     // For a delay fault duration_ms is the delay; for an error fault it is how long it lasts.
     let until = match kind {

@@ -52,6 +52,8 @@ impl Server {
             "serve".into(),
             "--thrift-port".into(),
             "0".into(),
+            "--base-port".into(),
+            "0".into(),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
             "--wal-dir".into(),
@@ -88,6 +90,12 @@ impl Drop for Server {
 }
 
 fn spawn(args: &[String]) -> (Child, SocketAddr) {
+    let (child, rx) = spawn_child(args);
+    wait_addr(child, rx)
+}
+
+/// Starts the binary; the receiver yields its Thrift address once it reports one.
+pub fn spawn_child(args: &[String]) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
         .args(args)
         .env("RUST_LOG", "warn")
@@ -109,6 +117,11 @@ fn spawn(args: &[String]) -> (Child, SocketAddr) {
             }
         }
     });
+    (child, rx)
+}
+
+/// Waits for the address a child reports; kills it if none comes.
+pub fn wait_addr(mut child: Child, rx: std::sync::mpsc::Receiver<String>) -> (Child, SocketAddr) {
     let deadline = Duration::from_secs(60);
     let addr = match rx.recv_timeout(deadline) {
         Ok(a) => a.parse().unwrap(),

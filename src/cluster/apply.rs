@@ -1,0 +1,120 @@
+//! The apply thread of one replica: committed slots arrive over a lock-free queue (crossbeam),
+//! each becomes one RocksDB `WriteBatch` through `KvStoreExecutor::apply`, and the outcomes go
+//! straight to the waiting clients' oneshot channels (no hop back through the replica's core).
+//!
+//! It also makes RocksDB's own WAL durable now and then (`flush_wal(true)`) and publishes the
+//! slot through which the state machine is durable: the replica may then drop its Paxos WAL
+//! segments below that slot. A storage error is fatal for this replica: the thread reports it
+//! and stops applying; the replica stops.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam::channel::Receiver;
+use futures_channel::{mpsc, oneshot};
+
+use super::envelope;
+use super::shared::ReplicaShared;
+use crate::service::{ErrorCode, ServiceError};
+use crate::storage::KvStoreExecutor;
+use crate::txn::{Command, Outcome};
+use crate::types::Sequence;
+
+pub type Waiter = oneshot::Sender<Result<Outcome, ServiceError>>;
+
+/// One committed slot to apply.
+pub struct ApplyJob {
+    pub slot: u64,
+    /// Envelopes, in slot order (empty for a no-op slot).
+    pub commands: Vec<Bytes>,
+    /// (index into `commands`, the client waiting for it).
+    pub waiters: Vec<(usize, Waiter)>,
+}
+
+/// What the apply thread tells the replica.
+pub enum Applied {
+    Upto(u64),
+    Failed(String),
+}
+
+const DURABLE_EVERY: Duration = Duration::from_millis(100);
+
+pub fn run_apply(
+    mut exec: KvStoreExecutor,
+    jobs: Receiver<ApplyJob>,
+    notify: mpsc::UnboundedSender<Applied>,
+    shared: Arc<ReplicaShared>,
+) {
+    let mut last_durable = Instant::now();
+    let mut applied = exec.next_expected_sequence().0 - 1;
+    let mut cmds: Vec<Command> = Vec::new();
+    let mut bad: Vec<usize> = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            if let Err(e) = apply_one(&mut exec, job, &mut cmds, &mut bad) {
+                tracing::error!(replica = shared.id, error = %e, "apply failed; this replica stops");
+                let _ = notify.unbounded_send(Applied::Failed(e));
+                return;
+            }
+            applied = exec.next_expected_sequence().0 - 1;
+            next = jobs.try_recv().ok();
+        }
+        shared.applied_slot.store(applied, Ordering::SeqCst);
+        let _ = notify.unbounded_send(Applied::Upto(applied));
+        if last_durable.elapsed() >= DURABLE_EVERY {
+            make_durable(&exec, &shared, applied);
+            last_durable = Instant::now();
+        }
+    }
+    make_durable(&exec, &shared, applied);
+}
+
+fn make_durable(exec: &KvStoreExecutor, shared: &ReplicaShared, applied: u64) {
+    match exec.db().flush_wal(true) {
+        Ok(()) => shared.durable_slot.store(applied, Ordering::SeqCst),
+        Err(e) => tracing::warn!(replica = shared.id, error = %e, "rocksdb wal sync failed"),
+    }
+}
+
+fn apply_one(exec: &mut KvStoreExecutor, job: ApplyJob, cmds: &mut Vec<Command>, bad: &mut Vec<usize>) -> Result<(), String> {
+    cmds.clear();
+    bad.clear();
+    for (i, e) in job.commands.iter().enumerate() {
+        let decoded = envelope::decode(e).and_then(|(_, _, c)| Command::decode(&c));
+        match decoded {
+            Ok(c) => cmds.push(c),
+            Err(_) => {
+                // Every replica fails the same bytes the same way: apply nothing for it.
+                bad.push(i);
+                cmds.push(Command::default());
+            }
+        }
+    }
+    let outcomes = match exec.apply(Sequence(job.slot), cmds) {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            for (_, w) in job.waiters {
+                let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, "slot applied twice")));
+            }
+            return Ok(());
+        }
+        Err(e) => {
+            for (_, w) in job.waiters {
+                let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, e.to_string())));
+            }
+            return Err(e.to_string());
+        }
+    };
+    for (i, w) in job.waiters {
+        let o = if bad.contains(&i) {
+            Outcome::Invalid("undecodable command".into())
+        } else {
+            outcomes.get(i).cloned().unwrap_or(Outcome::Invalid("missing outcome".into()))
+        };
+        let _ = w.send(Ok(o));
+    }
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! The replicated store: replicas (each a glommio executor pinned to a core, with its WAL,
+//! transport and apply thread) and the front's `ClusterService` over them.
+//!
+//! `ReplicatedKvStore` is the library API: `new` (validate, bind replica ports, open stores),
+//! `start` (run the replicas), `execute_operation`, `primary_replica`, `wait_for_primary`,
+//! `is_healthy`, `shutdown`. `paxoskv serve` runs every replica in one process; `paxoskv node`
+//! runs one, with its peers in other processes or on other hosts.
+
+pub mod apply;
+pub mod envelope;
+pub mod replica;
+pub mod service;
+pub mod shared;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+
+pub use replica::ClientMsg;
+pub use service::{ClusterService, LocalReplica};
+pub use shared::ReplicaShared;
+
+use crate::config::ReplicatedConfig;
+use crate::paxos::{PaxosConfig, ReplicaId};
+use crate::service::{ErrorCode, ServiceError};
+use crate::storage::{KvStoreExecutor, StoreOptions};
+use crate::transport::{TransportConfig, TransportFaults};
+use crate::txn::{Command, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("replica {id}: cannot bind {addr}: {message}")]
+    Bind { id: u32, addr: String, message: String },
+    #[error("replica {id}: cannot open store {path}: {message}")]
+    Store { id: u32, path: String, message: String },
+    #[error("replica {id}: {message}")]
+    Start { id: u32, message: String },
+}
+
+struct Pending {
+    id: u32,
+    listener: std::net::TcpListener,
+    exec: KvStoreExecutor,
+}
+
+struct Running {
+    local: LocalReplica,
+    executor: Option<ExecutorJoinHandle<Result<(), String>>>,
+    apply: Option<JoinHandle<()>>,
+}
+
+pub struct ReplicatedKvStore {
+    config: ReplicatedConfig,
+    endpoints: Vec<String>,
+    pending: Vec<Pending>,
+    running: Vec<Running>,
+}
+
+impl ReplicatedKvStore {
+    /// Every replica of the cluster in this process.
+    pub fn new(config: ReplicatedConfig) -> Result<Self, ClusterError> {
+        let ids: Vec<u32> = (0..config.replicated.replica_count).collect();
+        Self::build(config, &ids)
+    }
+
+    /// One replica (`id`) in this process; its peers run elsewhere (`network.peers`).
+    pub fn new_node(config: ReplicatedConfig, id: u32) -> Result<Self, ClusterError> {
+        if id >= config.replicated.replica_count {
+            return Err(ClusterError::Start { id, message: format!("--id {id} is not below replicated.replica_count") });
+        }
+        Self::build(config, &[id])
+    }
+
+    fn build(config: ReplicatedConfig, ids: &[u32]) -> Result<Self, ClusterError> {
+        config.validate()?;
+        let n = config.replicated.replica_count;
+        let mut endpoints: Vec<String> = (0..n).map(|i| config.replica_address(i)).collect();
+        let mut pending = Vec::new();
+        for &id in ids {
+            let bind = if config.network.peers.is_empty() {
+                format!("{}:{}", config.network.bind_address, if config.network.base_tcp_port == 0 { 0 } else { config.network.base_tcp_port as u32 + id })
+            } else {
+                let port = endpoints[id as usize].rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+                format!("{}:{}", config.network.bind_address, port)
+            };
+            let listener = std::net::TcpListener::bind(&bind).map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
+            let local = listener.local_addr().map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
+            if config.network.peers.is_empty() {
+                endpoints[id as usize] = local.to_string();
+            }
+            let path = config.replica_data_dir(id);
+            let store_err = |message: String| ClusterError::Store { id, path: path.display().to_string(), message };
+            std::fs::create_dir_all(&path).map_err(|e| store_err(e.to_string()))?;
+            let opts = StoreOptions {
+                mvcc_window_versions: config.storage.mvcc_window_versions,
+                // The Paxos WAL is the durable copy; RocksDB's WAL is synced in the background.
+                sync_writes: false,
+                block_cache_bytes: config.storage.block_cache_bytes as usize,
+                ..StoreOptions::default()
+            };
+            let exec = KvStoreExecutor::open(&path, opts).map_err(|e| store_err(e.to_string()))?;
+            pending.push(Pending { id, listener, exec });
+        }
+        Ok(ReplicatedKvStore { config, endpoints, pending, running: Vec::new() })
+    }
+
+    /// Starts every local replica on its own executor, pinned to core `id mod ncpu`.
+    pub fn start(&mut self) -> Result<(), ClusterError> {
+        let cpus = allowed_cpus();
+        let n = self.config.replicated.replica_count;
+        for p in std::mem::take(&mut self.pending) {
+            let id = p.id;
+            let endpoint = self.endpoints[id as usize].clone();
+            let shared = Arc::new(ReplicaShared::new(id, endpoint, n));
+            let reader = p.exec.reader();
+            let applied_slot = p.exec.next_expected_sequence().0 - 1;
+            shared.applied_slot.store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+            shared.durable_slot.store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+            let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
+            let (applied_tx, applied_rx) = mpsc::unbounded();
+            let (client_tx, client_rx) = mpsc::unbounded();
+            let exec = p.exec;
+            let sh = shared.clone();
+            let apply = std::thread::Builder::new()
+                .name(format!("paxoskv-apply-{id}"))
+                .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh))
+                .map_err(|e| ClusterError::Start { id, message: e.to_string() })?;
+            let params = replica::ReplicaParams {
+                id,
+                paxos: self.paxos_config(id),
+                transport: self.transport_config(id),
+                listener: p.listener,
+                wal_dir: self.config.replica_wal_dir(id),
+                wal_segment_bytes: self.config.storage.wal_segment_bytes,
+                commit_timeout: self.config.consensus.commit_timeout,
+                applied_slot,
+                jobs: jobs_tx,
+                applied_rx,
+                client_rx,
+                shared: shared.clone(),
+            };
+            // Pinned to core `id mod ncpu` of the cores this process may use; replicas share
+            // cores when there are fewer (idle executors park, so sharing costs nothing idle).
+            let placement = match cpus.get(id as usize % cpus.len().max(1)) {
+                Some(&cpu) => Placement::Fixed(cpu),
+                None => Placement::Unbound,
+            };
+            let executor = LocalExecutorBuilder::new(placement)
+                .name(&format!("paxoskv-replica-{id}"))
+                .spawn(move || async move {
+                    let id = params.id;
+                    let r = replica::run_replica(params).await;
+                    if let Err(e) = &r {
+                        tracing::error!(replica = id, error = %e, "replica stopped");
+                    }
+                    r
+                })
+                .map_err(|e| ClusterError::Start { id, message: e.to_string() })?;
+            self.running.push(Running {
+                local: LocalReplica { id, tx: client_tx, reader, shared },
+                executor: Some(executor),
+                apply: Some(apply),
+            });
+        }
+        Ok(())
+    }
+
+    fn paxos_config(&self, id: u32) -> PaxosConfig {
+        let c = &self.config.consensus;
+        PaxosConfig {
+            replica_id: ReplicaId(id),
+            replica_count: self.config.replicated.replica_count,
+            heartbeat_interval_ms: c.heartbeat_interval.as_millis() as u64,
+            election_timeout_min_ms: c.election_timeout_min.as_millis() as u64,
+            pipeline_depth: c.pipeline_depth as usize,
+            batch_ops_max: c.max_batch_ops as usize,
+            batch_bytes_max: c.max_batch_bytes as usize,
+            proposal_queue_max: c.max_pending_ops as usize,
+            lease_enabled: c.read_lease,
+            clock_drift_bound_ms: c.clock_drift_bound.as_millis() as u64,
+            ..PaxosConfig::default()
+        }
+    }
+
+    fn transport_config(&self, id: u32) -> TransportConfig {
+        let n = &self.config.network;
+        TransportConfig {
+            me: id,
+            replica_count: self.config.replicated.replica_count,
+            cluster_id: self.config.replicated.cluster_id.clone(),
+            secret: n.shared_secret.clone().unwrap_or_default().into_bytes(),
+            peers: self.endpoints.clone(),
+            max_frame_bytes: n.max_frame_bytes,
+            connect_timeout: n.connection_timeout,
+            backoff_max: n.reconnect_backoff_max,
+            queue_frames_max: 65_536,
+        }
+    }
+
+    pub fn config(&self) -> &ReplicatedConfig {
+        &self.config
+    }
+
+    /// `host:port` of every replica's transport, by id.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The thread-safe handles of the local replicas (for the front or tests).
+    pub fn local_replicas(&self) -> Vec<LocalReplica> {
+        self.running.iter().map(|r| r.local.clone()).collect()
+    }
+
+    /// Builds the front's service; call the returned closure on the front's executor.
+    pub fn service_factory(&self) -> impl FnOnce() -> ClusterService + Send + 'static {
+        let local = self.local_replicas();
+        let n = self.config.replicated.replica_count;
+        let endpoints = self.endpoints.clone();
+        let wait = self.config.consensus.primary_wait;
+        let election = self.config.consensus.election_timeout_min;
+        move || ClusterService::new(local, n, endpoints, wait, election)
+    }
+
+    /// The primary as known by the local replicas.
+    pub fn primary_replica(&self) -> Option<u32> {
+        self.running.iter().filter(|r| r.local.shared.is_running()).find_map(|r| r.local.shared.primary())
+    }
+
+    /// Waits until some local replica knows a primary that a local replica can reach.
+    pub fn wait_for_primary(&self, timeout: Duration) -> Option<u32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let primary = self.running.iter().find(|r| r.local.shared.is_running() && r.local.shared.is_primary.load(std::sync::atomic::Ordering::SeqCst)).map(|r| r.id());
+            let known = primary.or_else(|| if self.running.len() == 1 { self.primary_replica() } else { None });
+            if known.is_some() || Instant::now() >= deadline {
+                return known;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A primary is known and every local replica runs.
+    pub fn is_healthy(&self) -> bool {
+        !self.running.is_empty() && self.running.iter().all(|r| r.local.shared.is_running()) && self.primary_replica().is_some()
+    }
+
+    pub fn faults(&self, id: u32) -> Option<Arc<TransportFaults>> {
+        self.running.iter().find(|r| r.local.id == id).map(|r| r.local.shared.faults.clone())
+    }
+
+    /// Replicates one command and waits for its outcome (blocking; for library users and tests).
+    pub fn execute_operation(&self, cmd: Command) -> Result<Outcome, ServiceError> {
+        let bytes = cmd.encode_to_bytes();
+        let deadline = Instant::now() + self.config.consensus.primary_wait;
+        loop {
+            let target = self
+                .running
+                .iter()
+                .find(|r| r.local.shared.is_running() && r.local.shared.is_primary.load(std::sync::atomic::Ordering::SeqCst))
+                .or_else(|| if self.running.len() == 1 { self.running.first() } else { None });
+            let res = match target {
+                Some(r) => {
+                    let (tx, rx) = oneshot::channel();
+                    r.local
+                        .tx
+                        .unbounded_send(ClientMsg::Propose { command: bytes.clone(), reply: tx })
+                        .map_err(|_| ServiceError::new(ErrorCode::Unavailable, "replica stopped"))?;
+                    futures_lite::future::block_on(rx).map_err(|_| ServiceError::new(ErrorCode::Unavailable, "replica stopped"))?
+                }
+                None => Err(ServiceError::new(ErrorCode::NotPrimary, "no primary right now")),
+            };
+            match res {
+                Err(e) if e.code == ErrorCode::NotPrimary && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                other => return other,
+            }
+        }
+    }
+
+    /// Stops every local replica: the primary hands leadership off, WAL and stores are synced.
+    pub fn shutdown(mut self) {
+        for r in &self.running {
+            let _ = r.local.tx.unbounded_send(ClientMsg::Shutdown);
+        }
+        for r in &mut self.running {
+            if let Some(e) = r.executor.take() {
+                let _ = e.join();
+            }
+        }
+        // The replicas dropped their job queues: the apply threads drain, sync and exit.
+        for r in &mut self.running {
+            if let Some(a) = r.apply.take() {
+                let _ = a.join();
+            }
+        }
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask), in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills a zero-initialised cpu_set_t of the size we pass.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+    }
+}
+
+impl Running {
+    fn id(&self) -> u32 {
+        self.local.id
+    }
+}

@@ -1,0 +1,622 @@
+//! One replica's shell: a glommio executor that turns real events into inputs for the Paxos
+//! core and carries out its outputs. It makes no protocol decisions.
+//!
+//! Events (peer frames, client requests from the front, ticks, WAL durability, apply progress)
+//! arrive on one local inbox. Each turn handles everything ready, then the outputs go out:
+//! records to the WAL task (group commit: one fdatasync for everything that arrived while the
+//! previous one ran, then `Durable` comes back as an event and the core releases the replies
+//! that waited for it), messages to the transport, committed slots to the apply thread with
+//! the waiting clients attached, reads to their callers once applied.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_channel::{mpsc, oneshot};
+use futures_lite::future::poll_once;
+use futures_lite::StreamExt;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use rand::{Rng, SeedableRng};
+
+use super::apply::{ApplyJob, Applied, Waiter};
+use super::envelope;
+use super::shared::ReplicaShared;
+use crate::paxos::{self, DurableState, Event, Input, Outputs, ReadId, Record, Rejection, ReplicaId, Slot};
+use crate::service::{ErrorCode, ServiceError};
+use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
+use crate::wal::{Lsn as WalLsn, Wal};
+
+/// What the front (or a library user) asks of a replica.
+pub enum ClientMsg {
+    /// Replicate an encoded `txn::Command`; the outcome goes to `reply` once applied here.
+    Propose { command: Bytes, reply: Waiter },
+    /// Resolves once a linearizable read may be served from this replica's store.
+    Read { reply: oneshot::Sender<Result<(), ServiceError>> },
+    /// Hand leadership away and stop.
+    Shutdown,
+}
+
+enum Ev {
+    Peer(Inbound),
+    Client(ClientMsg),
+    Tick,
+    Durable(paxos::Lsn),
+    Applied(Applied),
+    Fatal(String),
+}
+
+enum WalCmd {
+    Append(paxos::Lsn, Record),
+    Retain(Slot),
+}
+
+/// A read waiting for its ReadIndex round and then for the store to catch up.
+enum ReadWaiter {
+    Local(oneshot::Sender<Result<(), ServiceError>>),
+    Remote { from: u32, id: u64 },
+}
+
+const TICK: Duration = Duration::from_millis(10);
+const DRAIN_EVENTS_MAX: usize = 4096;
+const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
+const COMPACT_EVERY: Duration = Duration::from_secs(1);
+
+pub struct ReplicaParams {
+    pub id: u32,
+    pub paxos: paxos::PaxosConfig,
+    pub transport: TransportConfig,
+    pub listener: std::net::TcpListener,
+    pub wal_dir: std::path::PathBuf,
+    pub wal_segment_bytes: u64,
+    pub commit_timeout: Duration,
+    pub applied_slot: u64,
+    pub jobs: crossbeam::channel::Sender<ApplyJob>,
+    pub applied_rx: mpsc::UnboundedReceiver<Applied>,
+    pub client_rx: mpsc::UnboundedReceiver<ClientMsg>,
+    pub shared: Arc<ReplicaShared>,
+}
+
+/// Runs the replica until shutdown or a fatal error.
+pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
+    // The WAL opens first: its segments are the first DMA files this executor touches.
+    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes).await.map_err(|e| e.to_string())?;
+    let mut durable = DurableState { snapshot_upto: Slot(p.applied_slot), ..DurableState::default() };
+    for (lsn, bytes) in &records {
+        let rec = Record::decode(bytes).map_err(|e| format!("wal record {}: {e}", lsn.0))?;
+        durable.apply(&rec);
+    }
+    let promised = durable.promised;
+    tracing::info!(replica = p.id, records = records.len(), applied = p.applied_slot, "replica recovered");
+    drop(records);
+    let core = paxos::Replica::new(p.paxos.clone(), durable);
+
+    let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
+    let (wal_tx, wal_rx) = local_channel::new_unbounded::<WalCmd>();
+    glommio::spawn_local(run_wal(wal, wal_rx, ev_tx.clone(), promised, p.shared.clone())).detach();
+
+    let tcfg = Rc::new(p.transport.clone());
+    // SAFETY: the fd comes from a std listener this function owns and gives up here.
+    let listener = unsafe {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        glommio::net::TcpListener::from_raw_fd(p.listener.into_raw_fd())
+    };
+    {
+        let tx = ev_tx.clone();
+        glommio::spawn_local(transport::run_listener(listener, tcfg.clone(), p.shared.faults.clone(), move |m| {
+            let _ = tx.try_send(Ev::Peer(m));
+        }))
+        .detach();
+    }
+    let outbound = Outbound::start(tcfg, p.shared.faults.clone());
+    forward_stream(p.client_rx, ev_tx.clone(), Ev::Client);
+    forward_stream(p.applied_rx, ev_tx.clone(), Ev::Applied);
+    {
+        let tx = ev_tx.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(TICK).await;
+                if tx.send(Ev::Tick).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .detach();
+    }
+
+    let mut sh = Shell {
+        id: p.id,
+        core,
+        out: Outputs::default(),
+        started: Instant::now(),
+        rng: rand::rngs::SmallRng::seed_from_u64(u64::from(p.id) ^ crate::front::handlers::unix_ms() as u64),
+        wal: wal_tx,
+        outbound,
+        jobs: p.jobs,
+        shared: p.shared.clone(),
+        pending: HashMap::new(),
+        next_request: 1,
+        reads: HashMap::new(),
+        next_read: 1,
+        waiting_reads: BTreeMap::new(),
+        forwarded_reads: HashMap::new(),
+        applied: p.applied_slot,
+        commit_timeout: p.commit_timeout,
+        last_housekeeping: Instant::now(),
+        last_compact: Instant::now(),
+        compacted: Slot(p.applied_slot),
+        timeouts: VecDeque::new(),
+        stopping: false,
+    };
+    sh.shared.running.store(true, Ordering::SeqCst);
+    let result = loop {
+        let Some(ev) = ev_rx.recv().await else { break Ok(()) };
+        if let Err(e) = sh.handle(ev) {
+            break Err(e);
+        }
+        let mut n = 0;
+        while n < DRAIN_EVENTS_MAX {
+            match poll_once(ev_rx.recv()).await {
+                Some(Some(ev)) => {
+                    if let Err(e) = sh.handle(ev) {
+                        sh.shared.running.store(false, Ordering::SeqCst);
+                        return Err(e);
+                    }
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        if sh.stopping {
+            break Ok(());
+        }
+    };
+    sh.shared.running.store(false, Ordering::SeqCst);
+    sh.shared.is_primary.store(false, Ordering::SeqCst);
+    sh.fail_all_pending();
+    if sh.stopping {
+        // Let the transport deliver the leadership hand-off before the executor stops.
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+    result
+}
+
+fn forward_stream<T: 'static>(mut rx: mpsc::UnboundedReceiver<T>, tx: LocalSender<Ev>, wrap: fn(T) -> Ev) {
+    glommio::spawn_local(async move {
+        while let Some(m) = rx.next().await {
+            if tx.send(wrap(m)).await.is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+}
+
+/// Owns the WAL: appends what the core asked to persist, syncs once per group, reports back.
+async fn run_wal(mut wal: Wal, rx: LocalReceiver<WalCmd>, ev: LocalSender<Ev>, mut promised: paxos::Ballot, shared: Arc<ReplicaShared>) {
+    let mut buf = Vec::with_capacity(64 << 10);
+    // (last wal lsn of a sync group, highest slot accepted in or before it)
+    let mut groups: VecDeque<(WalLsn, Slot)> = VecDeque::new();
+    let mut max_slot = Slot(0);
+    // The wal lsn of the latest re-written promise that is durable; segments before it may go.
+    let mut promise_safe = wal.next_lsn();
+    let mut segments = wal.segment_count();
+    while let Some(first) = rx.recv().await {
+        let mut upto: Option<paxos::Lsn> = None;
+        let mut retain: Option<Slot> = None;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                WalCmd::Append(lsn, rec) => {
+                    match &rec {
+                        Record::Promise { ballot } => promised = promised.max(*ballot),
+                        Record::Accept { slot, ballot, .. } => {
+                            promised = promised.max(*ballot);
+                            max_slot = max_slot.max(*slot);
+                        }
+                    }
+                    buf.clear();
+                    rec.encode(&mut buf);
+                    if let Err(e) = wal.append(&buf) {
+                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        return;
+                    }
+                    upto = Some(lsn);
+                }
+                WalCmd::Retain(s) => retain = Some(s),
+            }
+            next = match poll_once(rx.recv()).await {
+                Some(Some(c)) => Some(c),
+                Some(None) => None,
+                None => None,
+            };
+        }
+        if wal.has_pending() {
+            let written_before = wal.stats.bytes_written;
+            match wal.sync().await {
+                Ok(l) => groups.push_back((l, max_slot)),
+                Err(e) => {
+                    let _ = ev.send(Ev::Fatal(format!("wal sync: {e}"))).await;
+                    return;
+                }
+            }
+            shared.wal_syncs.store(wal.stats.syncs, Ordering::Relaxed);
+            shared.wal_sync_us_total.store(wal.stats.sync_us_total, Ordering::Relaxed);
+            shared.wal_bytes.fetch_add(wal.stats.bytes_written - written_before, Ordering::Relaxed);
+            if wal.segment_count() != segments {
+                // A new segment: re-write the promise into it so older segments can be deleted.
+                segments = wal.segment_count();
+                buf.clear();
+                Record::Promise { ballot: promised }.encode(&mut buf);
+                let rewritten = wal.append(&buf);
+                match (rewritten, wal.sync().await) {
+                    (Ok(l), Ok(_)) => promise_safe = l,
+                    (Err(e), _) => {
+                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        return;
+                    }
+                    (_, Err(e)) => {
+                        let _ = ev.send(Ev::Fatal(format!("wal sync: {e}"))).await;
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(u) = upto {
+            if ev.send(Ev::Durable(u)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(target) = retain {
+            // Keep every group that may hold an accept above the retained slot.
+            let mut cut: Option<WalLsn> = None;
+            while let Some(&(l, s)) = groups.front() {
+                if s > target || l >= promise_safe {
+                    break;
+                }
+                cut = Some(WalLsn(l.0 + 1));
+                groups.pop_front();
+            }
+            if let Some(c) = cut {
+                match wal.remove_before(c) {
+                    Ok(n) if n > 0 => tracing::debug!(replica = shared.id, removed = n, "wal segments removed"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(replica = shared.id, error = %e, "wal segment removal failed"),
+                }
+            }
+        }
+    }
+    let _ = wal.close().await;
+}
+
+struct Shell {
+    id: u32,
+    core: paxos::Replica,
+    out: Outputs,
+    started: Instant,
+    rng: rand::rngs::SmallRng,
+    wal: LocalSender<WalCmd>,
+    outbound: Outbound,
+    jobs: crossbeam::channel::Sender<ApplyJob>,
+    shared: Arc<ReplicaShared>,
+    /// Clients waiting for their command to commit and apply here: request id → waiter.
+    pending: HashMap<u64, Waiter>,
+    next_request: u64,
+    /// Reads waiting for their ReadIndex round.
+    reads: HashMap<u64, ReadWaiter>,
+    next_read: u64,
+    /// Reads whose index is known, waiting for the store: slot → waiters.
+    waiting_reads: BTreeMap<u64, Vec<ReadWaiter>>,
+    /// Reads this replica forwarded to the primary: id → waiter.
+    forwarded_reads: HashMap<u64, oneshot::Sender<Result<(), ServiceError>>>,
+    applied: u64,
+    commit_timeout: Duration,
+    last_housekeeping: Instant,
+    last_compact: Instant,
+    compacted: Slot,
+    /// (deadline, request id) in submission order, for commit timeouts.
+    timeouts: VecDeque<(Instant, u64)>,
+    stopping: bool,
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ServiceError {
+    ServiceError::new(code, msg)
+}
+
+impl Shell {
+    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Peer(m) => self.on_peer(m),
+            Ev::Client(c) => self.on_client(c),
+            Ev::Tick => {
+                let now_ms = self.started.elapsed().as_millis() as u64;
+                let random = self.rng.gen();
+                self.step(Input::Tick { now_ms, random });
+                self.housekeeping();
+            }
+            Ev::Durable(l) => self.step(Input::Durable { upto_lsn: l }),
+            Ev::Applied(Applied::Upto(s)) => {
+                self.applied = self.applied.max(s);
+                self.step(Input::Applied { upto: Slot(self.applied) });
+                self.release_reads();
+            }
+            Ev::Applied(Applied::Failed(e)) => return Err(format!("apply failed: {e}")),
+            Ev::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, input: Input) {
+        self.core.step(input, &mut self.out);
+        self.carry_out();
+    }
+
+    fn on_peer(&mut self, m: Inbound) {
+        if let Some(t) = self.shared.last_heard_unix_ms.get(m.from as usize) {
+            t.store(crate::front::handlers::unix_ms(), Ordering::Relaxed);
+        }
+        match m.kind {
+            FrameKind::Paxos => match paxos::Message::decode(&m.payload) {
+                Ok(message) => self.step(Input::Message { from: ReplicaId(m.from), message }),
+                Err(e) => tracing::warn!(replica = self.id, from = m.from, error = %e, "undecodable paxos message"),
+            },
+            FrameKind::Forward => {
+                self.shared.proposals.fetch_add(1, Ordering::Relaxed);
+                self.step(Input::Propose(m.payload));
+            }
+            FrameKind::ReadIndexRequest => {
+                if m.payload.len() == 8 {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&m.payload);
+                    let remote = u64::from_le_bytes(a);
+                    let id = self.next_read;
+                    self.next_read += 1;
+                    self.reads.insert(id, ReadWaiter::Remote { from: m.from, id: remote });
+                    self.step(Input::ReadIndex { id: ReadId(id) });
+                }
+            }
+            FrameKind::ReadIndexResponse => {
+                if m.payload.len() == 17 {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(&m.payload[..8]);
+                    let id = u64::from_le_bytes(a);
+                    a.copy_from_slice(&m.payload[9..17]);
+                    let slot = u64::from_le_bytes(a);
+                    if let Some(w) = self.forwarded_reads.remove(&id) {
+                        if m.payload[8] == 1 {
+                            self.read_at(slot, ReadWaiter::Local(w));
+                        } else {
+                            let _ = w.send(Err(err(ErrorCode::NotPrimary, "no primary to confirm the read")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_client(&mut self, c: ClientMsg) {
+        match c {
+            ClientMsg::Propose { command, reply } => {
+                let req = self.next_request;
+                self.next_request += 1;
+                self.pending.insert(req, reply);
+                self.timeouts.push_back((Instant::now() + self.commit_timeout, req));
+                self.shared.proposals.fetch_add(1, Ordering::Relaxed);
+                self.step(Input::Propose(envelope::encode(self.id, req, &command)));
+            }
+            ClientMsg::Read { reply } => {
+                let id = self.next_read;
+                self.next_read += 1;
+                self.reads.insert(id, ReadWaiter::Local(reply));
+                self.step(Input::ReadIndex { id: ReadId(id) });
+            }
+            ClientMsg::Shutdown => {
+                if self.core.is_primary() {
+                    let to = ReplicaId((self.id + 1) % self.core_count());
+                    self.step(Input::TransferLeadership { to });
+                }
+                self.stopping = true;
+            }
+        }
+    }
+
+    fn core_count(&self) -> u32 {
+        self.shared.last_heard_unix_ms.len().max(1) as u32
+    }
+
+    /// Carries out everything the core asked for in the last step.
+    fn carry_out(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for (lsn, rec) in out.persist.drain(..) {
+            let _ = self.wal.try_send(WalCmd::Append(lsn, rec));
+        }
+        if !out.sends.is_empty() {
+            let mut buf = Vec::new();
+            for (to, msg) in out.sends.drain(..) {
+                buf.clear();
+                msg.encode(&mut buf);
+                self.outbound.send(to.0, FrameKind::Paxos, Bytes::copy_from_slice(&buf));
+            }
+        }
+        for (slot, value) in out.committed.drain(..) {
+            let commands: Vec<Bytes> = value.commands().to_vec();
+            let mut waiters = Vec::new();
+            for (i, c) in commands.iter().enumerate() {
+                if let Ok((origin, req, _)) = envelope::decode(c) {
+                    if origin == self.id {
+                        if let Some(w) = self.pending.remove(&req) {
+                            waiters.push((i, w));
+                        }
+                    }
+                }
+            }
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
+            if self.jobs.send(ApplyJob { slot: slot.0, commands, waiters }).is_err() {
+                tracing::error!(replica = self.id, "apply thread is gone");
+            }
+        }
+        for (id, slot) in out.read_ready.drain(..) {
+            if let Some(w) = self.reads.remove(&id.0) {
+                match w {
+                    ReadWaiter::Remote { from, id } => {
+                        let mut p = id.to_le_bytes().to_vec();
+                        p.push(1);
+                        p.extend_from_slice(&slot.0.to_le_bytes());
+                        self.outbound.send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
+                    }
+                    local => self.read_at(slot.0, local),
+                }
+            }
+        }
+        for (id, why) in out.read_rejected.drain(..) {
+            if let Some(w) = self.reads.remove(&id.0) {
+                self.reject_read(w, why);
+            }
+        }
+        for (command, why) in out.proposals_rejected.drain(..) {
+            self.reject_proposal(command, why);
+        }
+        for e in out.events.drain(..) {
+            match e {
+                Event::BecamePrimary { view } => {
+                    tracing::info!(replica = self.id, view = view.0, "became primary");
+                    self.shared.view.store(view.0, Ordering::SeqCst);
+                    self.shared.primary.store(i64::from(self.id), Ordering::SeqCst);
+                    self.shared.is_primary.store(true, Ordering::SeqCst);
+                }
+                Event::PrimaryChanged { primary } => {
+                    let p = primary.map(|r| i64::from(r.0)).unwrap_or(-1);
+                    self.shared.primary.store(p, Ordering::SeqCst);
+                    self.shared.is_primary.store(self.core.is_primary(), Ordering::SeqCst);
+                    self.shared.view.store(self.core.promised().0, Ordering::SeqCst);
+                }
+                Event::NeedSnapshot { from } => {
+                    tracing::error!(
+                        replica = self.id,
+                        from = from.0,
+                        "this replica needs a state-machine snapshot, which is not implemented; it cannot catch up"
+                    );
+                }
+            }
+        }
+        self.shared.is_primary.store(self.core.is_primary(), Ordering::Relaxed);
+        out.clear();
+        self.out = out;
+    }
+
+    fn reject_proposal(&mut self, command: Bytes, why: Rejection) {
+        let Ok((origin, req, _)) = envelope::decode(&command) else { return };
+        match why {
+            Rejection::NotPrimary { primary_hint: Some(p) } if p.0 != self.id => {
+                // Forward to the primary; the origin still answers when the command applies.
+                self.outbound.send(p.0, FrameKind::Forward, command);
+            }
+            why => {
+                if origin == self.id {
+                    if let Some(w) = self.pending.remove(&req) {
+                        let e = match why {
+                            Rejection::Overloaded => err(ErrorCode::Unavailable, "too many proposals waiting; retry"),
+                            Rejection::NotPrimary { .. } => err(ErrorCode::NotPrimary, "no primary right now; retry"),
+                        };
+                        let _ = w.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
+    fn reject_read(&mut self, w: ReadWaiter, why: Rejection) {
+        match (w, why) {
+            (ReadWaiter::Local(reply), Rejection::NotPrimary { primary_hint: Some(p) }) if p.0 != self.id => {
+                let id = self.next_read;
+                self.next_read += 1;
+                self.forwarded_reads.insert(id, reply);
+                self.outbound.send(p.0, FrameKind::ReadIndexRequest, Bytes::copy_from_slice(&id.to_le_bytes()));
+            }
+            (ReadWaiter::Local(reply), why) => {
+                let e = match why {
+                    Rejection::Overloaded => err(ErrorCode::Unavailable, "too many reads waiting; retry"),
+                    Rejection::NotPrimary { .. } => err(ErrorCode::NotPrimary, "no primary right now; retry"),
+                };
+                let _ = reply.send(Err(e));
+            }
+            (ReadWaiter::Remote { from, id }, _) => {
+                let mut p = id.to_le_bytes().to_vec();
+                p.push(0);
+                p.extend_from_slice(&0u64.to_le_bytes());
+                self.outbound.send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
+            }
+        }
+    }
+
+    /// Serves `w` once this replica has applied through `slot`.
+    fn read_at(&mut self, slot: u64, w: ReadWaiter) {
+        if self.applied >= slot {
+            if let ReadWaiter::Local(r) = w {
+                let _ = r.send(Ok(()));
+            }
+        } else {
+            self.waiting_reads.entry(slot).or_default().push(w);
+        }
+    }
+
+    fn release_reads(&mut self) {
+        while let Some(entry) = self.waiting_reads.first_entry() {
+            if *entry.key() > self.applied {
+                break;
+            }
+            for w in entry.remove() {
+                if let ReadWaiter::Local(r) = w {
+                    let _ = r.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_EVERY {
+            return;
+        }
+        self.last_housekeeping = now;
+        while let Some(&(deadline, req)) = self.timeouts.front() {
+            if deadline > now {
+                break;
+            }
+            self.timeouts.pop_front();
+            if let Some(w) = self.pending.remove(&req) {
+                let _ = w.send(Err(err(
+                    ErrorCode::Timeout,
+                    "not committed within consensus.commit_timeout; the write may or may not apply",
+                )));
+            }
+        }
+        if now.duration_since(self.last_compact) >= COMPACT_EVERY {
+            self.last_compact = now;
+            let durable = Slot(self.shared.durable_slot.load(Ordering::SeqCst));
+            let target = durable.min(self.core.safe_compact_upto());
+            if target > self.compacted {
+                self.compacted = target;
+                self.step(Input::Compact { upto: target });
+                let _ = self.wal.try_send(WalCmd::Retain(target));
+            }
+        }
+    }
+
+    fn fail_all_pending(&mut self) {
+        for (_, w) in self.pending.drain() {
+            let _ = w.send(Err(err(ErrorCode::Unavailable, "replica stopped; the write may or may not apply")));
+        }
+        for (_, w) in self.reads.drain() {
+            if let ReadWaiter::Local(r) = w {
+                let _ = r.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
+            }
+        }
+        for (_, w) in self.forwarded_reads.drain() {
+            let _ = w.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `ClusterService`: the front's view of the replicas that live in this process.
+//!
+//! Writes go to the local primary when there is one (no forwarding hop); in a one-replica
+//! process they go to the local replica, which forwards them to the primary. Linearizable reads
+//! first confirm a read index through the same replica, then read its store. With no primary,
+//! requests wait up to `consensus.primary_wait` and then fail with the retryable `NOT_PRIMARY`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+
+use super::replica::ClientMsg;
+use super::shared::ReplicaShared;
+use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ReplicaStatus, ServiceError};
+use crate::storage::KvReader;
+use crate::txn::{Command, Outcome};
+use crate::types::Version;
+
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// The thread-safe parts of one local replica, handed to the front.
+#[derive(Clone)]
+pub struct LocalReplica {
+    pub id: u32,
+    pub tx: mpsc::UnboundedSender<ClientMsg>,
+    pub reader: KvReader,
+    pub shared: Arc<ReplicaShared>,
+}
+
+#[derive(Clone)]
+pub struct ClusterService {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    local: Vec<LocalReplica>,
+    replica_count: u32,
+    endpoints: Vec<String>,
+    primary_wait: Duration,
+    election_timeout: Duration,
+}
+
+impl ClusterService {
+    pub fn new(local: Vec<LocalReplica>, replica_count: u32, endpoints: Vec<String>, primary_wait: Duration, election_timeout: Duration) -> Self {
+        ClusterService { inner: Rc::new(Inner { local, replica_count, endpoints, primary_wait, election_timeout }) }
+    }
+
+    /// The local replica to send requests to now.
+    fn pick(&self) -> Option<&LocalReplica> {
+        let l = &self.inner.local;
+        // An isolated old primary may still believe it leads: the newest view wins.
+        if let Some(p) = l
+            .iter()
+            .filter(|r| r.shared.is_running() && r.shared.is_primary.load(std::sync::atomic::Ordering::SeqCst))
+            .max_by_key(|r| r.shared.view.load(std::sync::atomic::Ordering::SeqCst))
+        {
+            return Some(p);
+        }
+        if l.len() == 1 && l[0].shared.is_running() && l[0].shared.primary().is_some() {
+            return Some(&l[0]);
+        }
+        None
+    }
+
+    /// The replica whose store this front reads for non-consensus answers.
+    fn home(&self) -> Option<&LocalReplica> {
+        self.pick().or_else(|| self.inner.local.iter().find(|r| r.shared.is_running())).or(self.inner.local.first())
+    }
+
+    /// Runs `f` against the current primary's replica, retrying while there is none.
+    async fn with_primary<T, F, Fut>(&self, f: F) -> Result<T, ServiceError>
+    where
+        F: Fn(LocalReplica) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ServiceError>>,
+    {
+        let deadline = Instant::now() + self.inner.primary_wait;
+        loop {
+            let res = match self.pick().cloned() {
+                Some(r) => f(r).await,
+                None => Err(ServiceError::new(ErrorCode::NotPrimary, "no primary right now; retry")),
+            };
+            match res {
+                Err(e) if e.code == ErrorCode::NotPrimary && Instant::now() < deadline => {
+                    glommio::timer::sleep(RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn confirm_read(&self) -> Result<LocalReplica, ServiceError> {
+        self.with_primary(|r| async move {
+            let (tx, rx) = oneshot::channel();
+            r.tx.unbounded_send(ClientMsg::Read { reply: tx }).map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())??;
+            Ok(r)
+        })
+        .await
+    }
+}
+
+fn stopped() -> ServiceError {
+    ServiceError::new(ErrorCode::Unavailable, "replica stopped; retry")
+}
+
+impl KvService for ClusterService {
+    async fn commit(&self, cmd: Command) -> Result<Outcome, ServiceError> {
+        let bytes = cmd.encode_to_bytes();
+        self.with_primary(|r| {
+            let bytes = bytes.clone();
+            async move {
+                let (tx, rx) = oneshot::channel();
+                r.tx.unbounded_send(ClientMsg::Propose { command: bytes, reply: tx }).map_err(|_| stopped())?;
+                rx.await.map_err(|_| stopped())?
+            }
+        })
+        .await
+    }
+
+    async fn read_version(&self) -> Result<Version, ServiceError> {
+        let r = self.confirm_read().await?;
+        Ok(r.reader.last_version())
+    }
+
+    async fn read(&self, at: Option<Version>, op: ReadOp) -> Result<ReadResult, ServiceError> {
+        let (reader, at) = match at {
+            None => {
+                let r = self.confirm_read().await?;
+                let v = r.reader.last_version();
+                (r.reader, v)
+            }
+            Some(v) => {
+                // Any replica that has applied `v` serves a snapshot read; wait briefly for one.
+                let deadline = Instant::now() + self.inner.election_timeout;
+                loop {
+                    let ready = self.inner.local.iter().filter(|r| r.shared.is_running()).find(|r| r.reader.last_version() >= v);
+                    if let Some(r) = ready {
+                        break (r.reader.clone(), v);
+                    }
+                    if Instant::now() >= deadline {
+                        let latest = self.home().map(|r| r.reader.last_version()).unwrap_or_default();
+                        return Err(ServiceError::new(
+                            ErrorCode::InvalidArgument,
+                            format!("read version {v} is newer than the latest applied version {latest}"),
+                        ));
+                    }
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        };
+        Ok(match op {
+            ReadOp::Get { cf, key } => ReadResult::Value(reader.get(&cf, &key, at)?),
+            ReadOp::Range(q) => ReadResult::Range(reader.range(&q, at)?),
+        })
+    }
+
+    fn applied_version(&self) -> Version {
+        self.home().map(|r| r.reader.last_version()).unwrap_or_default()
+    }
+
+    fn oldest_version(&self) -> Version {
+        self.home().map(|r| r.reader.oldest_version()).unwrap_or_default()
+    }
+
+    fn replicas(&self) -> Vec<ReplicaStatus> {
+        replica_statuses(&self.inner.local, self.inner.replica_count, &self.inner.endpoints, self.inner.election_timeout)
+    }
+
+    fn storage_stats(&self) -> (u64, u64, u64) {
+        self.home().map(|r| r.reader.approximate_stats()).unwrap_or_default()
+    }
+
+    fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
+        match self.inner.local.iter().find(|r| r.id == replica) {
+            Some(r) => {
+                r.shared.faults.isolate(isolated);
+                Ok(())
+            }
+            None => Err(format!("replica {replica} does not run in this process")),
+        }
+    }
+}
+
+/// Status of every replica as seen from this process: local replicas first-hand, remote ones
+/// by when a local replica last heard from them.
+pub fn replica_statuses(local: &[LocalReplica], replica_count: u32, endpoints: &[String], election_timeout: Duration) -> Vec<ReplicaStatus> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = crate::front::handlers::unix_ms();
+    let fresh_ms = (election_timeout.as_millis() as i64) * 2;
+    let primary = local.iter().filter(|r| r.shared.is_running()).find_map(|r| r.shared.primary());
+    (0..replica_count)
+        .map(|id| {
+            let endpoint = endpoints.get(id as usize).cloned().unwrap_or_default();
+            if let Some(r) = local.iter().find(|r| r.id == id) {
+                let s = &r.shared;
+                let running = s.is_running();
+                ReplicaStatus {
+                    id,
+                    endpoint,
+                    status: if !running {
+                        "unreachable"
+                    } else if s.primary().is_some() {
+                        "healthy"
+                    } else {
+                        "degraded"
+                    },
+                    is_primary: running && s.is_primary.load(SeqCst),
+                    last_seen_unix_ms: if running { now } else { 0 },
+                    view: s.view.load(SeqCst),
+                    uptime_seconds: s.started.elapsed().as_secs() as i64,
+                    applied_version: r.reader.last_version().0,
+                    commit_index: s.commit_slot.load(SeqCst),
+                }
+            } else {
+                let heard = local.iter().map(|r| r.shared.last_heard_unix_ms.get(id as usize).map(|a| a.load(SeqCst)).unwrap_or(0)).max().unwrap_or(0);
+                let alive = heard > 0 && now - heard <= fresh_ms;
+                ReplicaStatus {
+                    id,
+                    endpoint,
+                    status: if heard == 0 { "unknown" } else if alive { "healthy" } else { "unreachable" },
+                    is_primary: primary == Some(id),
+                    last_seen_unix_ms: heard,
+                    view: local.first().map(|r| r.shared.view.load(SeqCst)).unwrap_or(0),
+                    uptime_seconds: 0,
+                    applied_version: 0,
+                    commit_index: 0,
+                }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,66 @@
+//! What a replica publishes to other threads (the front, status, tests): role, view, progress,
+//! liveness. Plain atomics, written by the replica's executor and its apply thread.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::transport::TransportFaults;
+
+#[derive(Debug)]
+pub struct ReplicaShared {
+    pub id: u32,
+    pub endpoint: String,
+    /// Known primary, or -1.
+    pub primary: AtomicI64,
+    pub is_primary: AtomicBool,
+    pub view: AtomicU64,
+    pub commit_slot: AtomicU64,
+    pub applied_slot: AtomicU64,
+    /// Applied slots through here are durable in RocksDB.
+    pub durable_slot: AtomicU64,
+    /// The replica's loop runs (false after a fatal error or shutdown).
+    pub running: AtomicBool,
+    /// Unix ms when each peer was last heard from.
+    pub last_heard_unix_ms: Vec<AtomicI64>,
+    pub started: Instant,
+    pub faults: Arc<TransportFaults>,
+    pub proposals: AtomicU64,
+    pub batches: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub wal_sync_us_total: AtomicU64,
+    pub wal_bytes: AtomicU64,
+}
+
+impl ReplicaShared {
+    pub fn new(id: u32, endpoint: String, replica_count: u32) -> Self {
+        ReplicaShared {
+            id,
+            endpoint,
+            primary: AtomicI64::new(-1),
+            is_primary: AtomicBool::new(false),
+            view: AtomicU64::new(0),
+            commit_slot: AtomicU64::new(0),
+            applied_slot: AtomicU64::new(0),
+            durable_slot: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),
+            started: Instant::now(),
+            faults: Arc::new(TransportFaults::default()),
+            proposals: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            wal_syncs: AtomicU64::new(0),
+            wal_sync_us_total: AtomicU64::new(0),
+            wal_bytes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn primary(&self) -> Option<u32> {
+        let p = self.primary.load(Ordering::SeqCst);
+        (p >= 0).then_some(p as u32)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}

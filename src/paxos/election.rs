@@ -1,0 +1,273 @@
+//! View changes: election timers, PreVote, Phase 1 (Prepare/Promise), recovery of accepted
+//! values, stepping down, and leadership transfer.
+//!
+//! Owns: the `impl Replica` handlers for those messages. Must not: choose values (Phase 2 is
+//! in `replication.rs`). Invariants: a Promise leaves only after the promise is durable; a new
+//! primary re-proposes, in its own ballot, every slot above its commit index that any promiser
+//! reported (the highest-ballot value, a known-chosen value first), filling gaps with `Noop`;
+//! a slot some promiser truncated is never filled with `Noop` (we ask for a snapshot instead).
+
+use super::io::{Event, Outputs};
+use super::message::Message;
+use super::record::Record;
+use super::replica::{Promised, Replica, Role};
+use super::replication::PrimaryState;
+use super::types::{Ballot, ReplicaId, Slot, Value};
+use std::collections::BTreeMap;
+
+impl Replica {
+    pub(crate) fn tick_election(&mut self, out: &mut Outputs) {
+        let now = self.now_ms;
+        if let Role::Candidate {
+            ballot,
+            promises,
+            started_ms,
+            last_send_ms,
+        } = &mut self.role
+        {
+            let ballot = *ballot;
+            if now.saturating_sub(*started_ms) >= self.election_timeout_ms {
+                self.become_follower(out);
+                self.draw_election_timeout();
+                return;
+            }
+            if now.saturating_sub(*last_send_ms) >= self.cfg.heartbeat_interval_ms {
+                *last_send_ms = now;
+                let missing: Vec<ReplicaId> = (0..self.cfg.replica_count)
+                    .filter(|i| promises[*i as usize].is_none())
+                    .map(ReplicaId)
+                    .collect();
+                let from_slot = self.log.commit_upto().next();
+                for to in missing {
+                    self.send(to, Message::Prepare { ballot, from_slot }, out);
+                }
+            }
+            return;
+        }
+        if now.saturating_sub(self.election_timer_start_ms) >= self.election_timeout_ms {
+            self.election_timer_start_ms = now;
+            self.draw_election_timeout();
+            if self.cfg.faults.skip_prevote {
+                self.start_prepare(out);
+            } else {
+                self.start_prevote(out);
+            }
+        }
+    }
+
+    fn next_ballot(&self) -> Ballot {
+        self.promised
+            .max(self.ballot_seen_max)
+            .next_owned_by(self.me, self.cfg.replica_count)
+    }
+
+    fn start_prevote(&mut self, out: &mut Outputs) {
+        let ballot = self.next_ballot();
+        self.role = Role::PreCandidate { ballot, grants: 0 };
+        self.broadcast(&Message::PreVote { ballot }, out);
+        // Our own grant follows the same rule as everyone else's.
+        let granted = self.would_grant_prevote(ballot);
+        let me = self.me;
+        self.on_prevote_reply(me, ballot, granted, out);
+    }
+
+    fn would_grant_prevote(&self, ballot: Ballot) -> bool {
+        ballot > self.promised
+            && !self.is_primary()
+            && self.now_ms.saturating_sub(self.last_heard_ms) >= self.cfg.election_timeout_min_ms
+    }
+
+    pub(crate) fn on_prevote(&mut self, from: ReplicaId, ballot: Ballot, out: &mut Outputs) {
+        let granted = self.would_grant_prevote(ballot);
+        self.send(from, Message::PreVoteReply { ballot, granted }, out);
+    }
+
+    pub(crate) fn on_prevote_reply(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        granted: bool,
+        out: &mut Outputs,
+    ) {
+        let quorum = self.cfg.quorum();
+        if let Role::PreCandidate { ballot: b, grants } = &mut self.role {
+            if *b == ballot && granted {
+                *grants |= 1u64 << from.0;
+                if grants.count_ones() >= quorum {
+                    self.start_prepare(out);
+                }
+            }
+        }
+    }
+
+    /// Phase 1: promise ourselves and ask everyone for promises on every open slot.
+    pub(crate) fn start_prepare(&mut self, out: &mut Outputs) {
+        let ballot = self.next_ballot();
+        self.role = Role::Candidate {
+            ballot,
+            promises: (0..self.cfg.replica_count).map(|_| None).collect(),
+            started_ms: self.now_ms,
+            last_send_ms: self.now_ms,
+        };
+        self.set_known_primary(None, out);
+        let from_slot = self.log.commit_upto().next();
+        let prepare = Message::Prepare { ballot, from_slot };
+        self.broadcast(&prepare, out);
+        let me = self.me;
+        self.send(me, prepare, out);
+    }
+
+    pub(crate) fn on_prepare(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        from_slot: Slot,
+        out: &mut Outputs,
+    ) {
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(from, Message::Nack { promised }, out);
+            return;
+        }
+        if ballot > self.promised {
+            self.promised = ballot;
+            self.persist(Record::Promise { ballot }, out);
+            if from != self.me {
+                if !matches!(self.role, Role::Follower) {
+                    self.become_follower(out);
+                }
+                self.set_known_primary(None, out);
+            }
+        }
+        if from != self.me {
+            // Give the candidate a full timeout to finish before we run for it ourselves.
+            self.last_heard_ms = self.now_ms;
+            self.election_timer_start_ms = self.now_ms;
+        }
+        let promise = Message::Promise {
+            ballot,
+            log_start: self.log.log_start(),
+            commit_upto: self.log.commit_upto(),
+            entries: self.log.promise_entries(from_slot),
+        };
+        self.send_durable(from, promise, out);
+    }
+
+    pub(crate) fn on_promise(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        promise: Promised,
+        out: &mut Outputs,
+    ) {
+        let quorum = self.cfg.quorum() as usize;
+        let Role::Candidate {
+            ballot: b,
+            promises,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        if *b != ballot {
+            return;
+        }
+        let slot = &mut promises[from.0 as usize];
+        if slot.is_none() {
+            *slot = Some(promise);
+        }
+        if promises.iter().flatten().count() >= quorum {
+            let promises: Vec<(ReplicaId, Promised)> = std::mem::take(promises)
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.map(|p| (ReplicaId(i as u32), p)))
+                .collect();
+            self.finish_phase1(ballot, promises, out);
+        }
+    }
+
+    /// Merges a quorum of promises into the values this primary must re-propose.
+    fn finish_phase1(
+        &mut self,
+        ballot: Ballot,
+        promises: Vec<(ReplicaId, Promised)>,
+        out: &mut Outputs,
+    ) {
+        let start = self.log.commit_upto().next();
+        // slot -> ((known chosen, ballot), value): the greatest key wins.
+        let mut merged: BTreeMap<Slot, ((bool, Ballot), Value)> = BTreeMap::new();
+        for (_, p) in &promises {
+            for e in p.entries.iter().filter(|e| e.slot >= start) {
+                let rank = (e.committed || e.slot <= p.commit_upto, e.ballot);
+                let better = merged.get(&e.slot).is_none_or(|(r, _)| rank > *r);
+                if better {
+                    merged.insert(e.slot, (rank, e.value.clone()));
+                }
+            }
+        }
+        // A promiser that truncated a slot had it chosen; only a chosen value may fill it.
+        for (from, p) in &promises {
+            let mut s = start;
+            while s < p.log_start {
+                let known = merged.get(&s).is_some_and(|((chosen, _), _)| *chosen);
+                if !known {
+                    self.become_follower(out);
+                    self.request_snapshot(*from, out);
+                    return;
+                }
+                s = s.next();
+            }
+        }
+        let last = merged.keys().next_back().copied().unwrap_or(start.prev()).max(start.prev());
+        let n = self.cfg.replica_count;
+        let mut primary = PrimaryState::new(ballot, n, last.next(), last, self.now_ms);
+        // Peers that promised are alive right now.
+        for (from, _) in &promises {
+            primary.note_ack(*from, self.now_ms);
+        }
+        self.role = Role::Primary(Box::new(primary));
+        let me = self.me;
+        self.set_known_primary(Some(me), out);
+        out.events.push(Event::BecamePrimary {
+            view: ballot.view(),
+        });
+        let mut s = start;
+        while s <= last {
+            let value = merged.remove(&s).map_or(Value::Noop, |(_, v)| v);
+            self.propose_at(s, value, out);
+            s = s.next();
+        }
+        self.start_heartbeat_round(out);
+        self.pump_proposals(out);
+    }
+
+    pub(crate) fn on_nack(&mut self, promised: Ballot, out: &mut Outputs) {
+        let mine = match &self.role {
+            Role::Primary(p) => Some(p.ballot),
+            Role::Candidate { ballot, .. } => Some(*ballot),
+            _ => None,
+        };
+        if mine.is_some_and(|b| b < promised) {
+            self.become_follower(out);
+        }
+    }
+
+    pub(crate) fn on_timeout_now(&mut self, from: ReplicaId, ballot: Ballot, out: &mut Outputs) {
+        if ballot >= self.promised && ballot.primary(self.cfg.replica_count) == from {
+            self.start_prepare(out);
+        }
+    }
+
+    pub(crate) fn on_transfer_leadership(&mut self, to: ReplicaId, out: &mut Outputs) {
+        if to == self.me || to.0 >= self.cfg.replica_count {
+            return;
+        }
+        let deadline = self.now_ms + self.cfg.election_timeout_min_ms;
+        let Role::Primary(p) = &mut self.role else {
+            return;
+        };
+        let ballot = p.ballot;
+        p.begin_transfer(to, deadline, out);
+        self.send(to, Message::TimeoutNow { ballot }, out);
+    }
+}

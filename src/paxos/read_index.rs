@@ -1,0 +1,157 @@
+//! Linearizable reads without a log write: ReadIndex (one heartbeat round confirms the primary
+//! still leads, batched over every read waiting for it) and an optional leader lease.
+//!
+//! Owns: `ReadState` and the `impl Replica` read handlers, plus heartbeat rounds (every
+//! heartbeat is a numbered round). Must not: serve reads itself — it only tells the shell
+//! "serve read R once applied >= slot S". Invariants: a read joins only a round started after
+//! it arrived; its read index is at least every slot that could have been chosen before it
+//! arrived (the commit index, and every slot Phase 1 recovered); a lease lasts
+//! `election_timeout_min_ms - clock_drift_bound_ms` from the *send* time of a round a quorum
+//! acknowledged, and ends at once when leadership transfer begins.
+
+use super::io::{Outputs, Rejection};
+use super::message::Message;
+use super::replica::{Replica, Role};
+use super::types::{ReadId, ReplicaId, Slot};
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+pub(crate) struct Round {
+    seq: u64,
+    sent_ms: u64,
+    reads: Vec<(ReadId, Slot)>,
+    acks: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ReadState {
+    next_seq: u64,
+    rounds: VecDeque<Round>,
+    waiting: Vec<(ReadId, Slot)>,
+    pub lease_expiry_ms: u64,
+}
+
+impl ReadState {
+    pub fn on_ack(&mut self, from: ReplicaId, seq: u64) {
+        for r in self.rounds.iter_mut().filter(|r| r.seq <= seq) {
+            r.acks |= 1u64 << from.0;
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.waiting.len() + self.rounds.iter().map(|r| r.reads.len()).sum::<usize>()
+    }
+
+    pub fn reject_all(self, why: &Rejection, out: &mut Outputs) {
+        let rounds = self.rounds.into_iter().flat_map(|r| r.reads);
+        for (id, _) in rounds.chain(self.waiting) {
+            out.read_rejected.push((id, why.clone()));
+        }
+    }
+}
+
+impl Replica {
+    pub(crate) fn on_read_index(&mut self, id: ReadId, out: &mut Outputs) {
+        let now = self.now_ms;
+        let hint = self.known_primary;
+        let reads_max = self.cfg.pending_reads_max;
+        let lease = self.cfg.lease_enabled;
+        let commit = self.log.commit_upto();
+        let Some(p) = self.primary_mut() else {
+            let why = Rejection::NotPrimary { primary_hint: hint };
+            out.read_rejected.push((id, why));
+            return;
+        };
+        if let Some((to, _)) = p.transfer {
+            let why = Rejection::NotPrimary {
+                primary_hint: Some(to),
+            };
+            out.read_rejected.push((id, why));
+            return;
+        }
+        let read_index = commit.max(p.recovered_upto);
+        if lease && now < p.reads.lease_expiry_ms {
+            out.read_ready.push((id, read_index));
+            return;
+        }
+        if p.reads.pending() >= reads_max {
+            out.read_rejected.push((id, Rejection::Overloaded));
+            return;
+        }
+        p.reads.waiting.push((id, read_index));
+        if p.reads.rounds.is_empty() {
+            self.start_heartbeat_round(out);
+        }
+    }
+
+    /// Broadcasts a heartbeat that is also a ReadIndex round for every waiting read.
+    pub(crate) fn start_heartbeat_round(&mut self, out: &mut Outputs) {
+        let now = self.now_ms;
+        let me = self.me;
+        let rounds_max = self.cfg.read_rounds_max;
+        let commit_upto = self.log.commit_upto();
+        let own_applied = self.log.applied_upto();
+        let Some(p) = self.primary_mut() else {
+            return;
+        };
+        p.last_heartbeat_ms = now;
+        p.reads.next_seq += 1;
+        let seq = p.reads.next_seq;
+        let reads = std::mem::take(&mut p.reads.waiting);
+        p.reads.rounds.push_back(Round {
+            seq,
+            sent_ms: now,
+            reads,
+            acks: 1u64 << me.0,
+        });
+        if p.reads.rounds.len() > rounds_max {
+            // Too many unanswered rounds: fold the oldest reads into the next round (it started
+            // later, so it is still a valid confirmation for them).
+            if let Some(old) = p.reads.rounds.pop_front() {
+                if let Some(next) = p.reads.rounds.front_mut() {
+                    next.reads.extend(old.reads);
+                }
+            }
+        }
+        let heartbeat = Message::Heartbeat {
+            ballot: p.ballot,
+            commit_upto,
+            read_seq: seq,
+            compact_upto: p.cluster_applied(own_applied),
+        };
+        self.broadcast(&heartbeat, out);
+        self.release_reads(out);
+    }
+
+    /// Releases every read whose round (or a later one) a quorum acknowledged.
+    pub(crate) fn release_reads(&mut self, out: &mut Outputs) {
+        let quorum = self.cfg.quorum();
+        let lease_ms = self
+            .cfg
+            .election_timeout_min_ms
+            .saturating_sub(self.cfg.clock_drift_bound_ms);
+        let lease = self.cfg.lease_enabled;
+        let Role::Primary(p) = &mut self.role else {
+            return;
+        };
+        let confirmed = p
+            .reads
+            .rounds
+            .iter()
+            .rposition(|r| r.acks.count_ones() >= quorum);
+        let Some(last) = confirmed else {
+            return;
+        };
+        let mut latest_sent_ms = 0;
+        for r in p.reads.rounds.drain(..=last) {
+            latest_sent_ms = r.sent_ms;
+            out.read_ready.extend(r.reads);
+        }
+        if lease && p.transfer.is_none() {
+            p.reads.lease_expiry_ms = p.reads.lease_expiry_ms.max(latest_sent_ms + lease_ms);
+        }
+        if !p.reads.waiting.is_empty() && p.reads.rounds.is_empty() {
+            self.start_heartbeat_round(out);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The replica state machine: state, the single `step` entry point, and the plumbing every
+//! handler shares (sending, persisting, holding replies until durable, role changes).
+//!
+//! Owns: `Replica`, `Role`. Must not: touch clocks, randomness, sockets or files — time and
+//! randomness arrive in `Input::Tick`, durability in `Input::Durable`. Invariants: a message
+//! passed to `send_durable` leaves only after every record persisted so far is durable; at most
+//! one role at a time; a replica only proposes in ballots it owns (`ballot mod n == id`).
+//! The handlers live in `election.rs`, `replication.rs`, `catchup.rs` and `read_index.rs`.
+
+use super::config::PaxosConfig;
+use super::io::{Event, Input, Outputs, Rejection};
+use super::log::Log;
+use super::message::{Message, PromiseEntry};
+use super::record::{DurableState, Record};
+use super::replication::PrimaryState;
+use super::types::{Ballot, Lsn, ReplicaId, Slot};
+use std::collections::VecDeque;
+
+#[derive(Debug)]
+pub(crate) enum Role {
+    Follower,
+    /// Asking peers whether they would accept a Prepare for `ballot`.
+    PreCandidate { ballot: Ballot, grants: u64 },
+    /// Phase 1 in flight for `ballot`.
+    Candidate {
+        ballot: Ballot,
+        promises: Vec<Option<Promised>>,
+        started_ms: u64,
+        last_send_ms: u64,
+    },
+    Primary(Box<PrimaryState>),
+}
+
+#[derive(Debug)]
+pub(crate) struct Promised {
+    pub log_start: Slot,
+    pub commit_upto: Slot,
+    pub entries: Vec<PromiseEntry>,
+}
+
+/// One Paxos replica. Drive it with `step`; see the module docs of `paxos` for the contract.
+#[derive(Debug)]
+pub struct Replica {
+    pub(crate) cfg: PaxosConfig,
+    pub(crate) me: ReplicaId,
+    pub(crate) now_ms: u64,
+    pub(crate) booted: bool,
+    pub(crate) random: u64,
+    /// Highest ballot promised (durable once the latest record is durable).
+    pub(crate) promised: Ballot,
+    /// Highest ballot seen anywhere (used to pick the next ballot).
+    pub(crate) ballot_seen_max: Ballot,
+    pub(crate) log: Log,
+    pub(crate) role: Role,
+    pub(crate) known_primary: Option<ReplicaId>,
+    /// Last time the current primary (or a candidate we promised) was heard from.
+    pub(crate) last_heard_ms: u64,
+    pub(crate) election_timer_start_ms: u64,
+    pub(crate) election_timeout_ms: u64,
+    pub(crate) last_lsn: Lsn,
+    pub(crate) durable_lsn: Lsn,
+    pub(crate) held: VecDeque<(Lsn, ReplicaId, Message)>,
+    pub(crate) self_inbox: VecDeque<Message>,
+    pub(crate) catchup_requested_ms: Option<u64>,
+    pub(crate) snapshot_requested_ms: Option<u64>,
+    /// Slot every replica has applied, as last reported by the primary.
+    pub(crate) cluster_applied: Slot,
+}
+
+impl Replica {
+    /// Builds a replica from what its WAL recovered. `config` should be `validate()`d.
+    pub fn new(config: PaxosConfig, recovered: DurableState) -> Replica {
+        let me = config.replica_id;
+        let election_timeout_ms = config.election_timeout_min_ms;
+        Replica {
+            me,
+            now_ms: 0,
+            booted: false,
+            random: 0,
+            promised: recovered.promised,
+            ballot_seen_max: recovered.promised,
+            log: Log::recover(&recovered),
+            role: Role::Follower,
+            known_primary: None,
+            last_heard_ms: 0,
+            election_timer_start_ms: 0,
+            election_timeout_ms,
+            last_lsn: Lsn(0),
+            durable_lsn: Lsn(0),
+            held: VecDeque::new(),
+            self_inbox: VecDeque::new(),
+            catchup_requested_ms: None,
+            snapshot_requested_ms: None,
+            cluster_applied: recovered.snapshot_upto,
+            cfg: config,
+        }
+    }
+
+    /// The single entry point: feed one input, collect outputs into `out` (appended).
+    pub fn step(&mut self, input: Input, out: &mut Outputs) {
+        match input {
+            Input::Tick { now_ms, random } => self.on_tick(now_ms, random, out),
+            Input::Message { from, message } => {
+                if from.0 < self.cfg.replica_count && from != self.me {
+                    self.on_message(from, message, out);
+                }
+            }
+            Input::Propose(command) => self.on_propose(command, out),
+            Input::Durable { upto_lsn } => self.on_durable(upto_lsn, out),
+            Input::Applied { upto } => self.log.set_applied(upto),
+            Input::ReadIndex { id } => self.on_read_index(id, out),
+            Input::TransferLeadership { to } => self.on_transfer_leadership(to, out),
+            Input::SnapshotInstalled { upto } => self.on_snapshot_installed(upto, out),
+            Input::Compact { upto } => self.on_compact(upto),
+        }
+        self.drain_self_inbox(out);
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.me
+    }
+    pub fn is_primary(&self) -> bool {
+        matches!(self.role, Role::Primary(_))
+    }
+    /// The ballot this replica leads in, if it is an active primary.
+    pub fn primary_ballot(&self) -> Option<Ballot> {
+        match &self.role {
+            Role::Primary(p) => Some(p.ballot),
+            _ => None,
+        }
+    }
+    pub fn known_primary(&self) -> Option<ReplicaId> {
+        self.known_primary
+    }
+    pub fn promised(&self) -> Ballot {
+        self.promised
+    }
+    pub fn commit_upto(&self) -> Slot {
+        self.log.commit_upto()
+    }
+    pub fn applied_upto(&self) -> Slot {
+        self.log.applied_upto()
+    }
+    pub fn log_start(&self) -> Slot {
+        self.log.log_start()
+    }
+    /// Entries held in memory (bounded by compaction).
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+    /// Highest slot every replica is known to have applied: the safe `Compact` point.
+    pub fn safe_compact_upto(&self) -> Slot {
+        match &self.role {
+            Role::Primary(p) => p.cluster_applied(self.log.applied_upto()),
+            _ => self.cluster_applied.min(self.log.applied_upto()),
+        }
+    }
+
+    fn on_message(&mut self, from: ReplicaId, message: Message, out: &mut Outputs) {
+        if let Some(b) = message.ballot() {
+            self.ballot_seen_max = self.ballot_seen_max.max(b);
+        }
+        match message {
+            Message::PreVote { ballot } => self.on_prevote(from, ballot, out),
+            Message::PreVoteReply { ballot, granted } => {
+                self.on_prevote_reply(from, ballot, granted, out)
+            }
+            Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot, out),
+            Message::Promise {
+                ballot,
+                log_start,
+                commit_upto,
+                entries,
+            } => {
+                let p = Promised {
+                    log_start,
+                    commit_upto,
+                    entries,
+                };
+                self.on_promise(from, ballot, p, out)
+            }
+            Message::Accept {
+                ballot,
+                slot,
+                value,
+                commit_upto,
+            } => self.on_accept(from, ballot, slot, value, commit_upto, out),
+            Message::Accepted { ballot, slot } => self.on_accepted(from, ballot, slot, out),
+            Message::Nack { promised } => self.on_nack(promised, out),
+            Message::Commit {
+                ballot,
+                commit_upto,
+            } => self.on_commit(from, ballot, commit_upto, out),
+            Message::Heartbeat {
+                ballot,
+                commit_upto,
+                read_seq,
+                compact_upto,
+            } => self.on_heartbeat(from, ballot, commit_upto, read_seq, compact_upto, out),
+            Message::HeartbeatAck {
+                ballot,
+                read_seq,
+                commit_upto: _,
+                applied_upto,
+            } => self.on_heartbeat_ack(from, ballot, read_seq, applied_upto, out),
+            Message::CatchupRequest { from_slot } => self.on_catchup_request(from, from_slot, out),
+            Message::Catchup {
+                entries,
+                commit_upto,
+            } => self.on_catchup(from, entries, commit_upto, out),
+            Message::CatchupTruncated { log_start } => {
+                self.on_catchup_truncated(from, log_start, out)
+            }
+            Message::TimeoutNow { ballot } => self.on_timeout_now(from, ballot, out),
+        }
+    }
+
+    fn drain_self_inbox(&mut self, out: &mut Outputs) {
+        while let Some(m) = self.self_inbox.pop_front() {
+            let me = self.me;
+            self.on_message_from_self(me, m, out);
+        }
+    }
+
+    /// Messages a replica sends itself take the same path as a peer's (its own Promise and
+    /// Accepted are counted only once durable, like everyone else's).
+    fn on_message_from_self(&mut self, me: ReplicaId, message: Message, out: &mut Outputs) {
+        self.on_message(me, message, out);
+    }
+
+    pub(crate) fn send(&mut self, to: ReplicaId, message: Message, out: &mut Outputs) {
+        if to == self.me {
+            self.self_inbox.push_back(message);
+        } else {
+            out.sends.push((to, message));
+        }
+    }
+
+    /// Sends `message` to every replica except this one.
+    pub(crate) fn broadcast(&mut self, message: &Message, out: &mut Outputs) {
+        for i in 0..self.cfg.replica_count {
+            if i != self.me.0 {
+                out.sends.push((ReplicaId(i), message.clone()));
+            }
+        }
+    }
+
+    /// Sends `message` once everything persisted so far is durable.
+    pub(crate) fn send_durable(&mut self, to: ReplicaId, message: Message, out: &mut Outputs) {
+        if self.cfg.faults.reply_before_persist || self.last_lsn <= self.durable_lsn {
+            self.send(to, message, out);
+        } else {
+            self.held.push_back((self.last_lsn, to, message));
+        }
+    }
+
+    pub(crate) fn persist(&mut self, record: Record, out: &mut Outputs) -> Lsn {
+        self.last_lsn = Lsn(self.last_lsn.0 + 1);
+        out.persist.push((self.last_lsn, record));
+        self.last_lsn
+    }
+
+    fn on_durable(&mut self, upto: Lsn, out: &mut Outputs) {
+        self.durable_lsn = self.durable_lsn.max(upto.min(self.last_lsn));
+        while self.held.front().is_some_and(|(lsn, _, _)| *lsn <= self.durable_lsn) {
+            if let Some((_, to, m)) = self.held.pop_front() {
+                self.send(to, m, out);
+            }
+        }
+    }
+
+    pub(crate) fn set_known_primary(&mut self, primary: Option<ReplicaId>, out: &mut Outputs) {
+        if self.known_primary != primary {
+            self.known_primary = primary;
+            out.events.push(Event::PrimaryChanged { primary });
+        }
+    }
+
+    /// Leaves any leading role; everything waiting at the primary is refused with a hint.
+    pub(crate) fn become_follower(&mut self, out: &mut Outputs) {
+        let old = std::mem::replace(&mut self.role, Role::Follower);
+        if let Role::Primary(p) = old {
+            let hint = Rejection::NotPrimary {
+                primary_hint: None,
+            };
+            for cmd in p.queue {
+                out.proposals_rejected.push((cmd, hint.clone()));
+            }
+            p.reads.reject_all(&hint, out);
+            if self.known_primary == Some(self.me) {
+                self.set_known_primary(None, out);
+            }
+        }
+        self.election_timer_start_ms = self.now_ms;
+    }
+
+    /// A message from the primary of `ballot` (>= promised) arrived: follow it.
+    pub(crate) fn follow(&mut self, from: ReplicaId, ballot: Ballot, out: &mut Outputs) {
+        if ballot > self.promised {
+            self.promised = ballot;
+        }
+        let leading_same = matches!(&self.role, Role::Primary(p) if p.ballot == ballot);
+        if !leading_same && from != self.me && !matches!(self.role, Role::Follower) {
+            self.become_follower(out);
+        }
+        if from != self.me {
+            self.set_known_primary(Some(from), out);
+            self.last_heard_ms = self.now_ms;
+            self.election_timer_start_ms = self.now_ms;
+        }
+    }
+
+    /// Draws the next election timeout from the tick's randomness (splitmix64 step).
+    pub(crate) fn draw_election_timeout(&mut self) {
+        self.random = self.random.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let min = self.cfg.election_timeout_min_ms;
+        self.election_timeout_ms = min + z % min.max(1);
+    }
+
+    fn on_tick(&mut self, now_ms: u64, random: u64, out: &mut Outputs) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.random ^= random;
+        if !self.booted {
+            // A restarted replica treats boot as "just heard from the primary": it will not
+            // help depose anyone (or break a lease) until a full timeout has passed.
+            self.booted = true;
+            self.last_heard_ms = self.now_ms;
+            self.election_timer_start_ms = self.now_ms;
+            self.draw_election_timeout();
+            let mut committed = Vec::new();
+            self.log.advance_commit(&mut committed);
+            out.committed.extend(committed);
+        }
+        if matches!(self.role, Role::Primary(_)) {
+            self.tick_primary(out);
+        } else {
+            self.tick_election(out);
+        }
+    }
+
+    pub(crate) fn on_compact(&mut self, upto: Slot) {
+        let mut upto = upto.min(self.log.applied_upto());
+        if self.cfg.compact_wait_for_all_replicas {
+            upto = upto.min(self.safe_compact_upto());
+        }
+        self.log.compact(upto);
+    }
+}
