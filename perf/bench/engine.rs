@@ -44,12 +44,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Workload {
     Write,
     Read,
-    Mixed { read_ratio: f64 },
+    Mixed {
+        read_ratio: f64,
+    },
     Txn,
-    Range { limit: i32 },
+    Range {
+        limit: i32,
+    },
     Ping,
     /// Writes every key once, in order (prepopulation), then stops.
-    Populate { keys_count: u64 },
+    Populate {
+        keys_count: u64,
+    },
 }
 
 /// What every worker of a run shares, read-only.
@@ -136,7 +142,13 @@ struct Worker {
 
 /// Runs one worker until the phase becomes STOP (or, for prepopulation, until every key is
 /// written). Sends its measurements through `tx`.
-pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<ConnSpec>, tx: Sender<Msg>) {
+pub fn run_worker(
+    id: usize,
+    plan: Arc<Plan>,
+    control: Arc<Control>,
+    conns: Vec<ConnSpec>,
+    tx: Sender<Msg>,
+) {
     let poller = match Poller::new(conns.len() + 1) {
         Ok(p) => p,
         Err(e) => {
@@ -184,7 +196,9 @@ pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<
     if connected == 0 {
         let _ = tx.send(Msg::Fatal(format!(
             "worker {id}: no connection could be opened (first address {})",
-            conns.first().map_or_else(|| "none".to_string(), |c| c.addr.to_string())
+            conns
+                .first()
+                .map_or_else(|| "none".to_string(), |c| c.addr.to_string())
         )));
         return;
     }
@@ -194,7 +208,10 @@ pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<
         let phase = w.control.phase.load(Ordering::Acquire);
         if phase != w.phase {
             let stats = std::mem::take(&mut w.stats);
-            let _ = tx.send(Msg::Interval { phase: w.phase, stats });
+            let _ = tx.send(Msg::Interval {
+                phase: w.phase,
+                stats,
+            });
             w.phase = phase;
         }
         if w.phase == PHASE_STOP || w.populate_finished(&conns) {
@@ -203,13 +220,23 @@ pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<
         let now = Instant::now();
         if now >= next_tick {
             let stats = std::mem::take(&mut w.stats);
-            let _ = tx.send(Msg::Interval { phase: w.phase, stats });
+            let _ = tx.send(Msg::Interval {
+                phase: w.phase,
+                stats,
+            });
             next_tick += Duration::from_secs(1);
         }
         let mut timeout = POLL_TIMEOUT_MAX.min(next_tick.saturating_duration_since(now));
         if w.plan.op_interval.is_some() {
-            if let Some(due) = conns.iter().filter(|c| c.stream.is_some()).map(|c| c.next_due).min() {
-                let wait = due.saturating_duration_since(now).max(Duration::from_nanos(1));
+            if let Some(due) = conns
+                .iter()
+                .filter(|c| c.stream.is_some())
+                .map(|c| c.next_due)
+                .min()
+            {
+                let wait = due
+                    .saturating_duration_since(now)
+                    .max(Duration::from_nanos(1));
                 if wait < timeout {
                     let _ = w.poller.arm_timer(wait);
                 }
@@ -221,7 +248,10 @@ pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<
             }
         }
         ready.clear();
-        if let Err(e) = w.poller.wait(timeout, |token, bits| ready.push((token, bits))) {
+        if let Err(e) = w
+            .poller
+            .wait(timeout, |token, bits| ready.push((token, bits)))
+        {
             let _ = tx.send(Msg::Fatal(format!("worker {id}: epoll_wait: {e}")));
             return;
         }
@@ -229,7 +259,9 @@ pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<
             if token == TIMER_TOKEN {
                 continue;
             }
-            let Some(c) = conns.get_mut(token as usize) else { continue };
+            let Some(c) = conns.get_mut(token as usize) else {
+                continue;
+            };
             if c.stream.is_none() {
                 continue;
             }
@@ -278,7 +310,10 @@ pub fn run_worker(id: usize, plan: Arc<Plan>, control: Arc<Control>, conns: Vec<
         }
     }
     let stats = std::mem::take(&mut w.stats);
-    let _ = tx.send(Msg::Done { phase: w.phase, stats });
+    let _ = tx.send(Msg::Done {
+        phase: w.phase,
+        stats,
+    });
     for c in &conns {
         if let Some(s) = &c.stream {
             w.poller.remove(s.as_raw_fd());
@@ -386,7 +421,11 @@ impl Worker {
             Workload::Write => (OpKind::Set, plan.keys.next(&mut self.rng)),
             Workload::Read => (OpKind::Get, plan.keys.next(&mut self.rng)),
             Workload::Mixed { read_ratio } => {
-                let op = if self.rng.gen::<f64>() < read_ratio { OpKind::Get } else { OpKind::Set };
+                let op = if self.rng.gen::<f64>() < read_ratio {
+                    OpKind::Get
+                } else {
+                    OpKind::Set
+                };
                 (op, plan.keys.next(&mut self.rng))
             }
             Workload::Txn => (OpKind::Txn, plan.keys.next(&mut self.rng)),
@@ -397,7 +436,10 @@ impl Worker {
         let key = &self.key_buf[..];
         let mut slot = 0;
         let req = match op {
-            OpKind::Set => Request::Set { key, value: &plan.value },
+            OpKind::Set => Request::Set {
+                key,
+                value: &plan.value,
+            },
             OpKind::Get => Request::Get { key },
             OpKind::Range => Request::Range {
                 begin_key: key,
@@ -444,7 +486,9 @@ impl Worker {
                     c.rbuf.resize(n, 0);
                 }
             }
-            let Some(stream) = c.stream.as_mut() else { return Ok(()) };
+            let Some(stream) = c.stream.as_mut() else {
+                return Ok(());
+            };
             match stream.read(&mut c.rbuf[c.rend..]) {
                 Ok(0) => return Err("closed by the server".into()),
                 Ok(n) => c.rend += n,
@@ -465,9 +509,16 @@ impl Worker {
     fn parse_replies(&mut self, c: &mut Conn) -> Result<(), String> {
         while c.rstart < c.rend {
             let Some(front) = c.inflight.front() else {
-                return Err(format!("{} bytes arrived with no request pending", c.rend - c.rstart));
+                return Err(format!(
+                    "{} bytes arrived with no request pending",
+                    c.rend - c.rstart
+                ));
             };
-            match self.plan.wire.parse(&c.rbuf[c.rstart..c.rend], front.method, front.sequence)? {
+            match self
+                .plan
+                .wire
+                .parse(&c.rbuf[c.rstart..c.rend], front.method, front.sequence)?
+            {
                 None => break,
                 Some((n, reply)) => {
                     c.rstart += n;
@@ -510,16 +561,23 @@ impl Worker {
             }
             match reply {
                 Reply::Ok if p.method == Method::Commit => {
-                    self.stats.record(OpKind::Txn, nanos(now, slot.started), false)
+                    self.stats
+                        .record(OpKind::Txn, nanos(now, slot.started), false)
                 }
-                Reply::Conflict => self.stats.record(OpKind::Txn, nanos(now, slot.started), true),
+                Reply::Conflict => self
+                    .stats
+                    .record(OpKind::Txn, nanos(now, slot.started), true),
                 Reply::Failed(code) => self.stats.error(&code, 1),
-                other => self.stats.error(&format!("UNEXPECTED_{other:?}").to_uppercase(), 1),
+                other => self
+                    .stats
+                    .error(&format!("UNEXPECTED_{other:?}").to_uppercase(), 1),
             }
             c.free_slots.push(p.slot);
         } else {
             match reply {
-                Reply::Ok | Reply::ReadVersion(_) => self.stats.record(p.op, nanos(now, p.started), false),
+                Reply::Ok | Reply::ReadVersion(_) => {
+                    self.stats.record(p.op, nanos(now, p.started), false)
+                }
                 Reply::Conflict => self.stats.record(p.op, nanos(now, p.started), true),
                 Reply::Failed(code) => self.stats.error(&code, 1),
             }
@@ -536,7 +594,9 @@ impl Worker {
         }
         if self.plan.op_interval.is_some() {
             while c.active < self.plan.pipeline {
-                let Some(due) = c.backlog.pop_front() else { break };
+                let Some(due) = c.backlog.pop_front() else {
+                    break;
+                };
                 self.start(c, due)?;
             }
         } else {
@@ -555,7 +615,14 @@ fn nanos(now: Instant, started: Instant) -> u64 {
 }
 
 /// Encodes `req` into the connection's write buffer and remembers the reply it expects.
-fn issue(wire: &Wire, c: &mut Conn, req: &Request, op: OpKind, slot: u32, started: Instant) -> Result<(), String> {
+fn issue(
+    wire: &Wire,
+    c: &mut Conn,
+    req: &Request,
+    op: OpKind,
+    slot: u32,
+    started: Instant,
+) -> Result<(), String> {
     c.sequence = c.sequence.wrapping_add(1);
     wire.encode(req, c.sequence, &mut c.wbuf)?;
     c.inflight.push_back(Pending {
@@ -570,7 +637,9 @@ fn issue(wire: &Wire, c: &mut Conn, req: &Request, op: OpKind, slot: u32, starte
 
 /// Writes what is buffered; a partial write waits for the next EPOLLOUT edge.
 fn flush(c: &mut Conn) -> Result<(), String> {
-    let Some(stream) = c.stream.as_mut() else { return Ok(()) };
+    let Some(stream) = c.stream.as_mut() else {
+        return Ok(());
+    };
     while c.wpos < c.wbuf.len() {
         match stream.write(&c.wbuf[c.wpos..]) {
             Ok(0) => return Err("write returned 0".into()),

@@ -43,7 +43,6 @@ impl KeyChooser {
 #[derive(Debug, Clone)]
 pub struct Zipfian {
     n: u64,
-    theta: f64,
     alpha: f64,
     zeta_n: f64,
     eta: f64,
@@ -64,16 +63,11 @@ impl Zipfian {
         };
         Zipfian {
             n,
-            theta,
             alpha,
             zeta_n,
             eta,
             two_ranks: 1.0 + 0.5f64.powf(theta),
         }
-    }
-
-    pub fn theta(&self) -> f64 {
-        self.theta
     }
 
     pub fn next(&self, rng: &mut SmallRng) -> u64 {

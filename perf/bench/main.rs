@@ -65,7 +65,10 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "paxoskv-bench", about = "Load generator for paxoskv's Thrift service")]
+#[command(
+    name = "paxoskv-bench",
+    about = "Load generator for paxoskv's Thrift service"
+)]
 pub struct Args {
     /// What to run.
     #[arg(value_enum)]
@@ -146,8 +149,13 @@ fn main() {
 fn resolve(addrs: &str) -> anyhow::Result<Vec<SocketAddr>> {
     let mut out = Vec::new();
     for a in addrs.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-        let mut it = a.to_socket_addrs().with_context(|| format!("cannot resolve `{a}`"))?;
-        out.push(it.next().with_context(|| format!("`{a}` resolves to nothing"))?);
+        let mut it = a
+            .to_socket_addrs()
+            .with_context(|| format!("cannot resolve `{a}`"))?;
+        out.push(
+            it.next()
+                .with_context(|| format!("`{a}` resolves to nothing"))?,
+        );
     }
     if out.is_empty() {
         bail!("--addr names no address");
@@ -164,7 +172,11 @@ fn validate(args: &Args) -> anyhow::Result<()> {
     }
     let min = keys::min_key_size_bytes(args.keys);
     if args.key_size < min {
-        bail!("--key-size {} cannot hold {} distinct keys (needs {min})", args.key_size, args.keys);
+        bail!(
+            "--key-size {} cannot hold {} distinct keys (needs {min})",
+            args.key_size,
+            args.keys
+        );
     }
     if !(0.0..=1.0).contains(&args.read_ratio) {
         bail!("--read-ratio must be within 0..=1");
@@ -176,7 +188,10 @@ fn validate(args: &Args) -> anyhow::Result<()> {
         bail!("--rate must be a positive number (0: closed loop)");
     }
     if args.protocol == ProtocolArg::EtcdHttp
-        && !matches!(args.workload, WorkloadArg::Write | WorkloadArg::Read | WorkloadArg::Mixed)
+        && !matches!(
+            args.workload,
+            WorkloadArg::Write | WorkloadArg::Read | WorkloadArg::Mixed
+        )
     {
         bail!("the etcd-http protocol runs write, read and mixed only");
     }
@@ -187,7 +202,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     validate(args)?;
     let addrs = resolve(&args.addr)?;
     let wire = match args.protocol {
-        ProtocolArg::Thrift => Wire::Thrift { framed: args.framed },
+        ProtocolArg::Thrift => Wire::Thrift {
+            framed: args.framed,
+        },
         ProtocolArg::EtcdHttp => Wire::EtcdHttp {
             host: addrs[0].to_string(),
         },
@@ -210,7 +227,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     if args.prepopulate {
         let plan = Plan {
             wire: wire.clone(),
-            workload: Workload::Populate { keys_count: args.keys },
+            workload: Workload::Populate {
+                keys_count: args.keys,
+            },
             keys: KeyChooser::new(KeyDist::Uniform, args.keys, 0.5),
             key_size_bytes: args.key_size,
             value: value.clone(),
@@ -218,7 +237,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
             op_interval: None,
             seed: args.seed,
         };
-        populate(Arc::new(plan), &addrs, args.connections.min(64), threads, args.keys, args.quiet)?;
+        populate(
+            Arc::new(plan),
+            &addrs,
+            args.connections.min(64),
+            threads,
+            args.keys,
+            args.quiet,
+        )?;
     }
     let workload = match args.workload {
         WorkloadArg::Write => Workload::Write,
@@ -232,7 +258,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         },
         WorkloadArg::Ping => Workload::Ping,
     };
-    let op_interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
+    let op_interval =
+        (args.rate > 0.0).then(|| Duration::from_secs_f64(args.connections as f64 / args.rate));
     let plan = Arc::new(Plan {
         wire,
         workload,
@@ -299,7 +326,9 @@ fn populate(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let control = Arc::new(Control::default());
-    control.phase.store(engine::PHASE_MEASURE, Ordering::Release);
+    control
+        .phase
+        .store(engine::PHASE_MEASURE, Ordering::Release);
     let t0 = Instant::now();
     let (handles, rx) = spawn_workers(&plan, &control, addrs, connections, threads)?;
     let mut done = 0;
@@ -321,7 +350,10 @@ fn populate(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if !quiet && Instant::now() >= next_print {
-            let n = control.populate_next.load(Ordering::Relaxed).min(keys_count);
+            let n = control
+                .populate_next
+                .load(Ordering::Relaxed)
+                .min(keys_count);
             eprintln!("prepopulate: {n}/{keys_count} keys sent");
             next_print += Duration::from_secs(1);
         }
@@ -354,13 +386,20 @@ pub struct Outcome {
     pub fatal: Vec<String>,
 }
 
-fn measure(plan: Arc<Plan>, addrs: &[SocketAddr], args: &Args, threads: usize) -> anyhow::Result<Outcome> {
+fn measure(
+    plan: Arc<Plan>,
+    addrs: &[SocketAddr],
+    args: &Args,
+    threads: usize,
+) -> anyhow::Result<Outcome> {
     let control = Arc::new(Control::default());
     let t0 = Instant::now();
     let measure_at = t0 + args.warmup;
     let stop_at = measure_at + args.duration;
     if args.warmup.is_zero() {
-        control.phase.store(engine::PHASE_MEASURE, Ordering::Release);
+        control
+            .phase
+            .store(engine::PHASE_MEASURE, Ordering::Release);
     }
     let (handles, rx) = spawn_workers(&plan, &control, addrs, args.connections, threads)?;
     let mut hdr = match &args.hdr_log {
@@ -380,16 +419,24 @@ fn measure(plan: Arc<Plan>, addrs: &[SocketAddr], args: &Args, threads: usize) -
         let now = Instant::now();
         let phase = control.phase.load(Ordering::Acquire);
         if phase == engine::PHASE_WARMUP && now >= measure_at {
-            control.phase.store(engine::PHASE_MEASURE, Ordering::Release);
+            control
+                .phase
+                .store(engine::PHASE_MEASURE, Ordering::Release);
             measure_start = Some(now);
         } else if phase == engine::PHASE_MEASURE && now >= stop_at {
             control.phase.store(engine::PHASE_STOP, Ordering::Release);
             measure_end = Some(now);
         }
-        let next_event = if phase == engine::PHASE_WARMUP { measure_at } else { stop_at };
+        let next_event = if phase == engine::PHASE_WARMUP {
+            measure_at
+        } else {
+            stop_at
+        };
         let wait = next_print.min(next_event).saturating_duration_since(now);
         match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(Msg::Interval { phase, stats }) | Ok(Msg::Done { phase, stats }) if phase == engine::PHASE_MEASURE => {
+            Ok(Msg::Interval { phase, stats }) | Ok(Msg::Done { phase, stats })
+                if phase == engine::PHASE_MEASURE =>
+            {
                 total.merge(&stats);
                 let _ = second_measured.add(&stats.total);
                 second.merge(&stats);
@@ -414,11 +461,23 @@ fn measure(plan: Arc<Plan>, addrs: &[SocketAddr], args: &Args, threads: usize) -
         if now >= next_print {
             let secs = now.duration_since(last_print).as_secs_f64();
             if !args.quiet {
-                eprintln!("{}", report::progress_line(now.duration_since(t0), control.phase.load(Ordering::Relaxed), &second, secs));
+                eprintln!(
+                    "{}",
+                    report::progress_line(
+                        now.duration_since(t0),
+                        control.phase.load(Ordering::Relaxed),
+                        &second,
+                        secs
+                    )
+                );
             }
             if let (Some(log), Some(ms)) = (hdr.as_mut(), measure_start) {
                 if !second_measured.is_empty() {
-                    log.write(&second_measured, last_print.saturating_duration_since(ms), now.duration_since(last_print))?;
+                    log.write(
+                        &second_measured,
+                        last_print.saturating_duration_since(ms),
+                        now.duration_since(last_print),
+                    )?;
                 }
             }
             second = stats::Stats::default();
@@ -442,7 +501,11 @@ fn measure(plan: Arc<Plan>, addrs: &[SocketAddr], args: &Args, threads: usize) -
     }
     if let (Some(log), Some(ms)) = (hdr.as_mut(), measure_start) {
         if !second_measured.is_empty() {
-            log.write(&second_measured, last_print.saturating_duration_since(ms), last_print.elapsed())?;
+            log.write(
+                &second_measured,
+                last_print.saturating_duration_since(ms),
+                last_print.elapsed(),
+            )?;
         }
         log.finish()?;
     }

@@ -28,20 +28,29 @@ impl Poller {
     pub fn new(events_max: usize) -> io::Result<Poller> {
         // SAFETY: plain syscalls with valid flags; the fds are owned by the Poller.
         let epfd = check(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
-        let timer_fd =
-            match check(unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) }) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    unsafe { libc::close(epfd) };
-                    return Err(e);
-                }
-            };
+        let timer_fd = match check(unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        }) {
+            Ok(fd) => fd,
+            Err(e) => {
+                unsafe { libc::close(epfd) };
+                return Err(e);
+            }
+        };
         let p = Poller {
             epfd,
             timer_fd,
             events: vec![libc::epoll_event { events: 0, u64: 0 }; events_max.max(16)],
         };
-        p.ctl(libc::EPOLL_CTL_ADD, timer_fd, libc::EPOLLIN as u32, TIMER_TOKEN)?;
+        p.ctl(
+            libc::EPOLL_CTL_ADD,
+            timer_fd,
+            libc::EPOLLIN as u32,
+            TIMER_TOKEN,
+        )?;
         Ok(p)
     }
 
@@ -65,7 +74,10 @@ impl Poller {
     /// Arms the timer to fire once after `after` (zero disarms; use 1 ns for "now").
     pub fn arm_timer(&self, after: Duration) -> io::Result<()> {
         let spec = libc::itimerspec {
-            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
             it_value: libc::timespec {
                 tv_sec: after.as_secs() as libc::time_t,
                 tv_nsec: after.subsec_nanos() as libc::c_long,
@@ -86,10 +98,21 @@ impl Poller {
     pub fn wait(&mut self, timeout: Duration, mut f: impl FnMut(u64, u32)) -> io::Result<()> {
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         // SAFETY: the events buffer is valid for `len` entries.
-        let n = unsafe { libc::epoll_wait(self.epfd, self.events.as_mut_ptr(), self.events.len() as libc::c_int, ms) };
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epfd,
+                self.events.as_mut_ptr(),
+                self.events.len() as libc::c_int,
+                ms,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         for i in 0..n as usize {
             let ev = self.events[i];

@@ -19,7 +19,8 @@ use crate::{engine, Args, Outcome, ProtocolArg, WorkloadArg};
 
 /// Quantiles of the percentile spectrum in the JSON report (what a latency plot draws).
 const SPECTRUM: &[f64] = &[
-    0.0, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999, 1.0,
+    0.0, 0.1, 0.25, 0.5, 0.75, 0.8, 0.9, 0.95, 0.97, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999,
+    1.0,
 ];
 
 #[derive(Debug, serde::Serialize)]
@@ -90,7 +91,11 @@ impl Summary {
             value_size_bytes: args.value_size,
             warmup_s: args.warmup.as_secs_f64(),
             measured_s: secs,
-            throughput_ops_per_s: if secs > 0.0 { s.answered_count() as f64 / secs } else { 0.0 },
+            throughput_ops_per_s: if secs > 0.0 {
+                s.answered_count() as f64 / secs
+            } else {
+                0.0
+            },
             ok_count: s.ok_count,
             conflict_count: s.conflict_count,
             error_count: s.error_count(),
@@ -133,7 +138,11 @@ impl Summary {
             }
         }
         if !self.errors.is_empty() {
-            let list: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             out += &format!("errors      {}\n", list.join(", "));
         }
         out
@@ -160,7 +169,11 @@ pub fn progress_line(elapsed: Duration, phase: u8, s: &Stats, interval_s: f64) -
         engine::PHASE_MEASURE => "measure",
         _ => "stop",
     };
-    let rate = if interval_s > 0.0 { s.answered_count() as f64 / interval_s } else { 0.0 };
+    let rate = if interval_s > 0.0 {
+        s.answered_count() as f64 / interval_s
+    } else {
+        0.0
+    };
     let (p50, p99, max) = if s.total.is_empty() {
         (0.0, 0.0, 0.0)
     } else {
@@ -189,7 +202,9 @@ pub struct HdrLog {
 
 impl HdrLog {
     pub fn create(path: &Path) -> anyhow::Result<HdrLog> {
-        let mut file = BufWriter::new(File::create(path).with_context(|| format!("create {}", path.display()))?);
+        let mut file = BufWriter::new(
+            File::create(path).with_context(|| format!("create {}", path.display()))?,
+        );
         let mut serializer = V2DeflateSerializer::new();
         IntervalLogWriterBuilder::new()
             .add_comment("paxoskv-bench latency log; values in nanoseconds")
@@ -204,12 +219,17 @@ impl HdrLog {
         Ok(HdrLog { file, serializer })
     }
 
-    pub fn write(&mut self, h: &Histogram<u64>, start: Duration, length: Duration) -> anyhow::Result<()> {
+    pub fn write(
+        &mut self,
+        h: &Histogram<u64>,
+        start: Duration,
+        length: Duration,
+    ) -> anyhow::Result<()> {
         let mut w = IntervalLogWriterBuilder::new()
             .begin_log_with(&mut self.file, &mut self.serializer)
             .context("HDR log")?;
         w.write_histogram(h, start, length, None)
-            .map_err(|e| anyhow::anyhow!("write the HDR log: {e}"))
+            .map_err(|e| anyhow::anyhow!("write the HDR log: {e:?}"))
     }
 
     pub fn finish(&mut self) -> anyhow::Result<()> {

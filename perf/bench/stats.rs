@@ -19,7 +19,13 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 5] = [OpKind::Get, OpKind::Set, OpKind::Txn, OpKind::Range, OpKind::Ping];
+    pub const ALL: [OpKind; 5] = [
+        OpKind::Get,
+        OpKind::Set,
+        OpKind::Txn,
+        OpKind::Range,
+        OpKind::Ping,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -37,7 +43,8 @@ const LATENCY_NS_MAX: u64 = 60_000_000_000;
 
 pub fn new_histogram() -> Histogram<u64> {
     // 3 significant digits over 1 ns ..= 60 s; these bounds are valid, so creation cannot fail.
-    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap_or_else(|_| Histogram::new(3).expect("sigfig 3 is valid"))
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3)
+        .unwrap_or_else(|_| Histogram::new(3).expect("sigfig 3 is valid"))
 }
 
 #[derive(Debug, Clone)]

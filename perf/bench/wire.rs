@@ -7,25 +7,40 @@
 
 use paxoskv::front::codec::binary_message_len;
 use paxoskv::front::generated::{
-    AtomicCommitRequest, AtomicCommitResponse, GetRangeRequest, GetRangeResponse, GetReadVersionRequest,
-    GetReadVersionResponse, GetRequest, GetResponse, Operation, PingRequest, PingResponse, SetKeyRequest,
-    SetKeyResponse, SnapshotReadRequest, SnapshotReadResponse,
+    AtomicCommitRequest, AtomicCommitResponse, GetRangeRequest, GetRangeResponse,
+    GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, Operation, PingRequest,
+    PingResponse, SetKeyRequest, SetKeyResponse, SnapshotReadRequest, SnapshotReadResponse,
 };
 use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TMessageIdentifier,
-    TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
+    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
+    TMessageIdentifier, TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
 };
 
 /// One request on the wire.
 #[derive(Debug, Clone, Copy)]
 pub enum Request<'a> {
     Ping,
-    Get { key: &'a [u8] },
-    Set { key: &'a [u8], value: &'a [u8] },
-    Range { begin_key: &'a [u8], limit: i32 },
+    Get {
+        key: &'a [u8],
+    },
+    Set {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Range {
+        begin_key: &'a [u8],
+        limit: i32,
+    },
     ReadVersion,
-    SnapshotRead { key: &'a [u8], read_version: i64 },
-    Commit { key: &'a [u8], value: &'a [u8], read_version: i64 },
+    SnapshotRead {
+        key: &'a [u8],
+        read_version: i64,
+    },
+    Commit {
+        key: &'a [u8],
+        value: &'a [u8],
+        read_version: i64,
+    },
 }
 
 /// Which reply a pending request expects (replies come back in request order).
@@ -68,9 +83,13 @@ pub enum Reply {
 /// The client protocol of a run.
 #[derive(Debug, Clone)]
 pub enum Wire {
-    Thrift { framed: bool },
+    Thrift {
+        framed: bool,
+    },
     /// etcd's v3 HTTP/JSON gateway (`/v3/kv/put`, `/v3/kv/range`), HTTP/1.1 keep-alive.
-    EtcdHttp { host: String },
+    EtcdHttp {
+        host: String,
+    },
 }
 
 /// Error codes a server puts in responses; a failure's text is searched for them when the response
@@ -101,14 +120,21 @@ impl Wire {
     /// Appends one request to `out`. `sequence` numbers Thrift calls; replies must echo it.
     pub fn encode(&self, req: &Request, sequence: i32, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
-            Wire::Thrift { framed } => encode_thrift(req, sequence, *framed, out).map_err(|e| e.to_string()),
+            Wire::Thrift { framed } => {
+                encode_thrift(req, sequence, *framed, out).map_err(|e| e.to_string())
+            }
             Wire::EtcdHttp { host } => encode_etcd(req, host, out),
         }
     }
 
     /// Cuts the first complete reply off `buf`: `Ok(None)` until it has fully arrived, else the
     /// bytes it took and what it said.
-    pub fn parse(&self, buf: &[u8], method: Method, sequence: i32) -> Result<Option<(usize, Reply)>, String> {
+    pub fn parse(
+        &self,
+        buf: &[u8],
+        method: Method,
+        sequence: i32,
+    ) -> Result<Option<(usize, Reply)>, String> {
         match self {
             Wire::Thrift { framed } => parse_thrift(buf, *framed, method, sequence),
             Wire::EtcdHttp { .. } => parse_http(buf, method),
@@ -131,7 +157,12 @@ fn thrift_name(m: Method) -> &'static str {
     }
 }
 
-fn encode_thrift(req: &Request, sequence: i32, framed: bool, out: &mut Vec<u8>) -> thrift::Result<()> {
+fn encode_thrift(
+    req: &Request,
+    sequence: i32,
+    framed: bool,
+    out: &mut Vec<u8>,
+) -> thrift::Result<()> {
     let start = out.len();
     if framed {
         out.extend_from_slice(&[0; 4]);
@@ -144,10 +175,15 @@ fn encode_thrift(req: &Request, sequence: i32, framed: bool, out: &mut Vec<u8>) 
         p.write_struct_begin(&TStructIdentifier::new("args"))?;
         p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
         match *req {
-            Request::Ping => PingRequest::new(None::<Vec<u8>>, None::<i64>).write_to_out_protocol(&mut p)?,
-            Request::Get { key } => GetRequest::new(key.to_vec(), None::<String>).write_to_out_protocol(&mut p)?,
+            Request::Ping => {
+                PingRequest::new(None::<Vec<u8>>, None::<i64>).write_to_out_protocol(&mut p)?
+            }
+            Request::Get { key } => {
+                GetRequest::new(key.to_vec(), None::<String>).write_to_out_protocol(&mut p)?
+            }
             Request::Set { key, value } => {
-                SetKeyRequest::new(key.to_vec(), value.to_vec(), None::<String>).write_to_out_protocol(&mut p)?
+                SetKeyRequest::new(key.to_vec(), value.to_vec(), None::<String>)
+                    .write_to_out_protocol(&mut p)?
             }
             Request::Range { begin_key, limit } => GetRangeRequest::new(
                 begin_key.to_vec(),
@@ -162,7 +198,8 @@ fn encode_thrift(req: &Request, sequence: i32, framed: bool, out: &mut Vec<u8>) 
             .write_to_out_protocol(&mut p)?,
             Request::ReadVersion => GetReadVersionRequest::new().write_to_out_protocol(&mut p)?,
             Request::SnapshotRead { key, read_version } => {
-                SnapshotReadRequest::new(key.to_vec(), read_version, None::<String>).write_to_out_protocol(&mut p)?
+                SnapshotReadRequest::new(key.to_vec(), read_version, None::<String>)
+                    .write_to_out_protocol(&mut p)?
             }
             Request::Commit {
                 key,
@@ -170,7 +207,12 @@ fn encode_thrift(req: &Request, sequence: i32, framed: bool, out: &mut Vec<u8>) 
                 read_version,
             } => AtomicCommitRequest::new(
                 read_version,
-                vec![Operation::new("set".to_string(), key.to_vec(), value.to_vec(), None::<String>)],
+                vec![Operation::new(
+                    "set".to_string(),
+                    key.to_vec(),
+                    value.to_vec(),
+                    None::<String>,
+                )],
                 vec![key.to_vec()],
                 None::<i64>,
             )
@@ -188,7 +230,12 @@ fn encode_thrift(req: &Request, sequence: i32, framed: bool, out: &mut Vec<u8>) 
     Ok(())
 }
 
-fn parse_thrift(buf: &[u8], framed: bool, method: Method, sequence: i32) -> Result<Option<(usize, Reply)>, String> {
+fn parse_thrift(
+    buf: &[u8],
+    framed: bool,
+    method: Method,
+    sequence: i32,
+) -> Result<Option<(usize, Reply)>, String> {
     let (header, body) = if framed {
         if buf.len() < 4 {
             return Ok(None);
@@ -215,14 +262,19 @@ fn decode_thrift_reply(msg: &[u8], method: Method, sequence: i32) -> thrift::Res
     if h.sequence_number != sequence {
         return Err(thrift::new_protocol_error(
             thrift::ProtocolErrorKind::InvalidData,
-            format!("reply sequence {} where {} was expected", h.sequence_number, sequence),
+            format!(
+                "reply sequence {} where {} was expected",
+                h.sequence_number, sequence
+            ),
         ));
     }
     match h.message_type {
         TMessageType::Reply => {}
         TMessageType::Exception => {
             let e = thrift::Error::read_application_error_from_in_protocol(&mut p)?;
-            return Ok(Reply::Failed(format!("APP_EXCEPTION_{:?}", e.kind).to_uppercase()));
+            return Ok(Reply::Failed(
+                format!("APP_EXCEPTION_{:?}", e.kind).to_uppercase(),
+            ));
         }
         other => {
             return Err(thrift::new_protocol_error(
@@ -247,7 +299,10 @@ fn decode_thrift_reply(msg: &[u8], method: Method, sequence: i32) -> thrift::Res
     }
     p.read_struct_end()?;
     reply.ok_or_else(|| {
-        thrift::new_protocol_error(thrift::ProtocolErrorKind::InvalidData, "reply without field 0 (success)")
+        thrift::new_protocol_error(
+            thrift::ProtocolErrorKind::InvalidData,
+            "reply without field 0 (success)",
+        )
     })
 }
 
@@ -330,7 +385,12 @@ fn encode_etcd(req: &Request, host: &str, out: &mut Vec<u8>) -> Result<(), Strin
             body.extend_from_slice(b"\"}");
             "/v3/kv/range"
         }
-        other => return Err(format!("the etcd driver has no {:?} request", other.method())),
+        other => {
+            return Err(format!(
+                "the etcd driver has no {:?} request",
+                other.method()
+            ))
+        }
     };
     use std::io::Write;
     write!(
@@ -348,12 +408,24 @@ const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 /// Standard base64 with padding (what the gateway expects for `bytes` fields).
 pub fn base64_into(data: &[u8], out: &mut Vec<u8>) {
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(BASE64[(n >> 18) as usize & 63]);
         out.push(BASE64[(n >> 12) as usize & 63]);
-        out.push(if chunk.len() > 1 { BASE64[(n >> 6) as usize & 63] } else { b'=' });
-        out.push(if chunk.len() > 2 { BASE64[n as usize & 63] } else { b'=' });
+        out.push(if chunk.len() > 1 {
+            BASE64[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if chunk.len() > 2 {
+            BASE64[n as usize & 63]
+        } else {
+            b'='
+        });
     }
 }
 
@@ -369,7 +441,8 @@ fn parse_http(buf: &[u8], _method: Method) -> Result<Option<(usize, Reply)>, Str
         }
         return Ok(None);
     };
-    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "HTTP head is not UTF-8".to_string())?;
+    let head =
+        std::str::from_utf8(&buf[..head_end]).map_err(|_| "HTTP head is not UTF-8".to_string())?;
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or("");
     let status: u16 = status_line
@@ -380,10 +453,15 @@ fn parse_http(buf: &[u8], _method: Method) -> Result<Option<(usize, Reply)>, Str
     let mut content_len = None;
     let mut chunked = false;
     for l in lines {
-        let Some((k, v)) = l.split_once(':') else { continue };
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
         let v = v.trim();
         if k.eq_ignore_ascii_case("content-length") {
-            content_len = Some(v.parse::<usize>().map_err(|_| format!("bad Content-Length `{v}`"))?);
+            content_len = Some(
+                v.parse::<usize>()
+                    .map_err(|_| format!("bad Content-Length `{v}`"))?,
+            );
         } else if k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked") {
             chunked = true;
         }
@@ -393,8 +471,11 @@ fn parse_http(buf: &[u8], _method: Method) -> Result<Option<(usize, Reply)>, Str
         let mut pos = body_start;
         let mut body = Vec::new();
         loop {
-            let Some(le) = find(&buf[pos..], b"\r\n") else { return Ok(None) };
-            let size_text = std::str::from_utf8(&buf[pos..pos + le]).map_err(|_| "bad chunk size".to_string())?;
+            let Some(le) = find(&buf[pos..], b"\r\n") else {
+                return Ok(None);
+            };
+            let size_text = std::str::from_utf8(&buf[pos..pos + le])
+                .map_err(|_| "bad chunk size".to_string())?;
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| format!("bad chunk size `{size_text}`"))?;
             let data = pos + le + 2;
@@ -432,15 +513,33 @@ mod tests {
         for framed in [false, true] {
             let wire = Wire::Thrift { framed };
             let mut out = Vec::new();
-            wire.encode(&Request::Set { key: b"k1", value: b"v1" }, 5, &mut out).unwrap();
+            wire.encode(
+                &Request::Set {
+                    key: b"k1",
+                    value: b"v1",
+                },
+                5,
+                &mut out,
+            )
+            .unwrap();
             let msg = if framed { &out[4..] } else { &out[..] };
             let inc = decode(msg).unwrap();
             assert_eq!(inc.sequence, 5);
-            assert!(matches!(inc.call, Ok(Call::SetKey(ref r)) if r.key == b"k1" && r.value == b"v1"));
+            assert!(
+                matches!(inc.call, Ok(Call::SetKey(ref r)) if r.key == b"k1" && r.value == b"v1")
+            );
             let mut reply = Vec::new();
-            let resp = Response::SetKey(SetKeyResponse::new(false, "busy".to_string(), "NOT_PRIMARY".to_string()));
+            let resp = Response::SetKey(SetKeyResponse::new(
+                false,
+                "busy".to_string(),
+                "NOT_PRIMARY".to_string(),
+            ));
             encode_reply(&mut reply, "setKey", 5, &resp, framed);
-            assert_eq!(wire.parse(&reply[..reply.len() - 1], Method::Set, 5).unwrap(), None);
+            assert_eq!(
+                wire.parse(&reply[..reply.len() - 1], Method::Set, 5)
+                    .unwrap(),
+                None
+            );
             let (n, r) = wire.parse(&reply, Method::Set, 5).unwrap().unwrap();
             assert_eq!(n, reply.len());
             assert_eq!(r, Reply::Failed("NOT_PRIMARY".into()));
@@ -459,15 +558,24 @@ mod tests {
             None::<i64>,
         ));
         encode_reply(&mut reply, "atomicCommit", 1, &resp, false);
-        assert_eq!(wire.parse(&reply, Method::Commit, 1).unwrap().unwrap().1, Reply::Conflict);
+        assert_eq!(
+            wire.parse(&reply, Method::Commit, 1).unwrap().unwrap().1,
+            Reply::Conflict
+        );
     }
 
     #[test]
     fn http_bodies_by_length_and_chunks() {
         let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP";
-        assert_eq!(parse_http(r, Method::Set).unwrap(), Some((r.len() - 4, Reply::Ok)));
+        assert_eq!(
+            parse_http(r, Method::Set).unwrap(),
+            Some((r.len() - 4, Reply::Ok))
+        );
         let c = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
-        assert_eq!(parse_http(c, Method::Set).unwrap(), Some((c.len(), Reply::Failed("HTTP_503".into()))));
+        assert_eq!(
+            parse_http(c, Method::Set).unwrap(),
+            Some((c.len(), Reply::Failed("HTTP_503".into())))
+        );
         assert_eq!(parse_http(&c[..c.len() - 2], Method::Set).unwrap(), None);
         let mut b = Vec::new();
         base64_into(b"hello", &mut b);

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Shared helpers of the perf scripts: build the release binaries, find free ports, start and stop
+# a fresh `paxoskv serve` in temporary directories. Sourced, never run.
+
+PK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/paxoskv-target}"
+PK_BIN="$CARGO_TARGET_DIR/release"
+
+pk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# Builds paxoskv and paxoskv-bench (release profile) unless SKIP_BUILD=1.
+pk_build() {
+  if [[ "${SKIP_BUILD:-0}" == 1 ]]; then return 0; fi
+  pk_log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  (cd "$PK_ROOT" && cargo build --release --bin paxoskv --bin paxoskv-bench >&2)
+}
+
+# Prints N (default 1) consecutive free TCP ports on 127.0.0.1, space-separated.
+pk_free_ports() {
+  python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+for _ in range(1000):
+    base = random.randint(20000, 60000 - n)
+    socks = []
+    try:
+        for p in range(base, base + n):
+            s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", p)); socks.append(s)
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    if len(socks) == n:
+        print(" ".join(str(p) for p in range(base, base + n))); sys.exit(0)
+sys.exit("no free ports")
+PY
+}
+
+# Starts `paxoskv serve $SERVE_ARGS` in a fresh directory; sets PK_ADDR, PK_PID, PK_SERVER_DIR.
+# SERVE_ARGS=--single runs one local store without replication.
+pk_start_server() {
+  PK_SERVER_DIR="$(mktemp -d /tmp/paxoskv-perf.XXXXXX)"
+  local base
+  base="$(pk_free_ports 3 | cut -d' ' -f1)"
+  # shellcheck disable=SC2086
+  "$PK_BIN/paxoskv" serve --thrift-port 0 --base-port "$base" \
+    --data-dir "$PK_SERVER_DIR/data" --wal-dir "$PK_SERVER_DIR/wal" ${SERVE_ARGS:-} \
+    >"$PK_SERVER_DIR/stdout" 2>"$PK_SERVER_DIR/stderr" &
+  PK_PID=$!
+  local i
+  for i in $(seq 1 600); do
+    if PK_ADDR="$(grep -o 'listening on [0-9.:]*' "$PK_SERVER_DIR/stdout" 2>/dev/null | awk '{print $3}')" \
+      && [[ -n "$PK_ADDR" ]]; then
+      pk_log "paxoskv serve ${SERVE_ARGS:-} (pid $PK_PID) listening on $PK_ADDR"
+      return 0
+    fi
+    if ! kill -0 "$PK_PID" 2>/dev/null; then
+      pk_log "paxoskv serve exited during start-up:"; tail -20 "$PK_SERVER_DIR/stderr" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  pk_log "paxoskv serve did not report its port within 60 s"; tail -20 "$PK_SERVER_DIR/stderr" >&2
+  return 1
+}
+
+pk_stop_server() {
+  if [[ -n "${PK_PID:-}" ]] && kill -0 "$PK_PID" 2>/dev/null; then
+    kill -TERM "$PK_PID" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$PK_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$PK_PID" 2>/dev/null || true
+    wait "$PK_PID" 2>/dev/null || true
+  fi
+  PK_PID=""
+  if [[ -n "${PK_SERVER_DIR:-}" && -d "$PK_SERVER_DIR" ]]; then rm -rf "$PK_SERVER_DIR"; fi
+  PK_SERVER_DIR=""
+}
+
+# Describes the server mode for reports.
+pk_server_mode() {
+  if [[ " ${SERVE_ARGS:-} " == *" --single "* ]]; then echo "single local store (no replication)"
+  else echo "3-replica Paxos in one process (paxoskv serve)"; fi
+}
