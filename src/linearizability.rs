@@ -134,7 +134,8 @@ impl History {
             let relevant: Vec<&Op> = ops
                 .iter()
                 .copied()
-                .filter(|o| !o.failed && !(o.ret.is_none() && o.op == KvOp::Get))
+                .filter(|o| !o.failed)
+                .filter(|o| o.ret.is_some() || o.op != KvOp::Get)
                 .collect();
             if !check_key(&relevant) {
                 return Err(Violation {
@@ -155,7 +156,10 @@ fn describe(ops: &[&Op]) -> String {
             Some((t, r)) => format!("{t} -> {r:?}"),
             None => "pending".to_string(),
         };
-        s.push_str(&format!("  client {} [{} .. {}] {:?}\n", o.client, o.call, ret, o.op));
+        s.push_str(&format!(
+            "  client {} [{} .. {}] {:?}\n",
+            o.client, o.call, ret, o.op
+        ));
     }
     s
 }
@@ -231,7 +235,7 @@ fn check_key(ops: &[&Op]) -> bool {
             return false;
         }
         let op = entry / 2;
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
             let o = ops[op];
             if let Some(new_state) = step(&state, &o.op, o.ret.as_ref().map(|(_, r)| r)) {
                 linearized[op / 64] |= 1 << (op % 64);

@@ -184,7 +184,7 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
     assert!(n.success && n.node_info.unwrap().is_leader);
 
     // fault injection is refused unless enabled
-    let f = c.set_fault_injection(FaultInjectionRequest::new("error".to_string(), 1.0.into(), None::<i32>, None::<String>)).unwrap();
+    let f = c.set_fault_injection(FaultInjectionRequest::new("error".to_string(), thrift::OrderedFloat::from(1.0), None::<i32>, None::<String>)).unwrap();
     assert!(!f.success);
 }
 
@@ -209,7 +209,7 @@ fn limits_and_admin_token() {
     assert!(h.success);
     // Fault injection, when enabled, really fails the targeted method.
     let f = c
-        .set_fault_injection(FaultInjectionRequest::new("error".to_string(), 1.0.into(), None::<i32>, "setKey".to_string()))
+        .set_fault_injection(FaultInjectionRequest::new("error".to_string(), thrift::OrderedFloat::from(1.0), None::<i32>, "setKey".to_string()))
         .unwrap();
     assert!(f.success, "{f:?}");
     let r = c.set_key(SetKeyRequest::new(b"f".to_vec(), b"v".to_vec(), None::<String>)).unwrap();

@@ -94,6 +94,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     let core = paxos::Replica::new(p.paxos.clone(), durable);
 
     let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
+    let ev_tx = Rc::new(ev_tx);
     let (wal_tx, wal_rx) = local_channel::new_unbounded::<WalCmd>();
     glommio::spawn_local(run_wal(wal, wal_rx, ev_tx.clone(), promised, p.shared.clone())).detach();
 
@@ -183,7 +184,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     result
 }
 
-fn forward_stream<T: 'static>(mut rx: mpsc::UnboundedReceiver<T>, tx: LocalSender<Ev>, wrap: fn(T) -> Ev) {
+fn forward_stream<T: 'static>(mut rx: mpsc::UnboundedReceiver<T>, tx: Rc<LocalSender<Ev>>, wrap: fn(T) -> Ev) {
     glommio::spawn_local(async move {
         while let Some(m) = rx.next().await {
             if tx.send(wrap(m)).await.is_err() {
@@ -195,7 +196,7 @@ fn forward_stream<T: 'static>(mut rx: mpsc::UnboundedReceiver<T>, tx: LocalSende
 }
 
 /// Owns the WAL: appends what the core asked to persist, syncs once per group, reports back.
-async fn run_wal(mut wal: Wal, rx: LocalReceiver<WalCmd>, ev: LocalSender<Ev>, mut promised: paxos::Ballot, shared: Arc<ReplicaShared>) {
+async fn run_wal(mut wal: Wal, rx: LocalReceiver<WalCmd>, ev: Rc<LocalSender<Ev>>, mut promised: paxos::Ballot, shared: Arc<ReplicaShared>) {
     let mut buf = Vec::with_capacity(64 << 10);
     // (last wal lsn of a sync group, highest slot accepted in or before it)
     let mut groups: VecDeque<(WalLsn, Slot)> = VecDeque::new();

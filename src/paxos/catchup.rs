@@ -39,13 +39,20 @@ impl Replica {
         }
     }
 
-    pub(crate) fn on_catchup_request(&mut self, from: ReplicaId, from_slot: Slot, out: &mut Outputs) {
+    pub(crate) fn on_catchup_request(
+        &mut self,
+        from: ReplicaId,
+        from_slot: Slot,
+        out: &mut Outputs,
+    ) {
         if from_slot < self.log.log_start() {
             let log_start = self.log.log_start();
             self.send(from, Message::CatchupTruncated { log_start }, out);
             return;
         }
-        let entries = self.log.committed_range(from_slot, self.cfg.catchup_slots_max);
+        let entries = self
+            .log
+            .committed_range(from_slot, self.cfg.catchup_slots_max);
         if entries.is_empty() {
             return;
         }

@@ -153,7 +153,11 @@ mod tests {
             pipeline_depth: 0,
             ..PaxosConfig::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("pipeline_depth"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("pipeline_depth"));
         let c = PaxosConfig {
             lease_enabled: true,
             clock_drift_bound_ms: 400,

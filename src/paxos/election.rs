@@ -218,7 +218,12 @@ impl Replica {
                 s = s.next();
             }
         }
-        let last = merged.keys().next_back().copied().unwrap_or(start.prev()).max(start.prev());
+        let last = merged
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(start.prev())
+            .max(start.prev());
         let n = self.cfg.replica_count;
         let mut primary = PrimaryState::new(ballot, n, last.next(), last, self.now_ms);
         // Peers that promised are alive right now.

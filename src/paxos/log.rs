@@ -111,7 +111,12 @@ impl Log {
     /// The primary of `ballot` says everything through `hint` is chosen: every entry we
     /// accepted in `ballot` holds the primary's value, so those (contiguous) are chosen.
     /// Returns true when the local commit index reached `hint`.
-    pub fn learn_commit(&mut self, ballot: Ballot, hint: Slot, committed: &mut Vec<(Slot, Value)>) -> bool {
+    pub fn learn_commit(
+        &mut self,
+        ballot: Ballot,
+        hint: Slot,
+        committed: &mut Vec<(Slot, Value)>,
+    ) -> bool {
         let mut s = self.commit_upto.next();
         while s <= hint {
             match self.entries.get_mut(&s) {

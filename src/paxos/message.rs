@@ -6,8 +6,7 @@
 //! for is durable (enforced by the replica's hold queue, not here).
 
 use super::codec::{
-    put_ballot, put_slot, put_u32, put_u64, put_u8, put_value, DecodeError, Reader,
-    CODEC_VERSION,
+    put_ballot, put_slot, put_u32, put_u64, put_u8, put_value, DecodeError, Reader, CODEC_VERSION,
 };
 use super::types::{Ballot, Slot, Value};
 
@@ -24,10 +23,18 @@ pub struct PromiseEntry {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     /// Would you accept a Prepare for `ballot`? Changes no state at the receiver.
-    PreVote { ballot: Ballot },
-    PreVoteReply { ballot: Ballot, granted: bool },
+    PreVote {
+        ballot: Ballot,
+    },
+    PreVoteReply {
+        ballot: Ballot,
+        granted: bool,
+    },
     /// Phase 1a for every slot from `from_slot` on.
-    Prepare { ballot: Ballot, from_slot: Slot },
+    Prepare {
+        ballot: Ballot,
+        from_slot: Slot,
+    },
     /// Phase 1b: everything the sender accepted from the Prepare's `from_slot` on.
     Promise {
         ballot: Ballot,
@@ -43,11 +50,19 @@ pub enum Message {
         commit_upto: Slot,
     },
     /// Phase 2b.
-    Accepted { ballot: Ballot, slot: Slot },
+    Accepted {
+        ballot: Ballot,
+        slot: Slot,
+    },
     /// "I promised a higher ballot": the sender's promised ballot.
-    Nack { promised: Ballot },
+    Nack {
+        promised: Ballot,
+    },
     /// Explicit commit index when the primary is idle.
-    Commit { ballot: Ballot, commit_upto: Slot },
+    Commit {
+        ballot: Ballot,
+        commit_upto: Slot,
+    },
     Heartbeat {
         ballot: Ballot,
         commit_upto: Slot,
@@ -61,15 +76,21 @@ pub enum Message {
         applied_upto: Slot,
     },
     /// Send me the committed slots from `from_slot` on.
-    CatchupRequest { from_slot: Slot },
+    CatchupRequest {
+        from_slot: Slot,
+    },
     Catchup {
         entries: Vec<(Slot, Value)>,
         commit_upto: Slot,
     },
     /// The slots asked for were truncated; take a snapshot instead.
-    CatchupTruncated { log_start: Slot },
+    CatchupTruncated {
+        log_start: Slot,
+    },
     /// Leadership transfer: start a view change now, skipping PreVote.
-    TimeoutNow { ballot: Ballot },
+    TimeoutNow {
+        ballot: Ballot,
+    },
 }
 
 const TAG_PREVOTE: u8 = 1;
@@ -226,7 +247,9 @@ impl Message {
     pub fn decode(input: &[u8]) -> Result<Message, DecodeError> {
         let mut r = Reader::new(input)?;
         let msg = match r.u8()? {
-            TAG_PREVOTE => Message::PreVote { ballot: r.ballot()? },
+            TAG_PREVOTE => Message::PreVote {
+                ballot: r.ballot()?,
+            },
             TAG_PREVOTE_REPLY => Message::PreVoteReply {
                 ballot: r.ballot()?,
                 granted: r.bool()?,
@@ -303,7 +326,9 @@ impl Message {
             TAG_CATCHUP_TRUNCATED => Message::CatchupTruncated {
                 log_start: r.slot()?,
             },
-            TAG_TIMEOUT_NOW => Message::TimeoutNow { ballot: r.ballot()? },
+            TAG_TIMEOUT_NOW => Message::TimeoutNow {
+                ballot: r.ballot()?,
+            },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.finish()?;
@@ -327,7 +352,7 @@ mod tests {
             self.0
         }
         fn value(&mut self) -> Value {
-            if self.next() % 3 == 0 {
+            if self.next().is_multiple_of(3) {
                 return Value::Noop;
             }
             let n = (self.next() % 4) as usize;
@@ -346,7 +371,7 @@ mod tests {
                 0 => Message::PreVote { ballot: b },
                 1 => Message::PreVoteReply {
                     ballot: b,
-                    granted: self.next() % 2 == 0,
+                    granted: self.next().is_multiple_of(2),
                 },
                 2 => Message::Prepare {
                     ballot: b,
@@ -361,7 +386,7 @@ mod tests {
                             slot: Slot(self.next()),
                             ballot: Ballot(self.next()),
                             value: self.value(),
-                            committed: self.next() % 2 == 0,
+                            committed: self.next().is_multiple_of(2),
                         })
                         .collect(),
                 },
@@ -428,7 +453,10 @@ mod tests {
             let _ = Message::decode(&buf);
         }
         let mut buf = Vec::new();
-        Message::Nack { promised: Ballot(1) }.encode(&mut buf);
+        Message::Nack {
+            promised: Ballot(1),
+        }
+        .encode(&mut buf);
         buf.push(0);
         assert_eq!(Message::decode(&buf), Err(DecodeError::Trailing(1)));
         buf[0] = 9;

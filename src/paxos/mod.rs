@@ -56,3 +56,6 @@ pub use message::{Message, PromiseEntry};
 pub use record::{AcceptedValue, DurableState, Record};
 pub use replica::Replica;
 pub use types::{Ballot, Batch, Lsn, ReadId, ReplicaId, Slot, Value, View};
+
+#[cfg(test)]
+mod scenario_tests;

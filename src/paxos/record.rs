@@ -48,7 +48,9 @@ impl Record {
     pub fn decode(input: &[u8]) -> Result<Record, DecodeError> {
         let mut r = Reader::new(input)?;
         let rec = match r.u8()? {
-            TAG_PROMISE => Record::Promise { ballot: r.ballot()? },
+            TAG_PROMISE => Record::Promise {
+                ballot: r.ballot()?,
+            },
             TAG_ACCEPT => Record::Accept {
                 slot: r.slot()?,
                 ballot: r.ballot()?,
@@ -145,6 +147,9 @@ mod tests {
         assert_eq!(st.promised, Ballot(7));
         assert_eq!(st.accepted.len(), 2);
         st.compact(Slot(1));
-        assert_eq!(st.accepted.keys().copied().collect::<Vec<_>>(), vec![Slot(2)]);
+        assert_eq!(
+            st.accepted.keys().copied().collect::<Vec<_>>(),
+            vec![Slot(2)]
+        );
     }
 }

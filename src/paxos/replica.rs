@@ -20,7 +20,10 @@ use std::collections::VecDeque;
 pub(crate) enum Role {
     Follower,
     /// Asking peers whether they would accept a Prepare for `ballot`.
-    PreCandidate { ballot: Ballot, grants: u64 },
+    PreCandidate {
+        ballot: Ballot,
+        grants: u64,
+    },
     /// Phase 1 in flight for `ballot`.
     Candidate {
         ballot: Ballot,
@@ -262,7 +265,11 @@ impl Replica {
 
     fn on_durable(&mut self, upto: Lsn, out: &mut Outputs) {
         self.durable_lsn = self.durable_lsn.max(upto.min(self.last_lsn));
-        while self.held.front().is_some_and(|(lsn, _, _)| *lsn <= self.durable_lsn) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(lsn, _, _)| *lsn <= self.durable_lsn)
+        {
             if let Some((_, to, m)) = self.held.pop_front() {
                 self.send(to, m, out);
             }
@@ -280,9 +287,7 @@ impl Replica {
     pub(crate) fn become_follower(&mut self, out: &mut Outputs) {
         let old = std::mem::replace(&mut self.role, Role::Follower);
         if let Role::Primary(p) = old {
-            let hint = Rejection::NotPrimary {
-                primary_hint: None,
-            };
+            let hint = Rejection::NotPrimary { primary_hint: None };
             for cmd in p.queue {
                 out.proposals_rejected.push((cmd, hint.clone()));
             }

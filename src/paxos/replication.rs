@@ -116,7 +116,8 @@ impl Replica {
             return;
         }
         if p.queue.len() >= queue_max {
-            out.proposals_rejected.push((command, Rejection::Overloaded));
+            out.proposals_rejected
+                .push((command, Rejection::Overloaded));
             return;
         }
         p.queue.push_back(command);

@@ -363,7 +363,8 @@ pub fn versionstamp(version: Version, order: u16) -> [u8; 10] {
 fn stamped(prefix: &Bytes, stamp: &[u8; 10]) -> Bytes {
     let mut v = prefix.to_vec();
     let at = v.len().saturating_sub(10);
-    v[at..].copy_from_slice(&stamp[..v.len() - at]);
+    let n = v.len() - at;
+    v[at..].copy_from_slice(&stamp[..n]);
     Bytes::from(v)
 }
 

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn encoded_order_matches_user_order() {
-        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"a\xff", b"ab", b"\xff"];
+        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"ab", b"a\xff", b"\xff"];
         for w in keys.windows(2) {
             for (va, vb) in [(1u64, 1u64), (1, 100), (100, 1)] {
                 let a = data_key("", w[0], Version(va));

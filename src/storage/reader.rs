@@ -133,7 +133,7 @@ impl KvReader {
             }
             let value = c.visible_value(&key)?.unwrap_or_default();
             out.key_values.push((Bytes::from(key.clone()), value));
-            match c.next_visible(&key, false)? {
+            match c.next_visible(&key, true)? {
                 Some(k) => key = k,
                 None => break,
             }

@@ -113,7 +113,16 @@ async fn open_rw(path: &Path, create: bool) -> Result<DmaFile, WalError> {
 async fn create_segment(dir: &Path, first: Lsn, size: u64) -> Result<(DmaFile, PathBuf), WalError> {
     let path = dir.join(segment_name(first));
     let tmp = dir.join(format!("{}.tmp", segment_name(first)));
-    let f = open_rw(&tmp, true).await?;
+    {
+        // Real data in the first block before glommio sees the file: glommio probes the
+        // device's io-poll support with a read of it, and a read of a hole never reaches the
+        // device, so the probe would wrongly succeed and every later DMA read would fail.
+        use std::io::Write;
+        let mut std_file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        std_file.write_all(&[0u8; 4096]).map_err(|e| io_err(&tmp, e))?;
+        std_file.set_len(size).map_err(|e| io_err(&tmp, e))?;
+    }
+    let f = open_rw(&tmp, false).await?;
     f.pre_allocate(size, false).await.map_err(|e| io_err(&tmp, e))?;
     let mut pos = 0u64;
     while pos < size {

@@ -1,0 +1,205 @@
+//! Core scenario tests that assert the exact outputs of single steps.
+//!
+//! Owns: nothing but tests. Invariants exercised: replies wait for durability; a lower ballot
+//! is refused; a non-primary routes proposals; a three-replica round commits once everywhere.
+
+use super::*;
+use bytes::Bytes;
+
+fn replica(id: u32) -> Replica {
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(id),
+        ..PaxosConfig::default()
+    };
+    Replica::new(cfg, DurableState::default())
+}
+
+fn batch(cmd: &'static [u8]) -> Value {
+    Value::Batch(Batch::new(vec![Bytes::from_static(cmd)]))
+}
+
+fn step(r: &mut Replica, input: Input) -> Outputs {
+    let mut out = Outputs::default();
+    r.step(input, &mut out);
+    out
+}
+
+#[test]
+fn accepted_is_sent_only_after_the_accept_is_durable() {
+    let mut r = replica(1);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let accept = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(1),
+        value: batch(b"a"),
+        commit_upto: Slot(0),
+    };
+    let from = ReplicaId(0);
+    let out = step(
+        &mut r,
+        Input::Message {
+            from,
+            message: accept,
+        },
+    );
+    assert_eq!(
+        out.persist,
+        vec![(
+            Lsn(1),
+            Record::Accept {
+                slot: Slot(1),
+                ballot: Ballot(3),
+                value: batch(b"a")
+            }
+        )]
+    );
+    assert!(out.sends.is_empty());
+    assert_eq!(
+        out.events,
+        vec![Event::PrimaryChanged {
+            primary: Some(from)
+        }]
+    );
+    let out = step(&mut r, Input::Durable { upto_lsn: Lsn(1) });
+    let accepted = Message::Accepted {
+        ballot: Ballot(3),
+        slot: Slot(1),
+    };
+    assert_eq!(out.sends, vec![(from, accepted)]);
+    assert!(out.persist.is_empty() && out.committed.is_empty());
+
+    // A non-primary routes proposals to the primary it knows.
+    let out = step(&mut r, Input::Propose(Bytes::from_static(b"x")));
+    let hint = Rejection::NotPrimary {
+        primary_hint: Some(from),
+    };
+    assert_eq!(
+        out.proposals_rejected,
+        vec![(Bytes::from_static(b"x"), hint)]
+    );
+}
+
+#[test]
+fn promise_waits_for_durability_and_reports_accepted_values() {
+    let mut r = replica(2);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let accept = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(1),
+        value: batch(b"a"),
+        commit_upto: Slot(0),
+    };
+    step(
+        &mut r,
+        Input::Message {
+            from: ReplicaId(0),
+            message: accept,
+        },
+    );
+    let prepare = Message::Prepare {
+        ballot: Ballot(4),
+        from_slot: Slot(1),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from: ReplicaId(1),
+            message: prepare,
+        },
+    );
+    assert_eq!(
+        out.persist,
+        vec![(Lsn(2), Record::Promise { ballot: Ballot(4) })]
+    );
+    assert!(out.sends.is_empty());
+    // Lsn 1 durable is not enough: the promise is Lsn 2.
+    let out = step(&mut r, Input::Durable { upto_lsn: Lsn(1) });
+    assert_eq!(out.sends.len(), 1); // the Accepted for ballot 3 only
+    let out = step(&mut r, Input::Durable { upto_lsn: Lsn(2) });
+    let promise = Message::Promise {
+        ballot: Ballot(4),
+        log_start: Slot(1),
+        commit_upto: Slot(0),
+        entries: vec![PromiseEntry {
+            slot: Slot(1),
+            ballot: Ballot(3),
+            value: batch(b"a"),
+            committed: false,
+        }],
+    };
+    assert_eq!(out.sends, vec![(ReplicaId(1), promise)]);
+    // The old primary is now refused.
+    let stale = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(2),
+        value: Value::Noop,
+        commit_upto: Slot(0),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from: ReplicaId(0),
+            message: stale,
+        },
+    );
+    let nack = Message::Nack {
+        promised: Ballot(4),
+    };
+    assert_eq!(out.sends, vec![(ReplicaId(0), nack)]);
+    assert!(out.persist.is_empty());
+}
+
+#[test]
+fn three_replicas_elect_and_commit_each_slot_once_everywhere() {
+    let mut rs: Vec<Replica> = (0..3).map(replica).collect();
+    let mut committed: Vec<Vec<(Slot, Value)>> = vec![Vec::new(); 3];
+    let mut queue: std::collections::VecDeque<(usize, Input)> = Default::default();
+    let mut now = 0;
+    let mut proposed = false;
+    for _ in 0..200 {
+        now += 10;
+        for i in 0..3 {
+            queue.push_back((
+                i,
+                Input::Tick {
+                    now_ms: now,
+                    random: i as u64 * 7919,
+                },
+            ));
+        }
+        if !proposed {
+            if let Some(p) = rs.iter().position(|r| r.is_primary()) {
+                queue.push_back((p, Input::Propose(Bytes::from_static(b"cmd"))));
+                proposed = true;
+            }
+        }
+        while let Some((i, input)) = queue.pop_front() {
+            let out = step(&mut rs[i], input);
+            for (to, message) in out.sends {
+                let from = ReplicaId(i as u32);
+                queue.push_back((to.0 as usize, Input::Message { from, message }));
+            }
+            if let Some((lsn, _)) = out.persist.last() {
+                queue.push_back((i, Input::Durable { upto_lsn: *lsn }));
+            }
+            committed[i].extend(out.committed);
+        }
+    }
+    assert!(proposed);
+    let expected = vec![(Slot(1), batch(b"cmd"))];
+    for c in &committed {
+        assert_eq!(c, &expected);
+    }
+}

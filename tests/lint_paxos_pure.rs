@@ -1,0 +1,104 @@
+//! Lint: the Paxos core stays pure. Fails if any file under `src/paxos/` names an IO runtime,
+//! storage engine, clock, thread RNG, socket or file API outside comments.
+
+use std::path::Path;
+
+const FORBIDDEN: &[&str] = &[
+    "glommio",
+    "rocksdb",
+    "Instant::now",
+    "SystemTime",
+    "thread_rng",
+    "std::net",
+    "std::fs",
+    "std::thread",
+    "rand::",
+];
+
+/// Drops `//` comments (doc comments included) and `/* */` blocks; string contents are kept,
+/// so a forbidden name hidden in a string literal still counts.
+fn strip_comments(src: &str) -> String {
+    let mut out = String::with_capacity(src.len());
+    let mut chars = src.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(n) = chars.next() {
+                    out.push(n);
+                }
+            } else if c == '"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match (c, chars.peek()) {
+            ('"', _) => {
+                in_string = true;
+                out.push(c);
+            }
+            ('/', Some('/')) => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            ('/', Some('*')) => {
+                chars.next();
+                let mut prev = ' ';
+                for n in chars.by_ref() {
+                    if prev == '*' && n == '/' {
+                        break;
+                    }
+                    prev = n;
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn violations_in(dir: &Path, found: &mut Vec<String>) {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {dir:?}: {e}"));
+    for entry in entries {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            violations_in(&path, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let src = std::fs::read_to_string(&path).expect("read source");
+            let code = strip_comments(&src);
+            for (no, line) in code.lines().enumerate() {
+                for word in FORBIDDEN {
+                    if line.contains(word) {
+                        found.push(format!("{}:{}: {word}", path.display(), no + 1));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn paxos_core_does_no_io_and_reads_no_clock() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/paxos");
+    let mut found = Vec::new();
+    violations_in(&root, &mut found);
+    assert!(
+        found.is_empty(),
+        "impure code in the Paxos core:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn the_lint_sees_code_but_not_comments() {
+    let src = "// glommio in a comment\n/* rocksdb\n block */ let t = Instant::now();\n";
+    let code = strip_comments(src);
+    assert!(!code.contains("glommio") && !code.contains("rocksdb"));
+    assert!(code.contains("Instant::now"));
+    assert!(strip_comments("let s = \"// std::fs\";").contains("std::fs"));
+}
