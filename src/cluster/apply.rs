@@ -48,31 +48,34 @@ pub fn run_apply(
     shared: Arc<ReplicaShared>,
 ) {
     let mut last_durable = Instant::now();
-    let mut applied = exec.next_expected_sequence().0 - 1;
+    // The last slot processed (applied now, or skipped as applied before a restart).
+    let mut applied = 0;
     let mut cmds: Vec<Command> = Vec::new();
     let mut bad: Vec<usize> = Vec::new();
     while let Ok(first) = jobs.recv() {
         let mut next = Some(first);
         while let Some(job) = next.take() {
+            let slot = job.slot;
             if let Err(e) = apply_one(&mut exec, job, &mut cmds, &mut bad) {
                 tracing::error!(replica = shared.id, error = %e, "apply failed; this replica stops");
                 let _ = notify.unbounded_send(Applied::Failed(e));
                 return;
             }
-            applied = exec.next_expected_sequence().0 - 1;
+            applied = slot;
             next = jobs.try_recv().ok();
         }
         shared.applied_slot.store(applied, Ordering::SeqCst);
         let _ = notify.unbounded_send(Applied::Upto(applied));
         if last_durable.elapsed() >= DURABLE_EVERY {
-            make_durable(&exec, &shared, applied);
+            make_durable(&exec, &shared);
             last_durable = Instant::now();
         }
     }
-    make_durable(&exec, &shared, applied);
+    make_durable(&exec, &shared);
 }
 
-fn make_durable(exec: &KvStoreExecutor, shared: &ReplicaShared, applied: u64) {
+fn make_durable(exec: &KvStoreExecutor, shared: &ReplicaShared) {
+    let applied = exec.next_expected_sequence().0 - 1;
     match exec.db().flush_wal(true) {
         Ok(()) => shared.durable_slot.store(applied, Ordering::SeqCst),
         Err(e) => tracing::warn!(replica = shared.id, error = %e, "rocksdb wal sync failed"),
@@ -96,8 +99,10 @@ fn apply_one(exec: &mut KvStoreExecutor, job: ApplyJob, cmds: &mut Vec<Command>,
     let outcomes = match exec.apply(Sequence(job.slot), cmds) {
         Ok(Some(o)) => o,
         Ok(None) => {
+            // Applied before a restart and re-emitted by the core: nothing to do, and no client
+            // of this incarnation can be waiting for it.
             for (_, w) in job.waiters {
-                let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, "slot applied twice")));
+                let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, "slot was applied before")));
             }
             return Ok(());
         }

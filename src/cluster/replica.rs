@@ -83,13 +83,26 @@ pub struct ReplicaParams {
 pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     // The WAL opens first: its segments are the first DMA files this executor touches.
     let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes).await.map_err(|e| e.to_string())?;
-    let mut durable = DurableState { snapshot_upto: Slot(p.applied_slot), ..DurableState::default() };
+    // The core's log restarts below everything the WAL still holds, not at the store's applied
+    // slot: peers that lag behind this replica can then catch up from its log. Slots the store
+    // already applied are re-emitted as committed and skipped by the executor (exactly once).
+    let mut decoded = Vec::with_capacity(records.len());
+    let mut first_wal_slot: Option<u64> = None;
     for (lsn, bytes) in &records {
         let rec = Record::decode(bytes).map_err(|e| format!("wal record {}: {e}", lsn.0))?;
-        durable.apply(&rec);
+        if let Record::Accept { slot, .. } = &rec {
+            first_wal_slot = Some(first_wal_slot.map_or(slot.0, |f| f.min(slot.0)));
+        }
+        decoded.push(rec);
     }
+    let base = first_wal_slot.map_or(p.applied_slot, |f| p.applied_slot.min(f.saturating_sub(1)));
+    let mut durable = DurableState { snapshot_upto: Slot(base), ..DurableState::default() };
+    for rec in &decoded {
+        durable.apply(rec);
+    }
+    drop(decoded);
     let promised = durable.promised;
-    tracing::info!(replica = p.id, records = records.len(), applied = p.applied_slot, "replica recovered");
+    tracing::info!(replica = p.id, records = records.len(), applied = p.applied_slot, log_base = base, "replica recovered");
     drop(records);
     let core = paxos::Replica::new(p.paxos.clone(), durable);
 
@@ -143,11 +156,11 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         next_read: 1,
         waiting_reads: BTreeMap::new(),
         forwarded_reads: HashMap::new(),
-        applied: p.applied_slot,
+        applied: base,
         commit_timeout: p.commit_timeout,
         last_housekeeping: Instant::now(),
         last_compact: Instant::now(),
-        compacted: Slot(p.applied_slot),
+        compacted: Slot(base),
         timeouts: VecDeque::new(),
         stopping: false,
     };
