@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{client, free_port, spawn_child, wait_addr, Client};
+use common::{client, free_fixed_port, spawn_child, wait_addr, Client};
 use paxoskv::front::generated::*;
 use paxoskv::linearizability::{History, KvOp, KvResult};
 
@@ -30,7 +30,7 @@ struct Cluster {
 impl Cluster {
     fn start(extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let peers: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+        let peers: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_fixed_port())).collect();
         let cfg = dir.path().join("node.toml");
         std::fs::write(&cfg, format!("[consensus]\nprimary_wait = \"3s\"\n{extra_toml}")).unwrap();
         let mut pending = Vec::new();

@@ -88,7 +88,7 @@ impl ReplicatedKvStore {
                 let port = endpoints[id as usize].rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
                 format!("{}:{}", config.network.bind_address, port)
             };
-            let listener = std::net::TcpListener::bind(&bind).map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
+            let listener = bind_with_retry(&bind).map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
             let local = listener.local_addr().map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
             if config.network.peers.is_empty() {
                 endpoints[id as usize] = local.to_string();
@@ -296,6 +296,20 @@ impl ReplicatedKvStore {
             if let Some(a) = r.apply.take() {
                 let _ = a.join();
             }
+        }
+    }
+}
+
+/// Binds, retrying for a few seconds while the address is still held (a restart right after a
+/// crash can find the old socket not yet released).
+fn bind_with_retry(addr: &str) -> std::io::Result<std::net::TcpListener> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => return other,
         }
     }
 }

@@ -503,6 +503,9 @@ impl Shell {
                 }
                 Event::PrimaryChanged { primary } => {
                     let p = primary.map(|r| i64::from(r.0)).unwrap_or(-1);
+                    if p != self.shared.primary.load(Ordering::SeqCst) {
+                        self.abandon_pending();
+                    }
                     self.shared.primary.store(p, Ordering::SeqCst);
                     self.shared.is_primary.store(self.core.is_primary(), Ordering::SeqCst);
                     self.shared.view.store(self.core.promised().0, Ordering::SeqCst);
@@ -617,6 +620,18 @@ impl Shell {
                 self.step(Input::Compact { upto: target });
                 let _ = self.wal.try_send(WalCmd::Retain(target));
             }
+        }
+    }
+
+    /// The primary changed: commands sent to the old one may or may not commit, and nobody
+    /// will tell this replica which. Their clients get an immediate, honest "unknown" instead
+    /// of waiting for `commit_timeout`; if such a command does commit, it applies as usual.
+    fn abandon_pending(&mut self) {
+        for (_, w) in self.pending.drain() {
+            let _ = w.send(Err(err(
+                ErrorCode::Timeout,
+                "the primary changed before this write committed; it may or may not apply",
+            )));
         }
     }
 

@@ -29,6 +29,29 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free port below the kernel's ephemeral range, so that no outgoing connection can take it
+/// while a test restarts the process that listens on it.
+pub fn free_fixed_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32768);
+    let span = low.saturating_sub(12000).max(1000);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let mut x = seed as u64 | 1;
+    for _ in 0..1000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let port = 11000 + (x % span as u64) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {low}");
+}
+
 impl Server {
     /// Starts `paxoskv serve` with `extra` flags on a free Thrift port in a fresh directory.
     pub fn start(extra: &[&str]) -> Server {
