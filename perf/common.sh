@@ -4,7 +4,7 @@
 
 PK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/paxoskv-target}"
-PK_BIN="$CARGO_TARGET_DIR/release"
+PK_BIN="${PK_BIN:-$CARGO_TARGET_DIR/release}"
 
 pk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
