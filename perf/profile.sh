@@ -49,11 +49,11 @@ pk_stop_server
 pk_log "rendering the flamegraph"
 perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf >"$OUT/stacks.folded"
 inferno-flamegraph --title "paxoskv serve: $WORKLOAD, $CLIENTS clients" <"$OUT/stacks.folded" >"$OUT/flamegraph.svg"
-perf report -i "$OUT/perf.data" --no-children --sort comm,dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$OUT/top.txt"
+perf report -i "$OUT/perf.data" --no-children --sort comm,dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -60 >"$OUT/top.txt" || true
 # Time per thread (comm) from the folded stacks: where the server's CPU goes.
 awk '{n=$NF; sub(/;.*/,""); t[$1]+=n; s+=n} END {for (k in t) printf "%6.1f%%  %s\n", 100*t[k]/s, k}' \
-  "$OUT/stacks.folded" | sort -rn >"$OUT/threads.txt"
+  "$OUT/stacks.folded" | sort -rn >"$OUT/threads.txt" || true
 cat "$OUT/bench.txt" >&2
 echo "--- CPU by thread ---" >&2; cat "$OUT/threads.txt" >&2
-echo "--- top symbols ---" >&2; head -25 "$OUT/top.txt" >&2
+echo "--- top symbols ---" >&2; head -25 "$OUT/top.txt" >&2 || true
 pk_log "flamegraph: $OUT/flamegraph.svg"
