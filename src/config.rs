@@ -35,7 +35,7 @@ pub enum ConfigError {
     },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicatedConfig {
     pub replicated: ReplicatedSection,
@@ -150,19 +150,6 @@ pub struct MetricsSection {
     pub enabled: bool,
     pub port: u16,
     pub bind_address: String,
-}
-
-impl Default for ReplicatedConfig {
-    fn default() -> Self {
-        ReplicatedConfig {
-            replicated: ReplicatedSection::default(),
-            consensus: ConsensusSection::default(),
-            network: NetworkSection::default(),
-            thrift: ThriftSection::default(),
-            storage: StorageSection::default(),
-            metrics: MetricsSection::default(),
-        }
-    }
 }
 
 impl Default for ReplicatedSection {
@@ -285,7 +272,10 @@ impl ReplicatedConfig {
     }
 
     /// Applies overrides from a variable lookup (`std::env::var` in production).
-    pub fn apply_env<F: Fn(&str) -> Option<String>>(&mut self, lookup: F) -> Result<(), ConfigError> {
+    pub fn apply_env<F: Fn(&str) -> Option<String>>(
+        &mut self,
+        lookup: F,
+    ) -> Result<(), ConfigError> {
         fn num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError> {
             v.trim().parse().map_err(|_| ConfigError::Env {
                 name,
@@ -308,9 +298,7 @@ impl ReplicatedConfig {
                 "REPLICATED_DB_BASE_PATH" => self.storage.db_base_path = PathBuf::from(v),
                 "REPLICATED_WAL_PATH" => self.storage.wal_path = PathBuf::from(v),
                 "REPLICATED_NETWORK_TIMEOUT" => self.network.network_timeout = dur(name, &v)?,
-                "REPLICATED_CONNECTION_TIMEOUT" => {
-                    self.network.connection_timeout = dur(name, &v)?
-                }
+                "REPLICATED_CONNECTION_TIMEOUT" => self.network.connection_timeout = dur(name, &v)?,
                 "THRIFT_PORT" => self.thrift.port = num(name, &v)?,
                 "THRIFT_BIND_ADDRESS" => self.thrift.bind_address = v,
                 _ => {}
@@ -328,7 +316,7 @@ impl ReplicatedConfig {
             }
         }
         let r = &self.replicated;
-        if r.replica_count == 0 || r.replica_count > 9 || r.replica_count % 2 == 0 {
+        if r.replica_count == 0 || r.replica_count > 9 || r.replica_count.is_multiple_of(2) {
             return Err(bad(
                 "replicated.replica_count",
                 r.replica_count,
@@ -336,7 +324,11 @@ impl ReplicatedConfig {
             ));
         }
         if r.cluster_id.is_empty() || r.cluster_id.len() > 64 {
-            return Err(bad("replicated.cluster_id", &r.cluster_id, "must be 1-64 bytes"));
+            return Err(bad(
+                "replicated.cluster_id",
+                &r.cluster_id,
+                "must be 1-64 bytes",
+            ));
         }
         let c = &self.consensus;
         if c.heartbeat_interval.is_zero() {
@@ -365,27 +357,54 @@ impl ReplicatedConfig {
             ("consensus.pipeline_depth", c.pipeline_depth as u64),
             ("consensus.max_pending_ops", c.max_pending_ops as u64),
             ("thrift.max_connections", self.thrift.max_connections as u64),
-            ("thrift.max_message_bytes", self.thrift.max_message_bytes as u64),
+            (
+                "thrift.max_message_bytes",
+                self.thrift.max_message_bytes as u64,
+            ),
             ("thrift.max_key_bytes", self.thrift.max_key_bytes as u64),
             ("thrift.max_value_bytes", self.thrift.max_value_bytes as u64),
-            ("thrift.max_in_flight_per_connection", self.thrift.max_in_flight_per_connection as u64),
-            ("thrift.max_open_transactions", self.thrift.max_open_transactions as u64),
+            (
+                "thrift.max_in_flight_per_connection",
+                self.thrift.max_in_flight_per_connection as u64,
+            ),
+            (
+                "thrift.max_open_transactions",
+                self.thrift.max_open_transactions as u64,
+            ),
             ("thrift.max_range_keys", self.thrift.max_range_keys as u64),
-            ("storage.mvcc_window_versions", self.storage.mvcc_window_versions),
-            ("network.max_frame_bytes", self.network.max_frame_bytes as u64),
+            (
+                "storage.mvcc_window_versions",
+                self.storage.mvcc_window_versions,
+            ),
+            (
+                "network.max_frame_bytes",
+                self.network.max_frame_bytes as u64,
+            ),
         ] {
             if v == 0 {
                 return Err(bad(field, v, "must be positive"));
             }
         }
         if c.pipeline_depth > 4096 {
-            return Err(bad("consensus.pipeline_depth", c.pipeline_depth, "must be at most 4096"));
+            return Err(bad(
+                "consensus.pipeline_depth",
+                c.pipeline_depth,
+                "must be at most 4096",
+            ));
         }
         if (self.thrift.max_message_bytes as u64) > (1 << 30) {
-            return Err(bad("thrift.max_message_bytes", self.thrift.max_message_bytes, "must be at most 1 GiB"));
+            return Err(bad(
+                "thrift.max_message_bytes",
+                self.thrift.max_message_bytes,
+                "must be at most 1 GiB",
+            ));
         }
         if self.thrift.max_key_bytes >= self.thrift.max_message_bytes {
-            return Err(bad("thrift.max_key_bytes", self.thrift.max_key_bytes, "must be below thrift.max_message_bytes"));
+            return Err(bad(
+                "thrift.max_key_bytes",
+                self.thrift.max_key_bytes,
+                "must be below thrift.max_message_bytes",
+            ));
         }
         if (self.network.max_frame_bytes as u64) < c.max_batch_bytes + (1 << 20) {
             return Err(bad(
@@ -403,7 +422,11 @@ impl ReplicatedConfig {
         }
         let n = &self.network;
         if n.base_tcp_port as u32 + r.replica_count > 65536 {
-            return Err(bad("network.base_tcp_port", n.base_tcp_port, "replica ports would pass 65535"));
+            return Err(bad(
+                "network.base_tcp_port",
+                n.base_tcp_port,
+                "replica ports would pass 65535",
+            ));
         }
         if !n.peers.is_empty() && n.peers.len() != r.replica_count as usize {
             return Err(bad(
@@ -413,7 +436,10 @@ impl ReplicatedConfig {
             ));
         }
         for p in &n.peers {
-            if p.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+            if p.rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
                 return Err(bad("network.peers", p, "each peer must be host:port"));
             }
         }
@@ -421,7 +447,10 @@ impl ReplicatedConfig {
             ("network.network_timeout", n.network_timeout),
             ("network.connection_timeout", n.connection_timeout),
             ("network.reconnect_backoff_max", n.reconnect_backoff_max),
-            ("thrift.default_transaction_timeout", self.thrift.default_transaction_timeout),
+            (
+                "thrift.default_transaction_timeout",
+                self.thrift.default_transaction_timeout,
+            ),
         ] {
             if v.is_zero() {
                 return Err(bad(field, "0", "must be positive"));
@@ -433,7 +462,11 @@ impl ReplicatedConfig {
             ("metrics.bind_address", &self.metrics.bind_address),
         ] {
             if v.parse::<IpAddr>().is_err() {
-                return Err(bad(field, v, "must be an IP address such as 127.0.0.1 or 0.0.0.0"));
+                return Err(bad(
+                    field,
+                    v,
+                    "must be an IP address such as 127.0.0.1 or 0.0.0.0",
+                ));
             }
         }
         if self.storage.db_base_path.as_os_str().is_empty() {
@@ -507,14 +540,26 @@ mod tests {
         let mut c = ReplicatedConfig::default();
         c.replicated.replica_count = 4;
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("replicated.replica_count") && e.contains('4'), "{e}");
+        assert!(
+            e.contains("replicated.replica_count") && e.contains('4'),
+            "{e}"
+        );
         let mut c = ReplicatedConfig::default();
         c.thrift.bind_address = "not-an-ip".into();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("thrift.bind_address") && e.contains("not-an-ip"), "{e}");
+        assert!(
+            e.contains("thrift.bind_address") && e.contains("not-an-ip"),
+            "{e}"
+        );
         let mut c = ReplicatedConfig::default();
         c.consensus.election_timeout_min = Duration::from_millis(60);
-        assert!(c.validate().unwrap_err().to_string().contains("election_timeout_min"));
-        assert!(ReplicatedConfig::from_toml("[thrift]\nbogus = 1\n").unwrap_err().contains("bogus"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("election_timeout_min"));
+        assert!(ReplicatedConfig::from_toml("[thrift]\nbogus = 1\n")
+            .unwrap_err()
+            .contains("bogus"));
     }
 }

@@ -41,7 +41,11 @@ impl Drop for ApplyThread {
 }
 
 impl LocalService {
-    pub fn open(path: &Path, options: StoreOptions, max_batch_ops: usize) -> Result<Self, StorageError> {
+    pub fn open(
+        path: &Path,
+        options: StoreOptions,
+        max_batch_ops: usize,
+    ) -> Result<Self, StorageError> {
         let exec = KvStoreExecutor::open(path, options)?;
         let reader = exec.reader();
         let (tx, rx) = crossbeam::channel::bounded::<Job>(65_536);

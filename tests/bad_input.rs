@@ -32,8 +32,18 @@ fn expect_closed(mut s: TcpStream) {
 
 fn still_serving(server: &Server) {
     let mut c = server.client();
-    assert!(c.set_key(SetKeyRequest::new(b"alive".to_vec(), b"yes".to_vec(), None::<String>)).unwrap().success);
-    let r = c.get(GetRequest::new(b"alive".to_vec(), None::<String>)).unwrap();
+    assert!(
+        c.set_key(SetKeyRequest::new(
+            b"alive".to_vec(),
+            b"yes".to_vec(),
+            None::<String>
+        ))
+        .unwrap()
+        .success
+    );
+    let r = c
+        .get(GetRequest::new(b"alive".to_vec(), None::<String>))
+        .unwrap();
     assert_eq!(r.value, b"yes");
 }
 
@@ -49,7 +59,8 @@ fn garbage_and_lies_close_only_their_connection() {
 
     // A frame claiming 2 GiB.
     let mut s = raw(&server);
-    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0x80, 0x01, 0x00, 0x01]).unwrap();
+    s.write_all(&[0x7f, 0xff, 0xff, 0xff, 0x80, 0x01, 0x00, 0x01])
+        .unwrap();
     expect_closed(s);
 
     // A strict message whose string claims 2 GiB: refused at the size limit, never allocated.
@@ -83,17 +94,44 @@ fn garbage_and_lies_close_only_their_connection() {
 
 #[test]
 fn oversized_messages_are_refused_and_the_server_stays_up() {
-    let server = Server::start_with_config("[thrift]\nmax_message_bytes = 65536\nmax_key_bytes = 1024\nmax_value_bytes = 32768\n", &[]);
+    let server = Server::start_with_config(
+        "[thrift]\nmax_message_bytes = 65536\nmax_key_bytes = 1024\nmax_value_bytes = 32768\n",
+        &[],
+    );
     let mut c = server.client();
-    let r = c.set_key(SetKeyRequest::new(vec![b'k'; 2048], b"v".to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_key(SetKeyRequest::new(
+            vec![b'k'; 2048],
+            b"v".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("TOO_LARGE"), "{r:?}");
-    let r = c.set_key(SetKeyRequest::new(b"k".to_vec(), vec![0; 40_000], None::<String>)).unwrap();
+    let r = c
+        .set_key(SetKeyRequest::new(
+            b"k".to_vec(),
+            vec![0; 40_000],
+            None::<String>,
+        ))
+        .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("TOO_LARGE"), "{r:?}");
     // Over the message limit: the connection is closed, not the server.
     let mut big = server.framed_client();
-    assert!(big.set_key(SetKeyRequest::new(b"k".to_vec(), vec![0; 100_000], None::<String>)).is_err());
+    assert!(big
+        .set_key(SetKeyRequest::new(
+            b"k".to_vec(),
+            vec![0; 100_000],
+            None::<String>
+        ))
+        .is_err());
     let mut big = server.client();
-    assert!(big.set_key(SetKeyRequest::new(b"k".to_vec(), vec![0; 100_000], None::<String>)).is_err());
+    assert!(big
+        .set_key(SetKeyRequest::new(
+            b"k".to_vec(),
+            vec![0; 100_000],
+            None::<String>
+        ))
+        .is_err());
     still_serving(&server);
 }
 
@@ -105,16 +143,27 @@ fn unknown_method_gets_an_application_exception_and_the_connection_stays_usable(
     let mut out = Vec::new();
     {
         let mut p = TBinaryOutputProtocol::new(&mut out, true);
-        p.write_message_begin(&TMessageIdentifier::new("frobnicate", TMessageType::Call, 5)).unwrap();
-        p.write_struct_begin(&TStructIdentifier::new("args")).unwrap();
+        p.write_message_begin(&TMessageIdentifier::new(
+            "frobnicate",
+            TMessageType::Call,
+            5,
+        ))
+        .unwrap();
+        p.write_struct_begin(&TStructIdentifier::new("args"))
+            .unwrap();
         p.write_field_stop().unwrap();
         p.write_struct_end().unwrap();
         p.write_message_end().unwrap();
         // A ping right behind it on the same connection.
-        p.write_message_begin(&TMessageIdentifier::new("ping", TMessageType::Call, 6)).unwrap();
-        p.write_struct_begin(&TStructIdentifier::new("args")).unwrap();
-        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1)).unwrap();
-        PingRequest::new(b"after".to_vec(), 1).write_to_out_protocol(&mut p).unwrap();
+        p.write_message_begin(&TMessageIdentifier::new("ping", TMessageType::Call, 6))
+            .unwrap();
+        p.write_struct_begin(&TStructIdentifier::new("args"))
+            .unwrap();
+        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
+            .unwrap();
+        PingRequest::new(b"after".to_vec(), 1)
+            .write_to_out_protocol(&mut p)
+            .unwrap();
         p.write_field_end().unwrap();
         p.write_field_stop().unwrap();
         p.write_struct_end().unwrap();
@@ -123,12 +172,18 @@ fn unknown_method_gets_an_application_exception_and_the_connection_stays_usable(
     s.write_all(&out).unwrap();
     let mut p = TBinaryInputProtocol::new(s.try_clone().unwrap(), true);
     let h = p.read_message_begin().unwrap();
-    assert_eq!((h.message_type, h.sequence_number), (TMessageType::Exception, 5));
+    assert_eq!(
+        (h.message_type, h.sequence_number),
+        (TMessageType::Exception, 5)
+    );
     let e = thrift::Error::read_application_error_from_in_protocol(&mut p).unwrap();
     assert_eq!(e.kind, thrift::ApplicationErrorKind::UnknownMethod);
     p.read_message_end().unwrap();
     let h = p.read_message_begin().unwrap();
-    assert_eq!((h.message_type, h.sequence_number, h.name.as_str()), (TMessageType::Reply, 6, "ping"));
+    assert_eq!(
+        (h.message_type, h.sequence_number, h.name.as_str()),
+        (TMessageType::Reply, 6, "ping")
+    );
 }
 
 #[test]
@@ -140,14 +195,36 @@ fn pipelined_requests_are_answered_in_order() {
     {
         let mut p = TBinaryOutputProtocol::new(&mut out, true);
         for i in 0..100i32 {
-            let (name, req): (&str, Box<dyn Fn(&mut dyn TOutputProtocol)>) = if i % 2 == 0 {
-                ("setKey", Box::new(move |p| SetKeyRequest::new(format!("p{i}").into_bytes(), b"v".to_vec(), None::<String>).write_to_out_protocol(p).unwrap()))
+            type Writer = Box<dyn Fn(&mut dyn TOutputProtocol)>;
+            let (name, req): (&str, Writer) = if i % 2 == 0 {
+                (
+                    "setKey",
+                    Box::new(move |p| {
+                        SetKeyRequest::new(
+                            format!("p{i}").into_bytes(),
+                            b"v".to_vec(),
+                            None::<String>,
+                        )
+                        .write_to_out_protocol(p)
+                        .unwrap()
+                    }),
+                )
             } else {
-                ("ping", Box::new(move |p| PingRequest::new(format!("m{i}").into_bytes(), i as i64).write_to_out_protocol(p).unwrap()))
+                (
+                    "ping",
+                    Box::new(move |p| {
+                        PingRequest::new(format!("m{i}").into_bytes(), i as i64)
+                            .write_to_out_protocol(p)
+                            .unwrap()
+                    }),
+                )
             };
-            p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, i)).unwrap();
-            p.write_struct_begin(&TStructIdentifier::new("args")).unwrap();
-            p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1)).unwrap();
+            p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, i))
+                .unwrap();
+            p.write_struct_begin(&TStructIdentifier::new("args"))
+                .unwrap();
+            p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
+                .unwrap();
             req(&mut p);
             p.write_field_end().unwrap();
             p.write_field_stop().unwrap();
@@ -164,9 +241,18 @@ fn pipelined_requests_are_answered_in_order() {
         let f = p.read_field_begin().unwrap();
         assert_eq!(f.id, Some(0));
         if i % 2 == 0 {
-            assert!(SetKeyResponse::read_from_in_protocol(&mut p).unwrap().success);
+            assert!(
+                SetKeyResponse::read_from_in_protocol(&mut p)
+                    .unwrap()
+                    .success
+            );
         } else {
-            assert_eq!(PingResponse::read_from_in_protocol(&mut p).unwrap().timestamp, i as i64);
+            assert_eq!(
+                PingResponse::read_from_in_protocol(&mut p)
+                    .unwrap()
+                    .timestamp,
+                i as i64
+            );
         }
         p.read_field_end().unwrap();
         assert_eq!(p.read_field_begin().unwrap().field_type, TType::Stop);

@@ -30,9 +30,15 @@ struct Cluster {
 impl Cluster {
     fn start(extra_toml: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let peers: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_fixed_port())).collect();
+        let peers: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_fixed_port()))
+            .collect();
         let cfg = dir.path().join("node.toml");
-        std::fs::write(&cfg, format!("[consensus]\nprimary_wait = \"3s\"\n{extra_toml}")).unwrap();
+        std::fs::write(
+            &cfg,
+            format!("[consensus]\nprimary_wait = \"3s\"\n{extra_toml}"),
+        )
+        .unwrap();
         let mut pending = Vec::new();
         for id in 0..3 {
             let args: Vec<String> = vec![
@@ -58,7 +64,11 @@ impl Cluster {
             .into_iter()
             .map(|(child, rx, args)| {
                 let (child, addr) = wait_addr(child, rx);
-                Node { child: Some(child), addr, args }
+                Node {
+                    child: Some(child),
+                    addr,
+                    args,
+                }
             })
             .collect();
         Cluster { nodes, _dir: dir }
@@ -107,7 +117,11 @@ impl Cluster {
                 let mut c = client(n.addr, false);
                 if let Ok(h) = c.get_cluster_health(GetClusterHealthRequest::new(None::<String>)) {
                     if let Some(l) = h.cluster_health.and_then(|h| h.leader) {
-                        if self.nodes.get(l.node_id as usize).is_some_and(|n| n.child.is_some()) {
+                        if self
+                            .nodes
+                            .get(l.node_id as usize)
+                            .is_some_and(|n| n.child.is_some())
+                        {
                             let _ = i;
                             return l.node_id as usize;
                         }
@@ -129,7 +143,11 @@ impl Drop for Cluster {
 }
 
 fn set(c: &mut Client, k: &str, v: &str) -> Result<(), String> {
-    match c.set_key(SetKeyRequest::new(k.as_bytes().to_vec(), v.as_bytes().to_vec(), None::<String>)) {
+    match c.set_key(SetKeyRequest::new(
+        k.as_bytes().to_vec(),
+        v.as_bytes().to_vec(),
+        None::<String>,
+    )) {
         Ok(r) if r.success => Ok(()),
         Ok(r) => Err(r.error.unwrap_or_default()),
         Err(e) => Err(e.to_string()),
@@ -138,19 +156,26 @@ fn set(c: &mut Client, k: &str, v: &str) -> Result<(), String> {
 
 fn get(c: &mut Client, k: &str) -> Result<Option<String>, String> {
     match c.get(GetRequest::new(k.as_bytes().to_vec(), None::<String>)) {
-        Ok(r) if r.error.is_none() => Ok(r.found.then(|| String::from_utf8_lossy(&r.value).into_owned())),
+        Ok(r) if r.error.is_none() => Ok(r
+            .found
+            .then(|| String::from_utf8_lossy(&r.value).into_owned())),
         Ok(r) => Err(r.error.unwrap_or_default()),
         Err(e) => Err(e.to_string()),
     }
 }
 
 /// Retries `f` against the live nodes until it succeeds.
-fn eventually<T>(cluster: &Cluster, what: &str, mut f: impl FnMut(&mut Client) -> Result<T, String>) -> T {
+fn eventually<T>(
+    cluster: &Cluster,
+    what: &str,
+    mut f: impl FnMut(&mut Client) -> Result<T, String>,
+) -> T {
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < LIVENESS {
         for n in cluster.nodes.iter().filter(|n| n.child.is_some()) {
-            if let Ok(s) = std::net::TcpStream::connect_timeout(&n.addr, Duration::from_millis(200)) {
+            if let Ok(s) = std::net::TcpStream::connect_timeout(&n.addr, Duration::from_millis(200))
+            {
                 drop(s);
                 match f(&mut client(n.addr, false)) {
                     Ok(v) => return v,
@@ -178,8 +203,13 @@ fn primary_kill_restart_and_full_restart_lose_nothing() {
     let p = cluster.primary();
     cluster.kill(p);
     let killed_at = Instant::now();
-    eventually(&cluster, "a write after the primary died", |c| set(c, "after-kill", "yes"));
-    eprintln!("failover: first write acknowledged {:?} after SIGKILL of the primary", killed_at.elapsed());
+    eventually(&cluster, "a write after the primary died", |c| {
+        set(c, "after-kill", "yes")
+    });
+    eprintln!(
+        "failover: first write acknowledged {:?} after SIGKILL of the primary",
+        killed_at.elapsed()
+    );
     acked.push("after-kill".into());
     let new_primary = cluster.primary();
     assert_ne!(new_primary, p);
@@ -212,7 +242,12 @@ fn partitioned_primary_acknowledges_nothing_and_converges_after_healing() {
     let mut old = cluster.client(p);
     set(&mut old, "before", "1").unwrap();
     let r = old
-        .set_fault_injection(FaultInjectionRequest::new("partition".to_string(), None, None::<i32>, format!("replica:{p}")))
+        .set_fault_injection(FaultInjectionRequest::new(
+            "partition".to_string(),
+            None,
+            None::<i32>,
+            format!("replica:{p}"),
+        ))
         .unwrap();
     assert!(r.success, "{r:?}");
     // The majority elects a new primary and serves writes.
@@ -223,14 +258,24 @@ fn partitioned_primary_acknowledges_nothing_and_converges_after_healing() {
         if set(&mut c, "majority", "2").is_ok() {
             break;
         }
-        assert!(started.elapsed() < LIVENESS, "the majority never elected a new primary");
+        assert!(
+            started.elapsed() < LIVENESS,
+            "the majority never elected a new primary"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // The isolated old primary cannot acknowledge a write.
     let r = set(&mut old, "minority", "3");
     assert!(r.is_err(), "an isolated primary acknowledged a write");
     // Heal: everyone converges, the old primary sees the majority's write.
-    let r = old.set_fault_injection(FaultInjectionRequest::new("heal".to_string(), None, None::<i32>, format!("replica:{p}"))).unwrap();
+    let r = old
+        .set_fault_injection(FaultInjectionRequest::new(
+            "heal".to_string(),
+            None,
+            None::<i32>,
+            format!("replica:{p}"),
+        ))
+        .unwrap();
     assert!(r.success);
     let started = Instant::now();
     loop {
@@ -238,10 +283,18 @@ fn partitioned_primary_acknowledges_nothing_and_converges_after_healing() {
             assert_eq!(v, "2");
             break;
         }
-        assert!(started.elapsed() < LIVENESS, "the healed replica never converged");
+        assert!(
+            started.elapsed() < LIVENESS,
+            "the healed replica never converged"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(get(&mut cluster.client(others[1]), "before").unwrap().as_deref(), Some("1"));
+    assert_eq!(
+        get(&mut cluster.client(others[1]), "before")
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
 }
 
 #[test]
@@ -269,25 +322,48 @@ fn concurrent_history_across_primary_kill_is_linearizable() {
                 n += 1;
                 let node = (next() % 3) as usize;
                 let addr = addrs.lock().unwrap()[node];
-                let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else { continue };
+                let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                else {
+                    continue;
+                };
                 drop(s);
                 let mut c = client(addr, false);
                 let key = format!("h{}", next() % 3);
                 match next() % 3 {
                     0 => {
-                        let id = history.lock().unwrap().invoke(client_id, Bytes::from(key.clone()), KvOp::Get);
+                        let id = history.lock().unwrap().invoke(
+                            client_id,
+                            Bytes::from(key.clone()),
+                            KvOp::Get,
+                        );
                         match get(&mut c, &key) {
-                            Ok(v) => history.lock().unwrap().complete(id, KvResult::Value(v.map(Bytes::from))),
+                            Ok(v) => history
+                                .lock()
+                                .unwrap()
+                                .complete(id, KvResult::Value(v.map(Bytes::from))),
                             Err(_) => history.lock().unwrap().fail(id),
                         }
                     }
                     1 => {
                         let val = format!("c{client_id}-{n}");
-                        let id = history.lock().unwrap().invoke(client_id, Bytes::from(key.clone()), KvOp::Put(Bytes::from(val.clone())));
-                        match c.set_key(SetKeyRequest::new(key.clone().into_bytes(), val.into_bytes(), None::<String>)) {
-                            Ok(r) if r.success => history.lock().unwrap().complete(id, KvResult::Done),
+                        let id = history.lock().unwrap().invoke(
+                            client_id,
+                            Bytes::from(key.clone()),
+                            KvOp::Put(Bytes::from(val.clone())),
+                        );
+                        match c.set_key(SetKeyRequest::new(
+                            key.clone().into_bytes(),
+                            val.into_bytes(),
+                            None::<String>,
+                        )) {
+                            Ok(r) if r.success => {
+                                history.lock().unwrap().complete(id, KvResult::Done)
+                            }
                             // Refused before it was proposed: known not to have happened.
-                            Ok(r) if r.error_code.as_deref() == Some("NOT_PRIMARY") || r.error_code.as_deref() == Some("INVALID_ARGUMENT") => {
+                            Ok(r)
+                                if r.error_code.as_deref() == Some("NOT_PRIMARY")
+                                    || r.error_code.as_deref() == Some("INVALID_ARGUMENT") =>
+                            {
                                 history.lock().unwrap().fail(id)
                             }
                             // Anything else (timeout, unavailable, lost connection): unknown.
@@ -300,7 +376,11 @@ fn concurrent_history_across_primary_kill_is_linearizable() {
                             Ok(r) if r.success => r.read_version,
                             _ => continue,
                         };
-                        let cur = match c.snapshot_get(SnapshotGetRequest::new(key.clone().into_bytes(), rv, None::<String>)) {
+                        let cur = match c.snapshot_get(SnapshotGetRequest::new(
+                            key.clone().into_bytes(),
+                            rv,
+                            None::<String>,
+                        )) {
                             Ok(r) if r.error.is_none() => r.found.then(|| Bytes::from(r.value)),
                             _ => continue,
                         };
@@ -308,12 +388,32 @@ fn concurrent_history_across_primary_kill_is_linearizable() {
                         let id = history.lock().unwrap().invoke(
                             client_id,
                             Bytes::from(key.clone()),
-                            KvOp::CompareAndSet { expected: cur, new: Some(Bytes::from(val.clone())) },
+                            KvOp::CompareAndSet {
+                                expected: cur,
+                                new: Some(Bytes::from(val.clone())),
+                            },
                         );
-                        let op = Operation::new("set".to_string(), key.clone().into_bytes(), val.into_bytes(), None::<String>);
-                        match c.atomic_commit(AtomicCommitRequest::new(rv, vec![op], vec![key.clone().into_bytes()], None::<i64>)) {
-                            Ok(r) if r.success => history.lock().unwrap().complete(id, KvResult::Cas(true)),
-                            Ok(r) if matches!(r.error_code.as_deref(), Some("CONFLICT" | "NOT_PRIMARY" | "INVALID_ARGUMENT")) => {
+                        let op = Operation::new(
+                            "set".to_string(),
+                            key.clone().into_bytes(),
+                            val.into_bytes(),
+                            None::<String>,
+                        );
+                        match c.atomic_commit(AtomicCommitRequest::new(
+                            rv,
+                            vec![op],
+                            vec![key.clone().into_bytes()],
+                            None::<i64>,
+                        )) {
+                            Ok(r) if r.success => {
+                                history.lock().unwrap().complete(id, KvResult::Cas(true))
+                            }
+                            Ok(r)
+                                if matches!(
+                                    r.error_code.as_deref(),
+                                    Some("CONFLICT" | "NOT_PRIMARY" | "INVALID_ARGUMENT")
+                                ) =>
+                            {
                                 history.lock().unwrap().fail(id)
                             }
                             _ => {}
@@ -337,7 +437,13 @@ fn concurrent_history_across_primary_kill_is_linearizable() {
     let h = history.lock().unwrap();
     assert!(h.len() > 100, "only {} operations recorded", h.len());
     if let Err(v) = h.check() {
-        panic!("history of {} operations is not linearizable: {v:?}", h.len());
+        panic!(
+            "history of {} operations is not linearizable: {v:?}",
+            h.len()
+        );
     }
-    eprintln!("linearizable history of {} operations across a primary kill and restart", h.len());
+    eprintln!(
+        "linearizable history of {} operations across a primary kill and restart",
+        h.len()
+    );
 }

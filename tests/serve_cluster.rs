@@ -15,10 +15,20 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
     let mut server = Server::start(&[]);
     let mut c = server.client();
     for i in 0..50 {
-        let r = c.set_key(SetKeyRequest::new(format!("k{i}").into_bytes(), format!("v{i}").into_bytes(), None::<String>)).unwrap();
+        let r = c
+            .set_key(SetKeyRequest::new(
+                format!("k{i}").into_bytes(),
+                format!("v{i}").into_bytes(),
+                None::<String>,
+            ))
+            .unwrap();
         assert!(r.success, "{r:?}");
     }
-    let h = c.get_cluster_health(GetClusterHealthRequest::new(None::<String>)).unwrap().cluster_health.unwrap();
+    let h = c
+        .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
+        .unwrap()
+        .cluster_health
+        .unwrap();
     assert_eq!(h.total_nodes_count, 3);
     assert_eq!(h.cluster_status, "healthy", "{h:?}");
     // Followers learn the commit index from the next heartbeat.
@@ -30,7 +40,10 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
         if let Some(s) = server.child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "SIGTERM did not stop the server");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "SIGTERM did not stop the server"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "exit status {status:?}");
@@ -53,28 +66,79 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
 fn partitioned_primary_is_replaced_while_the_front_keeps_serving() {
     let server = Server::start(&["--enable-fault-injection"]);
     let mut c = server.client();
-    assert!(c.set_key(SetKeyRequest::new(b"a".to_vec(), b"1".to_vec(), None::<String>)).unwrap().success);
-    let leader = c.get_cluster_health(GetClusterHealthRequest::new(None::<String>)).unwrap().cluster_health.unwrap().leader.unwrap();
+    assert!(
+        c.set_key(SetKeyRequest::new(
+            b"a".to_vec(),
+            b"1".to_vec(),
+            None::<String>
+        ))
+        .unwrap()
+        .success
+    );
+    let leader = c
+        .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
+        .unwrap()
+        .cluster_health
+        .unwrap()
+        .leader
+        .unwrap();
     let r = c
-        .set_fault_injection(FaultInjectionRequest::new("partition".to_string(), None, None::<i32>, format!("replica:{}", leader.node_id)))
+        .set_fault_injection(FaultInjectionRequest::new(
+            "partition".to_string(),
+            None,
+            None::<i32>,
+            format!("replica:{}", leader.node_id),
+        ))
         .unwrap();
     assert!(r.success, "{r:?}");
     let started = Instant::now();
     loop {
-        let r = c.set_key(SetKeyRequest::new(b"b".to_vec(), b"2".to_vec(), None::<String>)).unwrap();
+        let r = c
+            .set_key(SetKeyRequest::new(
+                b"b".to_vec(),
+                b"2".to_vec(),
+                None::<String>,
+            ))
+            .unwrap();
         if r.success {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no new primary: {r:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no new primary: {r:?}"
+        );
     }
-    eprintln!("failover after partitioning the primary: {:?}", started.elapsed());
-    let h = c.get_cluster_health(GetClusterHealthRequest::new(None::<String>)).unwrap().cluster_health.unwrap();
-    assert_ne!(h.leader.map(|l| l.node_id), Some(leader.node_id));
-    let r = c.get(GetRequest::new(b"a".to_vec(), None::<String>)).unwrap();
-    assert_eq!(r.value, b"1");
-    assert!(c
-        .set_fault_injection(FaultInjectionRequest::new("heal".to_string(), None, None::<i32>, format!("replica:{}", leader.node_id)))
+    eprintln!(
+        "failover after partitioning the primary: {:?}",
+        started.elapsed()
+    );
+    let h = c
+        .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
         .unwrap()
-        .success);
-    assert!(c.set_key(SetKeyRequest::new(b"c".to_vec(), b"3".to_vec(), None::<String>)).unwrap().success);
+        .cluster_health
+        .unwrap();
+    assert_ne!(h.leader.map(|l| l.node_id), Some(leader.node_id));
+    let r = c
+        .get(GetRequest::new(b"a".to_vec(), None::<String>))
+        .unwrap();
+    assert_eq!(r.value, b"1");
+    assert!(
+        c.set_fault_injection(FaultInjectionRequest::new(
+            "heal".to_string(),
+            None,
+            None::<i32>,
+            format!("replica:{}", leader.node_id)
+        ))
+        .unwrap()
+        .success
+    );
+    assert!(
+        c.set_key(SetKeyRequest::new(
+            b"c".to_vec(),
+            b"3".to_vec(),
+            None::<String>
+        ))
+        .unwrap()
+        .success
+    );
 }

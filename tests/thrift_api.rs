@@ -7,7 +7,9 @@ use common::{Client, Server};
 use paxoskv::front::generated::*;
 
 fn set(c: &mut Client, k: &[u8], v: &[u8]) {
-    let r = c.set_key(SetKeyRequest::new(k.to_vec(), v.to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_key(SetKeyRequest::new(k.to_vec(), v.to_vec(), None::<String>))
+        .unwrap();
     assert!(r.success, "{r:?}");
 }
 
@@ -18,7 +20,12 @@ fn get(c: &mut Client, k: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn op(t: &str, k: &[u8], v: Option<&[u8]>) -> Operation {
-    Operation::new(t.to_string(), k.to_vec(), v.map(|v| v.to_vec()), None::<String>)
+    Operation::new(
+        t.to_string(),
+        k.to_vec(),
+        v.map(|v| v.to_vec()),
+        None::<String>,
+    )
 }
 
 fn exercise_all_methods(c: &mut Client, tag: &str) {
@@ -32,31 +39,65 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
     // setKey / get / deleteKey, column families
     set(c, &k("a"), b"1");
     assert_eq!(get(c, &k("a")), Some(b"1".to_vec()));
-    let r = c.set_key(SetKeyRequest::new(k("a"), b"cf-value".to_vec(), "other".to_string())).unwrap();
+    let r = c
+        .set_key(SetKeyRequest::new(
+            k("a"),
+            b"cf-value".to_vec(),
+            "other".to_string(),
+        ))
+        .unwrap();
     assert!(r.success);
     let r = c.get(GetRequest::new(k("a"), "other".to_string())).unwrap();
     assert_eq!((r.found, r.value), (true, b"cf-value".to_vec()));
     assert_eq!(get(c, &k("a")), Some(b"1".to_vec()));
-    assert!(c.delete_key(DeleteKeyRequest::new(k("absent"), None::<String>)).unwrap().success);
+    assert!(
+        c.delete_key(DeleteKeyRequest::new(k("absent"), None::<String>))
+            .unwrap()
+            .success
+    );
     set(c, &k("gone"), b"x");
-    assert!(c.delete_key(DeleteKeyRequest::new(k("gone"), None::<String>)).unwrap().success);
+    assert!(
+        c.delete_key(DeleteKeyRequest::new(k("gone"), None::<String>))
+            .unwrap()
+            .success
+    );
     assert_eq!(get(c, &k("gone")), None);
 
     // getReadVersion / snapshotRead / snapshotGet
     let v1 = c.get_read_version(GetReadVersionRequest::new()).unwrap();
     assert!(v1.success && v1.read_version > 0);
     set(c, &k("a"), b"2");
-    let r = c.snapshot_read(SnapshotReadRequest::new(k("a"), v1.read_version, None::<String>)).unwrap();
+    let r = c
+        .snapshot_read(SnapshotReadRequest::new(
+            k("a"),
+            v1.read_version,
+            None::<String>,
+        ))
+        .unwrap();
     assert_eq!((r.found, r.value.as_slice()), (true, &b"1"[..]));
-    let r = c.snapshot_get(SnapshotGetRequest::new(k("a"), v1.read_version, None::<String>)).unwrap();
+    let r = c
+        .snapshot_get(SnapshotGetRequest::new(
+            k("a"),
+            v1.read_version,
+            None::<String>,
+        ))
+        .unwrap();
     assert_eq!(r.value, b"1");
     assert_eq!(get(c, &k("a")), Some(b"2".to_vec()));
 
     // atomicCommit: success, then a conflict on the same read version
-    let rv = c.get_read_version(GetReadVersionRequest::new()).unwrap().read_version;
+    let rv = c
+        .get_read_version(GetReadVersionRequest::new())
+        .unwrap()
+        .read_version;
     let commit = |c: &mut Client, v: &[u8]| {
-        c.atomic_commit(AtomicCommitRequest::new(rv, vec![op("set", &k("t"), Some(v))], vec![k("t")], None::<i64>))
-            .unwrap()
+        c.atomic_commit(AtomicCommitRequest::new(
+            rv,
+            vec![op("set", &k("t"), Some(v))],
+            vec![k("t")],
+            None::<i64>,
+        ))
+        .unwrap()
     };
     let first = commit(c, b"first");
     assert!(first.success, "{first:?}");
@@ -66,11 +107,17 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
     assert_eq!(second.error_code.as_deref(), Some("CONFLICT"));
     assert_eq!(get(c, &k("t")), Some(b"first".to_vec()));
     // An unknown operation type applies nothing.
-    let rv = c.get_read_version(GetReadVersionRequest::new()).unwrap().read_version;
+    let rv = c
+        .get_read_version(GetReadVersionRequest::new())
+        .unwrap()
+        .read_version;
     let bad = c
         .atomic_commit(AtomicCommitRequest::new(
             rv,
-            vec![op("set", &k("half"), Some(b"x")), op("increment", &k("t"), Some(b"1"))],
+            vec![
+                op("set", &k("half"), Some(b"x")),
+                op("increment", &k("t"), Some(b"1")),
+            ],
             vec![],
             None::<i64>,
         ))
@@ -79,33 +126,92 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
     assert_eq!(get(c, &k("half")), None);
 
     // getCommittedVersion: the version of this connection's last commit
-    let cv = c.get_committed_version(GetCommittedVersionRequest::new()).unwrap();
+    let cv = c
+        .get_committed_version(GetCommittedVersionRequest::new())
+        .unwrap();
     assert!(cv.success);
     assert_eq!(Some(cv.version), first.committed_version);
 
     // addReadConflict / addReadConflictRange / setReadVersion feed the next atomicCommit
-    let rv = c.get_read_version(GetReadVersionRequest::new()).unwrap().read_version;
+    let rv = c
+        .get_read_version(GetReadVersionRequest::new())
+        .unwrap()
+        .read_version;
     set(c, &k("r1"), b"changed-after-rv");
-    assert!(c.set_read_version(SetReadVersionRequest::new(rv)).unwrap().success);
-    assert!(c.add_read_conflict_range(AddReadConflictRangeRequest::new(k("r0"), k("r2"), None::<String>)).unwrap().success);
-    let r = c.atomic_commit(AtomicCommitRequest::new(0, vec![op("set", &k("r3"), Some(b"x"))], vec![], None::<i64>)).unwrap();
+    assert!(
+        c.set_read_version(SetReadVersionRequest::new(rv))
+            .unwrap()
+            .success
+    );
+    assert!(
+        c.add_read_conflict_range(AddReadConflictRangeRequest::new(
+            k("r0"),
+            k("r2"),
+            None::<String>
+        ))
+        .unwrap()
+        .success
+    );
+    let r = c
+        .atomic_commit(AtomicCommitRequest::new(
+            0,
+            vec![op("set", &k("r3"), Some(b"x"))],
+            vec![],
+            None::<i64>,
+        ))
+        .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("CONFLICT"), "{r:?}");
-    assert!(c.add_read_conflict(AddReadConflictRequest::new(k("r1"), None::<String>)).unwrap().success);
-    let r = c.atomic_commit(AtomicCommitRequest::new(rv, vec![op("set", &k("r3"), Some(b"x"))], vec![], None::<i64>)).unwrap();
+    assert!(
+        c.add_read_conflict(AddReadConflictRequest::new(k("r1"), None::<String>))
+            .unwrap()
+            .success
+    );
+    let r = c
+        .atomic_commit(AtomicCommitRequest::new(
+            rv,
+            vec![op("set", &k("r3"), Some(b"x"))],
+            vec![],
+            None::<i64>,
+        ))
+        .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("CONFLICT"), "{r:?}");
-    let r = c.atomic_commit(AtomicCommitRequest::new(rv, vec![op("set", &k("r3"), Some(b"x"))], vec![], None::<i64>)).unwrap();
-    assert!(r.success, "registered conflicts are consumed by one commit: {r:?}");
-    let r = c.set_read_version(SetReadVersionRequest::new(i64::MAX)).unwrap();
+    let r = c
+        .atomic_commit(AtomicCommitRequest::new(
+            rv,
+            vec![op("set", &k("r3"), Some(b"x"))],
+            vec![],
+            None::<i64>,
+        ))
+        .unwrap();
+    assert!(
+        r.success,
+        "registered conflicts are consumed by one commit: {r:?}"
+    );
+    let r = c
+        .set_read_version(SetReadVersionRequest::new(i64::MAX))
+        .unwrap();
     assert!(!r.success);
 
     // getRange / snapshotGetRange
     for i in 0..5u8 {
         set(c, &k(&format!("range/{i}")), &[b'0' + i]);
     }
-    let rv = c.get_read_version(GetReadVersionRequest::new()).unwrap().read_version;
+    let rv = c
+        .get_read_version(GetReadVersionRequest::new())
+        .unwrap()
+        .read_version;
     set(c, &k("range/5"), b"5");
     let range = |begin: &str, end: &str, limit: Option<i32>| {
-        GetRangeRequest::new(k(begin), k(end), None::<i32>, None::<bool>, None::<i32>, None::<bool>, limit, None::<String>)
+        GetRangeRequest::new(
+            k(begin),
+            k(end),
+            None::<i32>,
+            None::<bool>,
+            None::<i32>,
+            None::<bool>,
+            limit,
+            None::<String>,
+        )
     };
     let r = c.get_range(range("range/", "range/~", None)).unwrap();
     assert!(r.success);
@@ -121,33 +227,69 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
     let mut req = range("range/1", "range/3", None);
     req.end_or_equal = Some(true);
     req.begin_or_equal = Some(false);
-    let keys: Vec<_> = c.get_range(req).unwrap().key_values.into_iter().map(|kv| kv.key).collect();
+    let keys: Vec<_> = c
+        .get_range(req)
+        .unwrap()
+        .key_values
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
     assert_eq!(keys, vec![k("range/2"), k("range/3")]);
     let r = c
         .snapshot_get_range(SnapshotGetRangeRequest::new(
-            k("range/"), k("range/~"), None::<i32>, None::<bool>, None::<i32>, None::<bool>, rv, None::<i32>, None::<String>,
+            k("range/"),
+            k("range/~"),
+            None::<i32>,
+            None::<bool>,
+            None::<i32>,
+            None::<bool>,
+            rv,
+            None::<i32>,
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success);
     assert_eq!(r.key_values.len(), 5, "the snapshot does not see range/5");
 
     // versionstamps
-    let r = c.set_versionstamped_key(SetVersionstampedKeyRequest::new(k("vs/0123456789"), b"v".to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_versionstamped_key(SetVersionstampedKeyRequest::new(
+            k("vs/0123456789"),
+            b"v".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
     assert!(r.success, "{r:?}");
     assert_eq!(r.generated_key.len(), k("vs/0123456789").len());
     assert_eq!(get(c, &r.generated_key), Some(b"v".to_vec()));
-    let r = c.set_versionstamped_value(SetVersionstampedValueRequest::new(k("vsv"), b"pre:0123456789".to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_versionstamped_value(SetVersionstampedValueRequest::new(
+            k("vsv"),
+            b"pre:0123456789".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
     assert!(r.success);
     assert_eq!(&r.generated_value[..4], b"pre:");
     assert_eq!(get(c, &k("vsv")), Some(r.generated_value.clone()));
-    let r = c.set_versionstamped_key(SetVersionstampedKeyRequest::new(b"short".to_vec(), b"v".to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_versionstamped_key(SetVersionstampedKeyRequest::new(
+            b"short".to_vec(),
+            b"v".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
     assert!(!r.success);
     assert!(r.error.unwrap().contains("INVALID_ARGUMENT"));
 
     // interactive transactions
-    let t = c.begin_transaction(BeginTransactionRequest::new(None::<i64>, None::<i64>)).unwrap();
+    let t = c
+        .begin_transaction(BeginTransactionRequest::new(None::<i64>, None::<i64>))
+        .unwrap();
     assert!(t.success);
-    let t2 = c.begin_transaction(BeginTransactionRequest::new(t.read_version, None::<i64>)).unwrap();
+    let t2 = c
+        .begin_transaction(BeginTransactionRequest::new(t.read_version, None::<i64>))
+        .unwrap();
     let r = c
         .commit_transaction(CommitTransactionRequest::new(
             t.transaction_id.clone(),
@@ -166,25 +308,48 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
         ))
         .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("CONFLICT"), "{r:?}");
-    let t3 = c.begin_transaction(BeginTransactionRequest::new(None::<i64>, None::<i64>)).unwrap();
-    assert!(c.abort_transaction(AbortTransactionRequest::new(t3.transaction_id.clone())).unwrap().success);
-    assert!(!c.abort_transaction(AbortTransactionRequest::new(t3.transaction_id)).unwrap().success);
+    let t3 = c
+        .begin_transaction(BeginTransactionRequest::new(None::<i64>, None::<i64>))
+        .unwrap();
+    assert!(
+        c.abort_transaction(AbortTransactionRequest::new(t3.transaction_id.clone()))
+            .unwrap()
+            .success
+    );
+    assert!(
+        !c.abort_transaction(AbortTransactionRequest::new(t3.transaction_id))
+            .unwrap()
+            .success
+    );
 
     // diagnostics (enabled by default, no token configured)
-    let h = c.get_cluster_health(GetClusterHealthRequest::new(None::<String>)).unwrap();
+    let h = c
+        .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
+        .unwrap();
     assert!(h.success);
     let health = h.cluster_health.unwrap();
     assert!(health.total_nodes_count >= 1);
     assert!(health.leader.is_some());
-    let s = c.get_database_stats(GetDatabaseStatsRequest::new(None::<String>, true)).unwrap();
+    let s = c
+        .get_database_stats(GetDatabaseStatsRequest::new(None::<String>, true))
+        .unwrap();
     assert!(s.success);
     let stats = s.database_stats.unwrap();
     assert!(stats.write_operations_count > 0 && stats.read_operations_count > 0);
-    let n = c.get_node_info(GetNodeInfoRequest::new(None::<String>, None::<i32>)).unwrap();
+    let n = c
+        .get_node_info(GetNodeInfoRequest::new(None::<String>, None::<i32>))
+        .unwrap();
     assert!(n.success && n.node_info.unwrap().is_leader);
 
     // fault injection is refused unless enabled
-    let f = c.set_fault_injection(FaultInjectionRequest::new("error".to_string(), thrift::OrderedFloat::from(1.0), None::<i32>, None::<String>)).unwrap();
+    let f = c
+        .set_fault_injection(FaultInjectionRequest::new(
+            "error".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            None::<i32>,
+            None::<String>,
+        ))
+        .unwrap();
     assert!(!f.success);
 }
 
@@ -200,22 +365,56 @@ fn limits_and_admin_token() {
     let server = Server::start(&["--admin-token", "sesame", "--enable-fault-injection"]);
     let mut c = server.client();
     let big_key = vec![b'k'; 20_000];
-    let r = c.set_key(SetKeyRequest::new(big_key, b"v".to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_key(SetKeyRequest::new(big_key, b"v".to_vec(), None::<String>))
+        .unwrap();
     assert!(!r.success);
     assert_eq!(r.error_code.as_deref(), Some("TOO_LARGE"));
-    let h = c.get_cluster_health(GetClusterHealthRequest::new(None::<String>)).unwrap();
+    let h = c
+        .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
+        .unwrap();
     assert!(!h.success);
-    let h = c.get_cluster_health(GetClusterHealthRequest::new("sesame".to_string())).unwrap();
+    let h = c
+        .get_cluster_health(GetClusterHealthRequest::new("sesame".to_string()))
+        .unwrap();
     assert!(h.success);
     // Fault injection, when enabled, really fails the targeted method.
     let f = c
-        .set_fault_injection(FaultInjectionRequest::new("error".to_string(), thrift::OrderedFloat::from(1.0), None::<i32>, "setKey".to_string()))
+        .set_fault_injection(FaultInjectionRequest::new(
+            "error".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            None::<i32>,
+            "setKey".to_string(),
+        ))
         .unwrap();
     assert!(f.success, "{f:?}");
-    let r = c.set_key(SetKeyRequest::new(b"f".to_vec(), b"v".to_vec(), None::<String>)).unwrap();
+    let r = c
+        .set_key(SetKeyRequest::new(
+            b"f".to_vec(),
+            b"v".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("UNAVAILABLE"));
-    assert!(c.set_fault_injection(FaultInjectionRequest::new("clear".to_string(), None, None::<i32>, None::<String>)).unwrap().success);
-    assert!(c.set_key(SetKeyRequest::new(b"f".to_vec(), b"v".to_vec(), None::<String>)).unwrap().success);
+    assert!(
+        c.set_fault_injection(FaultInjectionRequest::new(
+            "clear".to_string(),
+            None,
+            None::<i32>,
+            None::<String>
+        ))
+        .unwrap()
+        .success
+    );
+    assert!(
+        c.set_key(SetKeyRequest::new(
+            b"f".to_vec(),
+            b"v".to_vec(),
+            None::<String>
+        ))
+        .unwrap()
+        .success
+    );
 }
 
 #[test]
@@ -229,6 +428,10 @@ fn acknowledged_writes_survive_kill_and_restart() {
     server.restart();
     let mut c = server.client();
     for i in 0..200u32 {
-        assert_eq!(get(&mut c, format!("durable/{i}").as_bytes()), Some(i.to_le_bytes().to_vec()), "key {i}");
+        assert_eq!(
+            get(&mut c, format!("durable/{i}").as_bytes()),
+            Some(i.to_le_bytes().to_vec()),
+            "key {i}"
+        );
     }
 }

@@ -17,7 +17,11 @@ use paxoskv::storage::StoreOptions;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "paxoskv", version, about = "A Paxos-replicated transactional key-value server")]
+#[command(
+    name = "paxoskv",
+    version,
+    about = "A Paxos-replicated transactional key-value server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -165,7 +169,9 @@ fn main() {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Config { command: ConfigCommand::Print(a) } => {
+        Command::Config {
+            command: ConfigCommand::Print(a),
+        } => {
             print!("{}", effective_config(&a)?.to_toml());
             Ok(())
         }
@@ -200,7 +206,11 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
 
 /// The start-up sequence: stores and ports (done by `new`), replicas, a primary, then the
 /// Thrift port; on SIGINT/SIGTERM, hand leadership off, sync and exit 0.
-fn run_cluster(mut store: ReplicatedKvStore, config: ReplicatedConfig, stop: signals::Termination) -> anyhow::Result<()> {
+fn run_cluster(
+    mut store: ReplicatedKvStore,
+    config: ReplicatedConfig,
+    stop: signals::Termination,
+) -> anyhow::Result<()> {
     store.start()?;
     tracing::info!(replicas = ?store.endpoints(), "replicas started; waiting for a primary");
     loop {
@@ -214,7 +224,11 @@ fn run_cluster(mut store: ReplicatedKvStore, config: ReplicatedConfig, stop: sig
         }
         tracing::warn!("no primary yet (a majority of replicas must be up)");
     }
-    let front = paxoskv::front::start_front(config.thrift.clone(), Placement::Unbound, store.service_factory())?;
+    let front = paxoskv::front::start_front(
+        config.thrift.clone(),
+        Placement::Unbound,
+        store.service_factory(),
+    )?;
     tracing::info!(addr = %front.addr, "thrift listening; cluster healthy");
     println!("paxoskv listening on {}", front.addr);
     stop.wait();
@@ -235,7 +249,8 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let service = LocalService::open(&dir, store, config.consensus.max_batch_ops as usize)
         .with_context(|| format!("cannot open store {}", dir.display()))?;
-    let front = paxoskv::front::start_front(config.thrift.clone(), Placement::Unbound, move || service)?;
+    let front =
+        paxoskv::front::start_front(config.thrift.clone(), Placement::Unbound, move || service)?;
     println!("paxoskv listening on {}", front.addr);
     stop.wait();
     std::process::exit(0);
@@ -252,8 +267,14 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     for d in dirs {
         let r = paxoskv::storage::inspect(&d, a.key.as_deref().map(str::as_bytes))
             .with_context(|| format!("cannot inspect {}", d.display()))?;
-        let name = d.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        print!("{name}: applied_sequence={} last_version={} keys~{}", r.applied_sequence, r.last_version, r.approximate_keys);
+        let name = d
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        print!(
+            "{name}: applied_sequence={} last_version={} keys~{}",
+            r.applied_sequence, r.last_version, r.approximate_keys
+        );
         if let Some(k) = &a.key {
             match &r.value {
                 Some(v) => print!(" {k}={}", String::from_utf8_lossy(v)),
@@ -268,8 +289,11 @@ fn inspect(a: InspectArgs) -> anyhow::Result<()> {
 fn status(a: StatusArgs) -> anyhow::Result<()> {
     use paxoskv::front::generated::*;
     use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol};
-    use thrift::transport::{TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel};
-    let stream = std::net::TcpStream::connect(&a.addr).with_context(|| format!("cannot connect to {}", a.addr))?;
+    use thrift::transport::{
+        TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel,
+    };
+    let stream = std::net::TcpStream::connect(&a.addr)
+        .with_context(|| format!("cannot connect to {}", a.addr))?;
     stream.set_nodelay(true)?;
     let (r, w) = TTcpChannel::with_stream(stream).split()?;
     let mut c = TransactionalKVSyncClient::new(
@@ -280,7 +304,13 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
     let Some(health) = h.cluster_health else {
         anyhow::bail!("getClusterHealth failed: {}", h.error.unwrap_or_default());
     };
-    println!("cluster: {} ({}/{} healthy), view {}", health.cluster_status, health.healthy_nodes_count, health.total_nodes_count, health.current_term);
+    println!(
+        "cluster: {} ({}/{} healthy), view {}",
+        health.cluster_status,
+        health.healthy_nodes_count,
+        health.total_nodes_count,
+        health.current_term
+    );
     for n in &health.nodes {
         println!(
             "  replica {} {:<22} {:<11} {}{}",
@@ -288,7 +318,9 @@ fn status(a: StatusArgs) -> anyhow::Result<()> {
             n.endpoint,
             n.status,
             if n.is_leader { "PRIMARY " } else { "" },
-            n.uptime_seconds.map(|u| format!("up {u}s")).unwrap_or_default()
+            n.uptime_seconds
+                .map(|u| format!("up {u}s"))
+                .unwrap_or_default()
         );
     }
     let s = c.get_database_stats(GetDatabaseStatsRequest::new(a.auth_token, false))?;
@@ -340,17 +372,22 @@ mod signals {
             }
             set
         };
-        let t = Termination { flag: Arc::new((Mutex::new(false), Condvar::new())), seen: Arc::new(AtomicBool::new(false)) };
+        let t = Termination {
+            flag: Arc::new((Mutex::new(false), Condvar::new())),
+            seen: Arc::new(AtomicBool::new(false)),
+        };
         let t2 = t.clone();
-        std::thread::Builder::new().name("paxoskv-signals".into()).spawn(move || {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: sigwait on the set blocked above.
-            unsafe { libc::sigwait(&set, &mut sig) };
-            t2.seen.store(true, Ordering::SeqCst);
-            let (m, cv) = &*t2.flag;
-            *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
-            cv.notify_all();
-        })?;
+        std::thread::Builder::new()
+            .name("paxoskv-signals".into())
+            .spawn(move || {
+                let mut sig: libc::c_int = 0;
+                // SAFETY: sigwait on the set blocked above.
+                unsafe { libc::sigwait(&set, &mut sig) };
+                t2.seen.store(true, Ordering::SeqCst);
+                let (m, cv) = &*t2.flag;
+                *m.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cv.notify_all();
+            })?;
         Ok(t)
     }
 }

@@ -82,7 +82,12 @@ fn make_durable(exec: &KvStoreExecutor, shared: &ReplicaShared) {
     }
 }
 
-fn apply_one(exec: &mut KvStoreExecutor, job: ApplyJob, cmds: &mut Vec<Command>, bad: &mut Vec<usize>) -> Result<(), String> {
+fn apply_one(
+    exec: &mut KvStoreExecutor,
+    job: ApplyJob,
+    cmds: &mut Vec<Command>,
+    bad: &mut Vec<usize>,
+) -> Result<(), String> {
     cmds.clear();
     bad.clear();
     for (i, e) in job.commands.iter().enumerate() {
@@ -102,7 +107,10 @@ fn apply_one(exec: &mut KvStoreExecutor, job: ApplyJob, cmds: &mut Vec<Command>,
             // Applied before a restart and re-emitted by the core: nothing to do, and no client
             // of this incarnation can be waiting for it.
             for (_, w) in job.waiters {
-                let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, "slot was applied before")));
+                let _ = w.send(Err(ServiceError::new(
+                    ErrorCode::Internal,
+                    "slot was applied before",
+                )));
             }
             return Ok(());
         }
@@ -117,7 +125,10 @@ fn apply_one(exec: &mut KvStoreExecutor, job: ApplyJob, cmds: &mut Vec<Command>,
         let o = if bad.contains(&i) {
             Outcome::Invalid("undecodable command".into())
         } else {
-            outcomes.get(i).cloned().unwrap_or(Outcome::Invalid("missing outcome".into()))
+            outcomes
+                .get(i)
+                .cloned()
+                .unwrap_or(Outcome::Invalid("missing outcome".into()))
         };
         let _ = w.send(Ok(o));
     }

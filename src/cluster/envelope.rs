@@ -22,12 +22,18 @@ pub fn encode(origin: u32, request: u64, command: &[u8]) -> Bytes {
 /// Splits an envelope into (origin, request, command bytes); the command shares the buffer.
 pub fn decode(b: &Bytes) -> Result<(u32, u64, Bytes), DecodeError> {
     if b.len() < ENVELOPE_HEADER_BYTES {
-        return Err(DecodeError::Truncated { needed: ENVELOPE_HEADER_BYTES - b.len() });
+        return Err(DecodeError::Truncated {
+            needed: ENVELOPE_HEADER_BYTES - b.len(),
+        });
     }
     let origin = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     let mut r = [0u8; 8];
     r.copy_from_slice(&b[4..12]);
-    Ok((origin, u64::from_le_bytes(r), b.slice(ENVELOPE_HEADER_BYTES..)))
+    Ok((
+        origin,
+        u64::from_le_bytes(r),
+        b.slice(ENVELOPE_HEADER_BYTES..),
+    ))
 }
 
 #[cfg(test)]

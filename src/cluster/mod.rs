@@ -35,9 +35,17 @@ pub enum ClusterError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("replica {id}: cannot bind {addr}: {message}")]
-    Bind { id: u32, addr: String, message: String },
+    Bind {
+        id: u32,
+        addr: String,
+        message: String,
+    },
     #[error("replica {id}: cannot open store {path}: {message}")]
-    Store { id: u32, path: String, message: String },
+    Store {
+        id: u32,
+        path: String,
+        message: String,
+    },
     #[error("replica {id}: {message}")]
     Start { id: u32, message: String },
 }
@@ -71,7 +79,10 @@ impl ReplicatedKvStore {
     /// One replica (`id`) in this process; its peers run elsewhere (`network.peers`).
     pub fn new_node(config: ReplicatedConfig, id: u32) -> Result<Self, ClusterError> {
         if id >= config.replicated.replica_count {
-            return Err(ClusterError::Start { id, message: format!("--id {id} is not below replicated.replica_count") });
+            return Err(ClusterError::Start {
+                id,
+                message: format!("--id {id} is not below replicated.replica_count"),
+            });
         }
         Self::build(config, &[id])
     }
@@ -83,18 +94,41 @@ impl ReplicatedKvStore {
         let mut pending = Vec::new();
         for &id in ids {
             let bind = if config.network.peers.is_empty() {
-                format!("{}:{}", config.network.bind_address, if config.network.base_tcp_port == 0 { 0 } else { config.network.base_tcp_port as u32 + id })
+                format!(
+                    "{}:{}",
+                    config.network.bind_address,
+                    if config.network.base_tcp_port == 0 {
+                        0
+                    } else {
+                        config.network.base_tcp_port as u32 + id
+                    }
+                )
             } else {
-                let port = endpoints[id as usize].rsplit_once(':').map(|(_, p)| p.to_string()).unwrap_or_default();
+                let port = endpoints[id as usize]
+                    .rsplit_once(':')
+                    .map(|(_, p)| p.to_string())
+                    .unwrap_or_default();
                 format!("{}:{}", config.network.bind_address, port)
             };
-            let listener = bind_with_retry(&bind).map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
-            let local = listener.local_addr().map_err(|e| ClusterError::Bind { id, addr: bind.clone(), message: e.to_string() })?;
+            let listener = bind_with_retry(&bind).map_err(|e| ClusterError::Bind {
+                id,
+                addr: bind.clone(),
+                message: e.to_string(),
+            })?;
+            let local = listener.local_addr().map_err(|e| ClusterError::Bind {
+                id,
+                addr: bind.clone(),
+                message: e.to_string(),
+            })?;
             if config.network.peers.is_empty() {
                 endpoints[id as usize] = local.to_string();
             }
             let path = config.replica_data_dir(id);
-            let store_err = |message: String| ClusterError::Store { id, path: path.display().to_string(), message };
+            let store_err = |message: String| ClusterError::Store {
+                id,
+                path: path.display().to_string(),
+                message,
+            };
             std::fs::create_dir_all(&path).map_err(|e| store_err(e.to_string()))?;
             let opts = StoreOptions {
                 mvcc_window_versions: config.storage.mvcc_window_versions,
@@ -106,7 +140,12 @@ impl ReplicatedKvStore {
             let exec = KvStoreExecutor::open(&path, opts).map_err(|e| store_err(e.to_string()))?;
             pending.push(Pending { id, listener, exec });
         }
-        Ok(ReplicatedKvStore { config, endpoints, pending, running: Vec::new() })
+        Ok(ReplicatedKvStore {
+            config,
+            endpoints,
+            pending,
+            running: Vec::new(),
+        })
     }
 
     /// Starts every local replica on its own executor, pinned to core `id mod ncpu`.
@@ -119,8 +158,12 @@ impl ReplicatedKvStore {
             let shared = Arc::new(ReplicaShared::new(id, endpoint, n));
             let reader = p.exec.reader();
             let applied_slot = p.exec.next_expected_sequence().0 - 1;
-            shared.applied_slot.store(applied_slot, std::sync::atomic::Ordering::SeqCst);
-            shared.durable_slot.store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+            shared
+                .applied_slot
+                .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+            shared
+                .durable_slot
+                .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
             let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
             let (applied_tx, applied_rx) = mpsc::unbounded();
             let (client_tx, client_rx) = mpsc::unbounded();
@@ -129,7 +172,10 @@ impl ReplicatedKvStore {
             let apply = std::thread::Builder::new()
                 .name(format!("paxoskv-apply-{id}"))
                 .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh))
-                .map_err(|e| ClusterError::Start { id, message: e.to_string() })?;
+                .map_err(|e| ClusterError::Start {
+                    id,
+                    message: e.to_string(),
+                })?;
             let params = replica::ReplicaParams {
                 id,
                 paxos: self.paxos_config(id),
@@ -160,9 +206,17 @@ impl ReplicatedKvStore {
                     }
                     r
                 })
-                .map_err(|e| ClusterError::Start { id, message: e.to_string() })?;
+                .map_err(|e| ClusterError::Start {
+                    id,
+                    message: e.to_string(),
+                })?;
             self.running.push(Running {
-                local: LocalReplica { id, tx: client_tx, reader, shared },
+                local: LocalReplica {
+                    id,
+                    tx: client_tx,
+                    reader,
+                    shared,
+                },
                 executor: Some(executor),
                 apply: Some(apply),
             });
@@ -228,15 +282,34 @@ impl ReplicatedKvStore {
 
     /// The primary as known by the local replicas.
     pub fn primary_replica(&self) -> Option<u32> {
-        self.running.iter().filter(|r| r.local.shared.is_running()).find_map(|r| r.local.shared.primary())
+        self.running
+            .iter()
+            .filter(|r| r.local.shared.is_running())
+            .find_map(|r| r.local.shared.primary())
     }
 
     /// Waits until some local replica knows a primary that a local replica can reach.
     pub fn wait_for_primary(&self, timeout: Duration) -> Option<u32> {
         let deadline = Instant::now() + timeout;
         loop {
-            let primary = self.running.iter().find(|r| r.local.shared.is_running() && r.local.shared.is_primary.load(std::sync::atomic::Ordering::SeqCst)).map(|r| r.id());
-            let known = primary.or_else(|| if self.running.len() == 1 { self.primary_replica() } else { None });
+            let primary = self
+                .running
+                .iter()
+                .find(|r| {
+                    r.local.shared.is_running()
+                        && r.local
+                            .shared
+                            .is_primary
+                            .load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .map(|r| r.id());
+            let known = primary.or_else(|| {
+                if self.running.len() == 1 {
+                    self.primary_replica()
+                } else {
+                    None
+                }
+            });
             if known.is_some() || Instant::now() >= deadline {
                 return known;
             }
@@ -246,11 +319,16 @@ impl ReplicatedKvStore {
 
     /// A primary is known and every local replica runs.
     pub fn is_healthy(&self) -> bool {
-        !self.running.is_empty() && self.running.iter().all(|r| r.local.shared.is_running()) && self.primary_replica().is_some()
+        !self.running.is_empty()
+            && self.running.iter().all(|r| r.local.shared.is_running())
+            && self.primary_replica().is_some()
     }
 
     pub fn faults(&self, id: u32) -> Option<Arc<TransportFaults>> {
-        self.running.iter().find(|r| r.local.id == id).map(|r| r.local.shared.faults.clone())
+        self.running
+            .iter()
+            .find(|r| r.local.id == id)
+            .map(|r| r.local.shared.faults.clone())
     }
 
     /// Replicates one command and waits for its outcome (blocking; for library users and tests).
@@ -261,21 +339,44 @@ impl ReplicatedKvStore {
             let target = self
                 .running
                 .iter()
-                .find(|r| r.local.shared.is_running() && r.local.shared.is_primary.load(std::sync::atomic::Ordering::SeqCst))
-                .or_else(|| if self.running.len() == 1 { self.running.first() } else { None });
+                .find(|r| {
+                    r.local.shared.is_running()
+                        && r.local
+                            .shared
+                            .is_primary
+                            .load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .or_else(|| {
+                    if self.running.len() == 1 {
+                        self.running.first()
+                    } else {
+                        None
+                    }
+                });
             let res = match target {
                 Some(r) => {
                     let (tx, rx) = oneshot::channel();
                     r.local
                         .tx
-                        .unbounded_send(ClientMsg::Propose { command: bytes.clone(), reply: tx })
-                        .map_err(|_| ServiceError::new(ErrorCode::Unavailable, "replica stopped"))?;
-                    futures_lite::future::block_on(rx).map_err(|_| ServiceError::new(ErrorCode::Unavailable, "replica stopped"))?
+                        .unbounded_send(ClientMsg::Propose {
+                            command: bytes.clone(),
+                            reply: tx,
+                        })
+                        .map_err(|_| {
+                            ServiceError::new(ErrorCode::Unavailable, "replica stopped")
+                        })?;
+                    futures_lite::future::block_on(rx)
+                        .map_err(|_| ServiceError::new(ErrorCode::Unavailable, "replica stopped"))?
                 }
-                None => Err(ServiceError::new(ErrorCode::NotPrimary, "no primary right now")),
+                None => Err(ServiceError::new(
+                    ErrorCode::NotPrimary,
+                    "no primary right now",
+                )),
             };
             match res {
-                Err(e) if e.code == ErrorCode::NotPrimary && Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) if e.code == ErrorCode::NotPrimary && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
                 other => return other,
             }
         }
@@ -322,7 +423,9 @@ fn allowed_cpus() -> Vec<usize> {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return Vec::new();
         }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
     }
 }
 

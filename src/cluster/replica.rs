@@ -21,10 +21,12 @@ use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use rand::{Rng, SeedableRng};
 
-use super::apply::{ApplyJob, Applied, Waiter};
+use super::apply::{Applied, ApplyJob, Waiter};
 use super::envelope;
 use super::shared::ReplicaShared;
-use crate::paxos::{self, DurableState, Event, Input, Outputs, ReadId, Record, Rejection, ReplicaId, Slot};
+use crate::paxos::{
+    self, DurableState, Event, Input, Outputs, ReadId, Record, Rejection, ReplicaId, Slot,
+};
 use crate::service::{ErrorCode, ServiceError};
 use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
 use crate::wal::{Lsn as WalLsn, Wal};
@@ -34,7 +36,9 @@ pub enum ClientMsg {
     /// Replicate an encoded `txn::Command`; the outcome goes to `reply` once applied here.
     Propose { command: Bytes, reply: Waiter },
     /// Resolves once a linearizable read may be served from this replica's store.
-    Read { reply: oneshot::Sender<Result<(), ServiceError>> },
+    Read {
+        reply: oneshot::Sender<Result<(), ServiceError>>,
+    },
     /// Hand leadership away and stop.
     Shutdown,
 }
@@ -82,7 +86,9 @@ pub struct ReplicaParams {
 /// Runs the replica until shutdown or a fatal error.
 pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     // The WAL opens first: its segments are the first DMA files this executor touches.
-    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes).await.map_err(|e| e.to_string())?;
+    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes)
+        .await
+        .map_err(|e| e.to_string())?;
     // The core's log restarts below everything the WAL still holds, not at the store's applied
     // slot: peers that lag behind this replica can then catch up from its log. Slots the store
     // already applied are re-emitted as committed and skipped by the executor (exactly once).
@@ -96,20 +102,36 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         decoded.push(rec);
     }
     let base = first_wal_slot.map_or(p.applied_slot, |f| p.applied_slot.min(f.saturating_sub(1)));
-    let mut durable = DurableState { snapshot_upto: Slot(base), ..DurableState::default() };
+    let mut durable = DurableState {
+        snapshot_upto: Slot(base),
+        ..DurableState::default()
+    };
     for rec in &decoded {
         durable.apply(rec);
     }
     drop(decoded);
     let promised = durable.promised;
-    tracing::info!(replica = p.id, records = records.len(), applied = p.applied_slot, log_base = base, "replica recovered");
+    tracing::info!(
+        replica = p.id,
+        records = records.len(),
+        applied = p.applied_slot,
+        log_base = base,
+        "replica recovered"
+    );
     drop(records);
     let core = paxos::Replica::new(p.paxos.clone(), durable);
 
     let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
     let ev_tx = Rc::new(ev_tx);
     let (wal_tx, wal_rx) = local_channel::new_unbounded::<WalCmd>();
-    glommio::spawn_local(run_wal(wal, wal_rx, ev_tx.clone(), promised, p.shared.clone())).detach();
+    glommio::spawn_local(run_wal(
+        wal,
+        wal_rx,
+        ev_tx.clone(),
+        promised,
+        p.shared.clone(),
+    ))
+    .detach();
 
     let tcfg = Rc::new(p.transport.clone());
     // SAFETY: the fd comes from a std listener this function owns and gives up here.
@@ -119,9 +141,14 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     };
     {
         let tx = ev_tx.clone();
-        glommio::spawn_local(transport::run_listener(listener, tcfg.clone(), p.shared.faults.clone(), move |m| {
-            let _ = tx.try_send(Ev::Peer(m));
-        }))
+        glommio::spawn_local(transport::run_listener(
+            listener,
+            tcfg.clone(),
+            p.shared.faults.clone(),
+            move |m| {
+                let _ = tx.try_send(Ev::Peer(m));
+            },
+        ))
         .detach();
     }
     let outbound = Outbound::start(tcfg, p.shared.faults.clone());
@@ -145,7 +172,9 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         core,
         out: Outputs::default(),
         started: Instant::now(),
-        rng: rand::rngs::SmallRng::seed_from_u64(u64::from(p.id) ^ crate::front::handlers::unix_ms() as u64),
+        rng: rand::rngs::SmallRng::seed_from_u64(
+            u64::from(p.id) ^ crate::front::handlers::unix_ms() as u64,
+        ),
         wal: wal_tx,
         outbound,
         jobs: p.jobs,
@@ -166,7 +195,9 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     };
     sh.shared.running.store(true, Ordering::SeqCst);
     let result = loop {
-        let Some(ev) = ev_rx.recv().await else { break Ok(()) };
+        let Some(ev) = ev_rx.recv().await else {
+            break Ok(());
+        };
         if let Err(e) = sh.handle(ev) {
             break Err(e);
         }
@@ -197,7 +228,11 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     result
 }
 
-fn forward_stream<T: 'static>(mut rx: mpsc::UnboundedReceiver<T>, tx: Rc<LocalSender<Ev>>, wrap: fn(T) -> Ev) {
+fn forward_stream<T: 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
+    tx: Rc<LocalSender<Ev>>,
+    wrap: fn(T) -> Ev,
+) {
     glommio::spawn_local(async move {
         while let Some(m) = rx.next().await {
             if tx.send(wrap(m)).await.is_err() {
@@ -209,7 +244,13 @@ fn forward_stream<T: 'static>(mut rx: mpsc::UnboundedReceiver<T>, tx: Rc<LocalSe
 }
 
 /// Owns the WAL: appends what the core asked to persist, syncs once per group, reports back.
-async fn run_wal(mut wal: Wal, rx: LocalReceiver<WalCmd>, ev: Rc<LocalSender<Ev>>, mut promised: paxos::Ballot, shared: Arc<ReplicaShared>) {
+async fn run_wal(
+    mut wal: Wal,
+    rx: LocalReceiver<WalCmd>,
+    ev: Rc<LocalSender<Ev>>,
+    mut promised: paxos::Ballot,
+    shared: Arc<ReplicaShared>,
+) {
     let mut buf = Vec::with_capacity(64 << 10);
     // (last wal lsn of a sync group, highest slot accepted in or before it)
     let mut groups: VecDeque<(WalLsn, Slot)> = VecDeque::new();
@@ -257,8 +298,12 @@ async fn run_wal(mut wal: Wal, rx: LocalReceiver<WalCmd>, ev: Rc<LocalSender<Ev>
                 }
             }
             shared.wal_syncs.store(wal.stats.syncs, Ordering::Relaxed);
-            shared.wal_sync_us_total.store(wal.stats.sync_us_total, Ordering::Relaxed);
-            shared.wal_bytes.fetch_add(wal.stats.bytes_written - written_before, Ordering::Relaxed);
+            shared
+                .wal_sync_us_total
+                .store(wal.stats.sync_us_total, Ordering::Relaxed);
+            shared
+                .wal_bytes
+                .fetch_add(wal.stats.bytes_written - written_before, Ordering::Relaxed);
             if wal.segment_count() != segments {
                 // A new segment: re-write the promise into it so older segments can be deleted.
                 segments = wal.segment_count();
@@ -295,9 +340,13 @@ async fn run_wal(mut wal: Wal, rx: LocalReceiver<WalCmd>, ev: Rc<LocalSender<Ev>
             }
             if let Some(c) = cut {
                 match wal.remove_before(c) {
-                    Ok(n) if n > 0 => tracing::debug!(replica = shared.id, removed = n, "wal segments removed"),
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(replica = shared.id, removed = n, "wal segments removed")
+                    }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!(replica = shared.id, error = %e, "wal segment removal failed"),
+                    Err(e) => {
+                        tracing::warn!(replica = shared.id, error = %e, "wal segment removal failed")
+                    }
                 }
             }
         }
@@ -353,7 +402,9 @@ impl Shell {
             Ev::Durable(l) => self.step(Input::Durable { upto_lsn: l }),
             Ev::Applied(Applied::Upto(s)) => {
                 self.applied = self.applied.max(s);
-                self.step(Input::Applied { upto: Slot(self.applied) });
+                self.step(Input::Applied {
+                    upto: Slot(self.applied),
+                });
                 self.release_reads();
             }
             Ev::Applied(Applied::Failed(e)) => return Err(format!("apply failed: {e}")),
@@ -373,8 +424,13 @@ impl Shell {
         }
         match m.kind {
             FrameKind::Paxos => match paxos::Message::decode(&m.payload) {
-                Ok(message) => self.step(Input::Message { from: ReplicaId(m.from), message }),
-                Err(e) => tracing::warn!(replica = self.id, from = m.from, error = %e, "undecodable paxos message"),
+                Ok(message) => self.step(Input::Message {
+                    from: ReplicaId(m.from),
+                    message,
+                }),
+                Err(e) => {
+                    tracing::warn!(replica = self.id, from = m.from, error = %e, "undecodable paxos message")
+                }
             },
             FrameKind::Forward => {
                 self.shared.proposals.fetch_add(1, Ordering::Relaxed);
@@ -387,7 +443,13 @@ impl Shell {
                     let remote = u64::from_le_bytes(a);
                     let id = self.next_read;
                     self.next_read += 1;
-                    self.reads.insert(id, ReadWaiter::Remote { from: m.from, id: remote });
+                    self.reads.insert(
+                        id,
+                        ReadWaiter::Remote {
+                            from: m.from,
+                            id: remote,
+                        },
+                    );
                     self.step(Input::ReadIndex { id: ReadId(id) });
                 }
             }
@@ -402,7 +464,10 @@ impl Shell {
                         if m.payload[8] == 1 {
                             self.read_at(slot, ReadWaiter::Local(w));
                         } else {
-                            let _ = w.send(Err(err(ErrorCode::NotPrimary, "no primary to confirm the read")));
+                            let _ = w.send(Err(err(
+                                ErrorCode::NotPrimary,
+                                "no primary to confirm the read",
+                            )));
                         }
                     }
                 }
@@ -416,7 +481,8 @@ impl Shell {
                 let req = self.next_request;
                 self.next_request += 1;
                 self.pending.insert(req, reply);
-                self.timeouts.push_back((Instant::now() + self.commit_timeout, req));
+                self.timeouts
+                    .push_back((Instant::now() + self.commit_timeout, req));
                 self.shared.proposals.fetch_add(1, Ordering::Relaxed);
                 self.step(Input::Propose(envelope::encode(self.id, req, &command)));
             }
@@ -451,7 +517,8 @@ impl Shell {
             for (to, msg) in out.sends.drain(..) {
                 buf.clear();
                 msg.encode(&mut buf);
-                self.outbound.send(to.0, FrameKind::Paxos, Bytes::copy_from_slice(&buf));
+                self.outbound
+                    .send(to.0, FrameKind::Paxos, Bytes::copy_from_slice(&buf));
             }
         }
         for (slot, value) in out.committed.drain(..) {
@@ -468,7 +535,15 @@ impl Shell {
             }
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
             self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
-            if self.jobs.send(ApplyJob { slot: slot.0, commands, waiters }).is_err() {
+            if self
+                .jobs
+                .send(ApplyJob {
+                    slot: slot.0,
+                    commands,
+                    waiters,
+                })
+                .is_err()
+            {
                 tracing::error!(replica = self.id, "apply thread is gone");
             }
         }
@@ -479,7 +554,8 @@ impl Shell {
                         let mut p = id.to_le_bytes().to_vec();
                         p.push(1);
                         p.extend_from_slice(&slot.0.to_le_bytes());
-                        self.outbound.send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
+                        self.outbound
+                            .send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
                     }
                     local => self.read_at(slot.0, local),
                 }
@@ -498,7 +574,9 @@ impl Shell {
                 Event::BecamePrimary { view } => {
                     tracing::info!(replica = self.id, view = view.0, "became primary");
                     self.shared.view.store(view.0, Ordering::SeqCst);
-                    self.shared.primary.store(i64::from(self.id), Ordering::SeqCst);
+                    self.shared
+                        .primary
+                        .store(i64::from(self.id), Ordering::SeqCst);
                     self.shared.is_primary.store(true, Ordering::SeqCst);
                 }
                 Event::PrimaryChanged { primary } => {
@@ -507,8 +585,12 @@ impl Shell {
                         self.abandon_pending();
                     }
                     self.shared.primary.store(p, Ordering::SeqCst);
-                    self.shared.is_primary.store(self.core.is_primary(), Ordering::SeqCst);
-                    self.shared.view.store(self.core.promised().0, Ordering::SeqCst);
+                    self.shared
+                        .is_primary
+                        .store(self.core.is_primary(), Ordering::SeqCst);
+                    self.shared
+                        .view
+                        .store(self.core.promised().0, Ordering::SeqCst);
                 }
                 Event::NeedSnapshot { from } => {
                     tracing::error!(
@@ -519,15 +601,21 @@ impl Shell {
                 }
             }
         }
-        self.shared.is_primary.store(self.core.is_primary(), Ordering::Relaxed);
+        self.shared
+            .is_primary
+            .store(self.core.is_primary(), Ordering::Relaxed);
         out.clear();
         self.out = out;
     }
 
     fn reject_proposal(&mut self, command: Bytes, why: Rejection) {
-        let Ok((origin, req, _)) = envelope::decode(&command) else { return };
+        let Ok((origin, req, _)) = envelope::decode(&command) else {
+            return;
+        };
         match why {
-            Rejection::NotPrimary { primary_hint: Some(p) } if p.0 != self.id => {
+            Rejection::NotPrimary {
+                primary_hint: Some(p),
+            } if p.0 != self.id => {
                 // Forward to the primary; the origin still answers when the command applies.
                 self.outbound.send(p.0, FrameKind::Forward, command);
             }
@@ -535,8 +623,12 @@ impl Shell {
                 if origin == self.id {
                     if let Some(w) = self.pending.remove(&req) {
                         let e = match why {
-                            Rejection::Overloaded => err(ErrorCode::Unavailable, "too many proposals waiting; retry"),
-                            Rejection::NotPrimary { .. } => err(ErrorCode::NotPrimary, "no primary right now; retry"),
+                            Rejection::Overloaded => {
+                                err(ErrorCode::Unavailable, "too many proposals waiting; retry")
+                            }
+                            Rejection::NotPrimary { .. } => {
+                                err(ErrorCode::NotPrimary, "no primary right now; retry")
+                            }
                         };
                         let _ = w.send(Err(e));
                     }
@@ -547,16 +639,29 @@ impl Shell {
 
     fn reject_read(&mut self, w: ReadWaiter, why: Rejection) {
         match (w, why) {
-            (ReadWaiter::Local(reply), Rejection::NotPrimary { primary_hint: Some(p) }) if p.0 != self.id => {
+            (
+                ReadWaiter::Local(reply),
+                Rejection::NotPrimary {
+                    primary_hint: Some(p),
+                },
+            ) if p.0 != self.id => {
                 let id = self.next_read;
                 self.next_read += 1;
                 self.forwarded_reads.insert(id, reply);
-                self.outbound.send(p.0, FrameKind::ReadIndexRequest, Bytes::copy_from_slice(&id.to_le_bytes()));
+                self.outbound.send(
+                    p.0,
+                    FrameKind::ReadIndexRequest,
+                    Bytes::copy_from_slice(&id.to_le_bytes()),
+                );
             }
             (ReadWaiter::Local(reply), why) => {
                 let e = match why {
-                    Rejection::Overloaded => err(ErrorCode::Unavailable, "too many reads waiting; retry"),
-                    Rejection::NotPrimary { .. } => err(ErrorCode::NotPrimary, "no primary right now; retry"),
+                    Rejection::Overloaded => {
+                        err(ErrorCode::Unavailable, "too many reads waiting; retry")
+                    }
+                    Rejection::NotPrimary { .. } => {
+                        err(ErrorCode::NotPrimary, "no primary right now; retry")
+                    }
                 };
                 let _ = reply.send(Err(e));
             }
@@ -564,7 +669,8 @@ impl Shell {
                 let mut p = id.to_le_bytes().to_vec();
                 p.push(0);
                 p.extend_from_slice(&0u64.to_le_bytes());
-                self.outbound.send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
+                self.outbound
+                    .send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
             }
         }
     }
@@ -637,7 +743,10 @@ impl Shell {
 
     fn fail_all_pending(&mut self) {
         for (_, w) in self.pending.drain() {
-            let _ = w.send(Err(err(ErrorCode::Unavailable, "replica stopped; the write may or may not apply")));
+            let _ = w.send(Err(err(
+                ErrorCode::Unavailable,
+                "replica stopped; the write may or may not apply",
+            )));
         }
         for (_, w) in self.reads.drain() {
             if let ReadWaiter::Local(r) = w {

@@ -43,8 +43,22 @@ struct Inner {
 }
 
 impl ClusterService {
-    pub fn new(local: Vec<LocalReplica>, replica_count: u32, endpoints: Vec<String>, primary_wait: Duration, election_timeout: Duration) -> Self {
-        ClusterService { inner: Rc::new(Inner { local, replica_count, endpoints, primary_wait, election_timeout }) }
+    pub fn new(
+        local: Vec<LocalReplica>,
+        replica_count: u32,
+        endpoints: Vec<String>,
+        primary_wait: Duration,
+        election_timeout: Duration,
+    ) -> Self {
+        ClusterService {
+            inner: Rc::new(Inner {
+                local,
+                replica_count,
+                endpoints,
+                primary_wait,
+                election_timeout,
+            }),
+        }
     }
 
     /// The local replica to send requests to now.
@@ -53,7 +67,12 @@ impl ClusterService {
         // An isolated old primary may still believe it leads: the newest view wins.
         if let Some(p) = l
             .iter()
-            .filter(|r| r.shared.is_running() && r.shared.is_primary.load(std::sync::atomic::Ordering::SeqCst))
+            .filter(|r| {
+                r.shared.is_running()
+                    && r.shared
+                        .is_primary
+                        .load(std::sync::atomic::Ordering::SeqCst)
+            })
             .max_by_key(|r| r.shared.view.load(std::sync::atomic::Ordering::SeqCst))
         {
             return Some(p);
@@ -66,7 +85,9 @@ impl ClusterService {
 
     /// The replica whose store this front reads for non-consensus answers.
     fn home(&self) -> Option<&LocalReplica> {
-        self.pick().or_else(|| self.inner.local.iter().find(|r| r.shared.is_running())).or(self.inner.local.first())
+        self.pick()
+            .or_else(|| self.inner.local.iter().find(|r| r.shared.is_running()))
+            .or(self.inner.local.first())
     }
 
     /// Runs `f` against the current primary's replica, retrying while there is none.
@@ -79,7 +100,10 @@ impl ClusterService {
         loop {
             let res = match self.pick().cloned() {
                 Some(r) => f(r).await,
-                None => Err(ServiceError::new(ErrorCode::NotPrimary, "no primary right now; retry")),
+                None => Err(ServiceError::new(
+                    ErrorCode::NotPrimary,
+                    "no primary right now; retry",
+                )),
             };
             match res {
                 Err(e) if e.code == ErrorCode::NotPrimary && Instant::now() < deadline => {
@@ -93,7 +117,8 @@ impl ClusterService {
     async fn confirm_read(&self) -> Result<LocalReplica, ServiceError> {
         self.with_primary(|r| async move {
             let (tx, rx) = oneshot::channel();
-            r.tx.unbounded_send(ClientMsg::Read { reply: tx }).map_err(|_| stopped())?;
+            r.tx.unbounded_send(ClientMsg::Read { reply: tx })
+                .map_err(|_| stopped())?;
             rx.await.map_err(|_| stopped())??;
             Ok(r)
         })
@@ -112,7 +137,11 @@ impl KvService for ClusterService {
             let bytes = bytes.clone();
             async move {
                 let (tx, rx) = oneshot::channel();
-                r.tx.unbounded_send(ClientMsg::Propose { command: bytes, reply: tx }).map_err(|_| stopped())?;
+                r.tx.unbounded_send(ClientMsg::Propose {
+                    command: bytes,
+                    reply: tx,
+                })
+                .map_err(|_| stopped())?;
                 rx.await.map_err(|_| stopped())?
             }
         })
@@ -135,12 +164,20 @@ impl KvService for ClusterService {
                 // Any replica that has applied `v` serves a snapshot read; wait briefly for one.
                 let deadline = Instant::now() + self.inner.election_timeout;
                 loop {
-                    let ready = self.inner.local.iter().filter(|r| r.shared.is_running()).find(|r| r.reader.last_version() >= v);
+                    let ready = self
+                        .inner
+                        .local
+                        .iter()
+                        .filter(|r| r.shared.is_running())
+                        .find(|r| r.reader.last_version() >= v);
                     if let Some(r) = ready {
                         break (r.reader.clone(), v);
                     }
                     if Instant::now() >= deadline {
-                        let latest = self.home().map(|r| r.reader.last_version()).unwrap_or_default();
+                        let latest = self
+                            .home()
+                            .map(|r| r.reader.last_version())
+                            .unwrap_or_default();
                         return Err(ServiceError::new(
                             ErrorCode::InvalidArgument,
                             format!("read version {v} is newer than the latest applied version {latest}"),
@@ -157,19 +194,30 @@ impl KvService for ClusterService {
     }
 
     fn applied_version(&self) -> Version {
-        self.home().map(|r| r.reader.last_version()).unwrap_or_default()
+        self.home()
+            .map(|r| r.reader.last_version())
+            .unwrap_or_default()
     }
 
     fn oldest_version(&self) -> Version {
-        self.home().map(|r| r.reader.oldest_version()).unwrap_or_default()
+        self.home()
+            .map(|r| r.reader.oldest_version())
+            .unwrap_or_default()
     }
 
     fn replicas(&self) -> Vec<ReplicaStatus> {
-        replica_statuses(&self.inner.local, self.inner.replica_count, &self.inner.endpoints, self.inner.election_timeout)
+        replica_statuses(
+            &self.inner.local,
+            self.inner.replica_count,
+            &self.inner.endpoints,
+            self.inner.election_timeout,
+        )
     }
 
     fn storage_stats(&self) -> (u64, u64, u64) {
-        self.home().map(|r| r.reader.approximate_stats()).unwrap_or_default()
+        self.home()
+            .map(|r| r.reader.approximate_stats())
+            .unwrap_or_default()
     }
 
     fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
@@ -185,11 +233,19 @@ impl KvService for ClusterService {
 
 /// Status of every replica as seen from this process: local replicas first-hand, remote ones
 /// by when a local replica last heard from them.
-pub fn replica_statuses(local: &[LocalReplica], replica_count: u32, endpoints: &[String], election_timeout: Duration) -> Vec<ReplicaStatus> {
+pub fn replica_statuses(
+    local: &[LocalReplica],
+    replica_count: u32,
+    endpoints: &[String],
+    election_timeout: Duration,
+) -> Vec<ReplicaStatus> {
     use std::sync::atomic::Ordering::SeqCst;
     let now = crate::front::handlers::unix_ms();
     let fresh_ms = (election_timeout.as_millis() as i64) * 2;
-    let primary = local.iter().filter(|r| r.shared.is_running()).find_map(|r| r.shared.primary());
+    let primary = local
+        .iter()
+        .filter(|r| r.shared.is_running())
+        .find_map(|r| r.shared.primary());
     (0..replica_count)
         .map(|id| {
             let endpoint = endpoints.get(id as usize).cloned().unwrap_or_default();
@@ -214,15 +270,34 @@ pub fn replica_statuses(local: &[LocalReplica], replica_count: u32, endpoints: &
                     commit_index: s.commit_slot.load(SeqCst),
                 }
             } else {
-                let heard = local.iter().map(|r| r.shared.last_heard_unix_ms.get(id as usize).map(|a| a.load(SeqCst)).unwrap_or(0)).max().unwrap_or(0);
+                let heard = local
+                    .iter()
+                    .map(|r| {
+                        r.shared
+                            .last_heard_unix_ms
+                            .get(id as usize)
+                            .map(|a| a.load(SeqCst))
+                            .unwrap_or(0)
+                    })
+                    .max()
+                    .unwrap_or(0);
                 let alive = heard > 0 && now - heard <= fresh_ms;
                 ReplicaStatus {
                     id,
                     endpoint,
-                    status: if heard == 0 { "unknown" } else if alive { "healthy" } else { "unreachable" },
+                    status: if heard == 0 {
+                        "unknown"
+                    } else if alive {
+                        "healthy"
+                    } else {
+                        "unreachable"
+                    },
                     is_primary: primary == Some(id),
                     last_seen_unix_ms: heard,
-                    view: local.first().map(|r| r.shared.view.load(SeqCst)).unwrap_or(0),
+                    view: local
+                        .first()
+                        .map(|r| r.shared.view.load(SeqCst))
+                        .unwrap_or(0),
                     uptime_seconds: 0,
                     applied_version: 0,
                     commit_index: 0,

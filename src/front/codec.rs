@@ -68,7 +68,10 @@ pub fn detect(buf: &[u8]) -> Result<Option<Transport>, FrameError> {
     if first > 0 && (first as usize) <= MAX_NAME_BYTES {
         let n = first as usize;
         let avail = &buf[4..buf.len().min(4 + n)];
-        if avail.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.' || *c == b':') {
+        if avail
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.' || *c == b':')
+        {
             return Ok(Some(Transport::Unframed));
         }
     }
@@ -90,7 +93,9 @@ pub fn scan(buf: &[u8], transport: Transport, max: usize) -> Result<Scan, FrameE
             }
             let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
             if len < 0 {
-                return Err(FrameError::Malformed(format!("negative frame length {len}")));
+                return Err(FrameError::Malformed(format!(
+                    "negative frame length {len}"
+                )));
             }
             let len = len as usize;
             if len > max {
@@ -100,7 +105,10 @@ pub fn scan(buf: &[u8], transport: Transport, max: usize) -> Result<Scan, FrameE
                 return Ok(Scan::Incomplete);
             }
             match binary_message_len(&buf[4..4 + len])? {
-                Some(n) if n == len => Ok(Scan::Complete { header: 4, body: len }),
+                Some(n) if n == len => Ok(Scan::Complete {
+                    header: 4,
+                    body: len,
+                }),
                 Some(n) => Err(FrameError::Malformed(format!(
                     "frame of {len} bytes holds a message of {n} bytes"
                 ))),
@@ -292,13 +300,19 @@ mod tests {
         let m = strict_msg("get", &body());
         assert_eq!(detect(&m).unwrap(), Some(Transport::Unframed));
         for cut in 0..m.len() {
-            assert_eq!(scan(&m[..cut], Transport::Unframed, 1 << 20).unwrap(), Scan::Incomplete);
+            assert_eq!(
+                scan(&m[..cut], Transport::Unframed, 1 << 20).unwrap(),
+                Scan::Incomplete
+            );
         }
         let mut two = m.clone();
         two.extend_from_slice(&m);
         assert_eq!(
             scan(&two, Transport::Unframed, 1 << 20).unwrap(),
-            Scan::Complete { header: 0, body: m.len() }
+            Scan::Complete {
+                header: 0,
+                body: m.len()
+            }
         );
     }
 
@@ -310,7 +324,10 @@ mod tests {
         assert_eq!(detect(&f).unwrap(), Some(Transport::Framed));
         assert_eq!(
             scan(&f, Transport::Framed, 1 << 20).unwrap(),
-            Scan::Complete { header: 4, body: m.len() }
+            Scan::Complete {
+                header: 4,
+                body: m.len()
+            }
         );
         let mut ns = 3i32.to_be_bytes().to_vec();
         ns.extend_from_slice(b"get");
@@ -318,7 +335,10 @@ mod tests {
         ns.extend_from_slice(&1i32.to_be_bytes());
         ns.extend_from_slice(&body());
         assert_eq!(detect(&ns).unwrap(), Some(Transport::Unframed));
-        assert!(matches!(scan(&ns, Transport::Unframed, 1 << 20).unwrap(), Scan::Complete { .. }));
+        assert!(matches!(
+            scan(&ns, Transport::Unframed, 1 << 20).unwrap(),
+            Scan::Complete { .. }
+        ));
         let mut fns = (ns.len() as i32).to_be_bytes().to_vec();
         fns.extend_from_slice(&ns);
         assert_eq!(detect(&fns).unwrap(), Some(Transport::Framed));
@@ -328,22 +348,39 @@ mod tests {
     fn limits_and_garbage() {
         let huge = [0x7f, 0xff, 0xff, 0xff, 0x80, 0x01, 0, 1];
         assert_eq!(detect(&huge).unwrap(), Some(Transport::Framed));
-        assert!(matches!(scan(&huge, Transport::Framed, 1 << 24), Err(FrameError::TooLarge(..))));
-        assert!(detect(b"GET / HTTP/1.1\r\n").is_err() || {
-            let t = detect(b"GET / HTTP/1.1\r\n").unwrap().unwrap();
-            scan(b"GET / HTTP/1.1\r\n", t, 1 << 20).is_err()
-        });
+        assert!(matches!(
+            scan(&huge, Transport::Framed, 1 << 24),
+            Err(FrameError::TooLarge(..))
+        ));
+        assert!(
+            detect(b"GET / HTTP/1.1\r\n").is_err() || {
+                let t = detect(b"GET / HTTP/1.1\r\n").unwrap().unwrap();
+                scan(b"GET / HTTP/1.1\r\n", t, 1 << 20).is_err()
+            }
+        );
         // A string claiming 2 GiB inside a small message never completes; the limit ends it.
         let mut lie = strict_msg("get", &[12, 0, 1, 11, 0, 1]);
         lie.extend_from_slice(&i32::MAX.to_be_bytes());
-        assert_eq!(scan(&lie, Transport::Unframed, 1 << 20).unwrap(), Scan::Incomplete);
+        assert_eq!(
+            scan(&lie, Transport::Unframed, 1 << 20).unwrap(),
+            Scan::Incomplete
+        );
         let mut padded = lie.clone();
         padded.resize(1 << 20, 0);
-        assert!(matches!(scan(&padded, Transport::Unframed, 1 << 20), Err(FrameError::TooLarge(..))));
+        assert!(matches!(
+            scan(&padded, Transport::Unframed, 1 << 20),
+            Err(FrameError::TooLarge(..))
+        ));
         let mut neg = strict_msg("get", &[12, 0, 1, 11, 0, 1]);
         neg.extend_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(scan(&neg, Transport::Unframed, 1 << 20), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            scan(&neg, Transport::Unframed, 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
         let bad_type = strict_msg("get", &[99, 0, 1]);
-        assert!(matches!(scan(&bad_type, Transport::Unframed, 1 << 20), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            scan(&bad_type, Transport::Unframed, 1 << 20),
+            Err(FrameError::Malformed(_))
+        ));
     }
 }

@@ -250,7 +250,11 @@ impl<S: KvService> FrontCtx<S> {
             return Err(invalid(format!("limit {limit} is negative")));
         }
         let cap = self.limits.max_range_keys;
-        let limit = if limit == 0 { cap } else { (limit as u32).min(cap) };
+        let limit = if limit == 0 {
+            cap
+        } else {
+            (limit as u32).min(cap)
+        };
         Ok(RangeQuery {
             cf: cf_of(cf)?,
             begin: Bytes::from(begin.unwrap_or_default()),
@@ -277,10 +281,14 @@ impl<S: KvService> FrontCtx<S> {
 
     fn note_outcome(&self, r: &Result<Outcome, ServiceError>) {
         match r {
-            Ok(Outcome::Committed { .. }) => {
-                self.stats.committed_txns.set(self.stats.committed_txns.get() + 1)
-            }
-            _ => self.stats.aborted_txns.set(self.stats.aborted_txns.get() + 1),
+            Ok(Outcome::Committed { .. }) => self
+                .stats
+                .committed_txns
+                .set(self.stats.committed_txns.get() + 1),
+            _ => self
+                .stats
+                .aborted_txns
+                .set(self.stats.aborted_txns.get() + 1),
         }
     }
 }
@@ -315,19 +323,29 @@ fn commit_response(r: Result<Outcome, ServiceError>) -> AtomicCommitResponse {
     }
 }
 
-async fn with_timeout<T>(d: Duration, f: impl Future<Output = Result<T, ServiceError>>) -> Result<T, ServiceError> {
+async fn with_timeout<T>(
+    d: Duration,
+    f: impl Future<Output = Result<T, ServiceError>>,
+) -> Result<T, ServiceError> {
     futures_lite::future::or(f, async move {
         glommio::timer::sleep(d).await;
         Err(ServiceError::new(
             ErrorCode::Timeout,
-            format!("no outcome within {}s; the operation may or may not have been applied", d.as_secs()),
+            format!(
+                "no outcome within {}s; the operation may or may not have been applied",
+                d.as_secs()
+            ),
         ))
     })
     .await
 }
 
 /// Starts serving one call. Session work happens now; the rest in the returned future.
-pub fn handle<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>, call: Call) -> BoxFuture {
+pub fn handle<S: KvService>(
+    ctx: &Rc<FrontCtx<S>>,
+    session: &Rc<RefCell<Session>>,
+    call: Call,
+) -> BoxFuture {
     let fault = ctx.fault_for(call.method());
     let started = Instant::now();
     let fut = dispatch(ctx, session, call);
@@ -359,20 +377,45 @@ impl InjectFailure for Response {
         let e = Some("UNAVAILABLE: injected fault".to_string());
         let code = Some("UNAVAILABLE".to_string());
         match self {
-            Response::SetKey(_) => Response::SetKey(SetKeyResponse { success: false, error: e, error_code: code }),
-            Response::DeleteKey(_) => Response::DeleteKey(DeleteKeyResponse { success: false, error: e, error_code: code }),
-            Response::AtomicCommit(_) => Response::AtomicCommit(AtomicCommitResponse { success: false, error: e, error_code: code, committed_version: None }),
-            Response::Get(_) => Response::Get(GetResponse { value: Vec::new(), found: false, error: e }),
+            Response::SetKey(_) => Response::SetKey(SetKeyResponse {
+                success: false,
+                error: e,
+                error_code: code,
+            }),
+            Response::DeleteKey(_) => Response::DeleteKey(DeleteKeyResponse {
+                success: false,
+                error: e,
+                error_code: code,
+            }),
+            Response::AtomicCommit(_) => Response::AtomicCommit(AtomicCommitResponse {
+                success: false,
+                error: e,
+                error_code: code,
+                committed_version: None,
+            }),
+            Response::Get(_) => Response::Get(GetResponse {
+                value: Vec::new(),
+                found: false,
+                error: e,
+            }),
             other => other,
         }
     }
 }
 
-fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>, call: Call) -> BoxFuture {
+fn dispatch<S: KvService>(
+    ctx: &Rc<FrontCtx<S>>,
+    session: &Rc<RefCell<Session>>,
+    call: Call,
+) -> BoxFuture {
     let c = ctx.clone();
     match call {
         Call::Ping(r) => {
-            let resp = PingResponse::new(r.message.unwrap_or_default(), r.timestamp.unwrap_or(0), unix_us());
+            let resp = PingResponse::new(
+                r.message.unwrap_or_default(),
+                r.timestamp.unwrap_or(0),
+                unix_us(),
+            );
             ready(Response::Ping(resp))
         }
         Call::GetReadVersion(_) => Box::pin(async move {
@@ -382,17 +425,27 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
             })
         }),
         Call::GetCommittedVersion(_) => {
-            let v = session.borrow().committed_version.unwrap_or_else(|| ctx.service.applied_version());
-            ready(Response::GetCommittedVersion(GetCommittedVersionResponse::new(v.0 as i64, true, None::<String>)))
+            let v = session
+                .borrow()
+                .committed_version
+                .unwrap_or_else(|| ctx.service.applied_version());
+            ready(Response::GetCommittedVersion(
+                GetCommittedVersionResponse::new(v.0 as i64, true, None::<String>),
+            ))
         }
         Call::SetReadVersion(r) => {
             let resp = match version_of(r.version, "version").and_then(|v| {
                 let oldest = ctx.service.oldest_version();
                 let latest = ctx.service.applied_version();
                 if v < oldest {
-                    Err(ServiceError::new(ErrorCode::TooOld, format!("version {v} is older than the oldest version kept ({oldest})")))
+                    Err(ServiceError::new(
+                        ErrorCode::TooOld,
+                        format!("version {v} is older than the oldest version kept ({oldest})"),
+                    ))
                 } else if v > latest {
-                    Err(invalid(format!("version {v} is newer than the latest committed version {latest}")))
+                    Err(invalid(format!(
+                        "version {v} is newer than the latest committed version {latest}"
+                    )))
                 } else {
                     Ok(v)
                 }
@@ -425,7 +478,11 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
                 if r.start_key > r.end_key {
                     return Err(invalid("start_key is after end_key"));
                 }
-                Ok(KeyRange { cf, begin: Bytes::from(r.start_key), end: Bytes::from(r.end_key) })
+                Ok(KeyRange {
+                    cf,
+                    begin: Bytes::from(r.start_key),
+                    end: Bytes::from(r.end_key),
+                })
             }) {
                 Ok(range) => {
                     session.borrow_mut().read_conflicts.push(range);
@@ -441,9 +498,16 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
                 let mut s = session.borrow_mut();
                 (s.read_version.take(), std::mem::take(&mut s.read_conflicts))
             };
-            let timeout = r.timeout_seconds.unwrap_or(DEFAULT_COMMIT_TIMEOUT_S).clamp(1, 3600) as u64;
+            let timeout = r
+                .timeout_seconds
+                .unwrap_or(DEFAULT_COMMIT_TIMEOUT_S)
+                .clamp(1, 3600) as u64;
             let prepared = (|| {
-                let rv = if r.read_version <= 0 { pinned.unwrap_or(Version(0)) } else { version_of(r.read_version, "read_version")? };
+                let rv = if r.read_version <= 0 {
+                    pinned.unwrap_or(Version(0))
+                } else {
+                    version_of(r.read_version, "read_version")?
+                };
                 let mut conflicts = ctx.conflict_keys(r.read_conflict_keys)?;
                 conflicts.extend(registered);
                 ctx.build_command(Some(rv), r.operations, conflicts)
@@ -469,7 +533,11 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
                 let cf = cf_of(r.column_family)?;
                 ctx.check_key(&r.key)?;
                 ctx.check_value(&r.value)?;
-                Ok(Command::blind(vec![WriteOp::Set { cf, key: Bytes::from(r.key), value: Bytes::from(r.value) }]))
+                Ok(Command::blind(vec![WriteOp::Set {
+                    cf,
+                    key: Bytes::from(r.key),
+                    value: Bytes::from(r.value),
+                }]))
             })();
             Box::pin(async move {
                 let res = blind_write(&c, cmd).await;
@@ -483,13 +551,18 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
             let cmd = (|| {
                 let cf = cf_of(r.column_family)?;
                 ctx.check_key(&r.key)?;
-                Ok(Command::blind(vec![WriteOp::Delete { cf, key: Bytes::from(r.key) }]))
+                Ok(Command::blind(vec![WriteOp::Delete {
+                    cf,
+                    key: Bytes::from(r.key),
+                }]))
             })();
             Box::pin(async move {
                 let res = blind_write(&c, cmd).await;
                 Response::DeleteKey(match res {
                     Ok(_) => DeleteKeyResponse::new(true, None::<String>, None::<String>),
-                    Err(e) => DeleteKeyResponse::new(false, err_text(&e), e.code.as_str().to_string()),
+                    Err(e) => {
+                        DeleteKeyResponse::new(false, err_text(&e), e.code.as_str().to_string())
+                    }
                 })
             })
         }
@@ -498,13 +571,21 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
                 let cf = cf_of(r.column_family)?;
                 ctx.check_key(&r.key_prefix)?;
                 ctx.check_value(&r.value)?;
-                let cmd = Command::blind(vec![WriteOp::SetVersionstampedKey { cf, key_prefix: Bytes::from(r.key_prefix), value: Bytes::from(r.value) }]);
+                let cmd = Command::blind(vec![WriteOp::SetVersionstampedKey {
+                    cf,
+                    key_prefix: Bytes::from(r.key_prefix),
+                    value: Bytes::from(r.value),
+                }]);
                 cmd.validate().map_err(invalid)?;
                 Ok(cmd)
             })();
             Box::pin(async move {
                 Response::SetVersionstampedKey(match blind_write(&c, cmd).await {
-                    Ok(mut g) => SetVersionstampedKeyResponse::new(g.pop().map(|b| b.to_vec()).unwrap_or_default(), true, None::<String>),
+                    Ok(mut g) => SetVersionstampedKeyResponse::new(
+                        g.pop().map(|b| b.to_vec()).unwrap_or_default(),
+                        true,
+                        None::<String>,
+                    ),
                     Err(e) => SetVersionstampedKeyResponse::new(Vec::new(), false, err_text(&e)),
                 })
             })
@@ -514,24 +595,38 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
                 let cf = cf_of(r.column_family)?;
                 ctx.check_key(&r.key)?;
                 ctx.check_value(&r.value_prefix)?;
-                let cmd = Command::blind(vec![WriteOp::SetVersionstampedValue { cf, key: Bytes::from(r.key), value_prefix: Bytes::from(r.value_prefix) }]);
+                let cmd = Command::blind(vec![WriteOp::SetVersionstampedValue {
+                    cf,
+                    key: Bytes::from(r.key),
+                    value_prefix: Bytes::from(r.value_prefix),
+                }]);
                 cmd.validate().map_err(invalid)?;
                 Ok(cmd)
             })();
             Box::pin(async move {
                 Response::SetVersionstampedValue(match blind_write(&c, cmd).await {
-                    Ok(mut g) => SetVersionstampedValueResponse::new(g.pop().map(|b| b.to_vec()).unwrap_or_default(), true, None::<String>),
+                    Ok(mut g) => SetVersionstampedValueResponse::new(
+                        g.pop().map(|b| b.to_vec()).unwrap_or_default(),
+                        true,
+                        None::<String>,
+                    ),
                     Err(e) => SetVersionstampedValueResponse::new(Vec::new(), false, err_text(&e)),
                 })
             })
         }
         Call::Get(r) => {
-            let op = cf_of(r.column_family).map(|cf| ReadOp::Get { cf, key: Bytes::from(r.key) });
+            let op = cf_of(r.column_family).map(|cf| ReadOp::Get {
+                cf,
+                key: Bytes::from(r.key),
+            });
             Box::pin(async move { Response::Get(point_read(&c, None, op).await.into()) })
         }
         Call::SnapshotGet(r) => {
             let at = version_of(r.read_version, "read_version");
-            let op = cf_of(r.column_family).map(|cf| ReadOp::Get { cf, key: Bytes::from(r.key) });
+            let op = cf_of(r.column_family).map(|cf| ReadOp::Get {
+                cf,
+                key: Bytes::from(r.key),
+            });
             Box::pin(async move {
                 let res = match at {
                     Ok(v) => point_read(&c, Some(v), op).await,
@@ -543,7 +638,10 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
         }
         Call::SnapshotRead(r) => {
             let at = version_of(r.read_version, "read_version");
-            let op = cf_of(r.column_family).map(|cf| ReadOp::Get { cf, key: Bytes::from(r.key) });
+            let op = cf_of(r.column_family).map(|cf| ReadOp::Get {
+                cf,
+                key: Bytes::from(r.key),
+            });
             Box::pin(async move {
                 let res = match at {
                     Ok(v) => point_read(&c, Some(v), op).await,
@@ -554,7 +652,18 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
             })
         }
         Call::GetRange(r) => {
-            let q = ctx.range_query(r.column_family, r.begin_key, r.end_key, (r.begin_offset, r.begin_or_equal, r.end_offset, r.end_or_equal), r.limit);
+            let q = ctx.range_query(
+                r.column_family,
+                r.begin_key,
+                r.end_key,
+                (
+                    r.begin_offset,
+                    r.begin_or_equal,
+                    r.end_offset,
+                    r.end_or_equal,
+                ),
+                r.limit,
+            );
             Box::pin(async move {
                 let (kvs, more, err) = range_read(&c, None, q).await;
                 Response::GetRange(GetRangeResponse::new(kvs, err.is_none(), err, more))
@@ -562,69 +671,123 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
         }
         Call::SnapshotGetRange(r) => {
             let at = version_of(r.read_version, "read_version");
-            let q = ctx.range_query(r.column_family, r.begin_key, r.end_key, (r.begin_offset, r.begin_or_equal, r.end_offset, r.end_or_equal), r.limit);
+            let q = ctx.range_query(
+                r.column_family,
+                r.begin_key,
+                r.end_key,
+                (
+                    r.begin_offset,
+                    r.begin_or_equal,
+                    r.end_offset,
+                    r.end_or_equal,
+                ),
+                r.limit,
+            );
             Box::pin(async move {
                 let (kvs, more, err) = match at {
                     Ok(v) => range_read(&c, Some(v), q).await,
                     Err(e) => (Vec::new(), false, Some(err_text(&e))),
                 };
-                Response::SnapshotGetRange(SnapshotGetRangeResponse::new(kvs, err.is_none(), err, more))
+                Response::SnapshotGetRange(SnapshotGetRangeResponse::new(
+                    kvs,
+                    err.is_none(),
+                    err,
+                    more,
+                ))
             })
         }
         Call::SetFaultInjection(r) => ready(Response::SetFaultInjection(set_fault(ctx, r))),
-        Call::GetClusterHealth(r) => ready(Response::GetClusterHealth(match ctx.check_admin(&r.auth_token) {
-            Ok(()) => GetClusterHealthResponse::new(true, cluster_health(&ctx.service), None::<String>),
-            Err(e) => GetClusterHealthResponse::new(false, None::<ClusterHealth>, e),
-        })),
-        Call::GetDatabaseStats(r) => ready(Response::GetDatabaseStats(match ctx.check_admin(&r.auth_token) {
-            Ok(()) => GetDatabaseStatsResponse::new(true, database_stats(ctx), None::<String>),
-            Err(e) => GetDatabaseStatsResponse::new(false, None::<DatabaseStats>, e),
-        })),
-        Call::GetNodeInfo(r) => ready(Response::GetNodeInfo(match ctx.check_admin(&r.auth_token) {
-            Ok(()) => {
-                let nodes = ctx.service.replicas();
-                let pick = match r.node_id {
-                    Some(id) => nodes.iter().find(|n| n.id as i32 == id),
-                    None => nodes.iter().find(|n| n.is_primary).or(nodes.first()),
-                };
-                match pick {
-                    Some(n) => GetNodeInfoResponse::new(true, node_status(n), None::<String>),
-                    None => GetNodeInfoResponse::new(false, None::<NodeStatus>, format!("INVALID_ARGUMENT: no node {:?}", r.node_id)),
+        Call::GetClusterHealth(r) => ready(Response::GetClusterHealth(
+            match ctx.check_admin(&r.auth_token) {
+                Ok(()) => GetClusterHealthResponse::new(
+                    true,
+                    cluster_health(&ctx.service),
+                    None::<String>,
+                ),
+                Err(e) => GetClusterHealthResponse::new(false, None::<ClusterHealth>, e),
+            },
+        )),
+        Call::GetDatabaseStats(r) => ready(Response::GetDatabaseStats(
+            match ctx.check_admin(&r.auth_token) {
+                Ok(()) => GetDatabaseStatsResponse::new(true, database_stats(ctx), None::<String>),
+                Err(e) => GetDatabaseStatsResponse::new(false, None::<DatabaseStats>, e),
+            },
+        )),
+        Call::GetNodeInfo(r) => ready(Response::GetNodeInfo(
+            match ctx.check_admin(&r.auth_token) {
+                Ok(()) => {
+                    let nodes = ctx.service.replicas();
+                    let pick = match r.node_id {
+                        Some(id) => nodes.iter().find(|n| n.id as i32 == id),
+                        None => nodes.iter().find(|n| n.is_primary).or(nodes.first()),
+                    };
+                    match pick {
+                        Some(n) => GetNodeInfoResponse::new(true, node_status(n), None::<String>),
+                        None => GetNodeInfoResponse::new(
+                            false,
+                            None::<NodeStatus>,
+                            format!("INVALID_ARGUMENT: no node {:?}", r.node_id),
+                        ),
+                    }
                 }
-            }
-            Err(e) => GetNodeInfoResponse::new(false, None::<NodeStatus>, e),
-        })),
+                Err(e) => GetNodeInfoResponse::new(false, None::<NodeStatus>, e),
+            },
+        )),
         Call::BeginTransaction(r) => {
-            let timeout = r.timeout_seconds.map(|s| Duration::from_secs(s.clamp(1, 86_400) as u64)).unwrap_or(ctx.limits.default_transaction_timeout);
+            let timeout = r
+                .timeout_seconds
+                .map(|s| Duration::from_secs(s.clamp(1, 86_400) as u64))
+                .unwrap_or(ctx.limits.default_transaction_timeout);
             let asked = r.read_version.map(|v| version_of(v, "read_version"));
             Box::pin(async move {
                 let rv = match asked {
-                    Some(Ok(v)) if v < c.service.oldest_version() => Err(ServiceError::new(ErrorCode::TooOld, format!("read version {v} left the MVCC window"))),
-                    Some(Ok(v)) if v > c.service.applied_version() => Err(invalid(format!("read version {v} is newer than the latest committed version"))),
+                    Some(Ok(v)) if v < c.service.oldest_version() => Err(ServiceError::new(
+                        ErrorCode::TooOld,
+                        format!("read version {v} left the MVCC window"),
+                    )),
+                    Some(Ok(v)) if v > c.service.applied_version() => Err(invalid(format!(
+                        "read version {v} is newer than the latest committed version"
+                    ))),
                     Some(v) => v,
                     None => c.service.read_version().await,
                 };
                 let res = rv.and_then(|v| {
-                    let id = c.txns.borrow_mut().begin(v, timeout, Instant::now()).map_err(|e| ServiceError::new(ErrorCode::Unavailable, e.to_string()))?;
+                    let id = c
+                        .txns
+                        .borrow_mut()
+                        .begin(v, timeout, Instant::now())
+                        .map_err(|e| ServiceError::new(ErrorCode::Unavailable, e.to_string()))?;
                     Ok((id, v))
                 });
                 Response::BeginTransaction(match res {
-                    Ok((id, v)) => BeginTransactionResponse::new(id, v.0 as i64, true, None::<String>),
+                    Ok((id, v)) => {
+                        BeginTransactionResponse::new(id, v.0 as i64, true, None::<String>)
+                    }
                     Err(e) => BeginTransactionResponse::new(String::new(), 0, false, err_text(&e)),
                 })
             })
         }
         Call::CommitTransaction(r) => {
             let prepared = (|| {
-                let rv = ctx.txns.borrow_mut().finish(&r.transaction_id, Instant::now()).map_err(|e| match e {
-                    TxnError::TimedOut(_) => ServiceError::new(ErrorCode::Timeout, e.to_string()),
-                    _ => invalid(e.to_string()),
-                })?;
+                let rv = ctx
+                    .txns
+                    .borrow_mut()
+                    .finish(&r.transaction_id, Instant::now())
+                    .map_err(|e| match e {
+                        TxnError::TimedOut(_) => {
+                            ServiceError::new(ErrorCode::Timeout, e.to_string())
+                        }
+                        _ => invalid(e.to_string()),
+                    })?;
                 let mut conflicts = ctx.conflict_keys(r.read_conflict_keys.unwrap_or_default())?;
                 for kr in r.read_conflict_ranges.unwrap_or_default() {
                     ctx.check_key(&kr.begin_key)?;
                     ctx.check_key(&kr.end_key)?;
-                    conflicts.push(KeyRange { cf: cf_of(kr.column_family)?, begin: Bytes::from(kr.begin_key), end: Bytes::from(kr.end_key) });
+                    conflicts.push(KeyRange {
+                        cf: cf_of(kr.column_family)?,
+                        begin: Bytes::from(kr.begin_key),
+                        end: Bytes::from(kr.end_key),
+                    });
                 }
                 ctx.build_command(Some(rv), r.operations, conflicts)
             })();
@@ -632,7 +795,11 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
                 let res = match prepared {
                     Ok(cmd) => {
                         c.stats.writes.set(c.stats.writes.get() + 1);
-                        with_timeout(Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64), c.service.commit(cmd)).await
+                        with_timeout(
+                            Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64),
+                            c.service.commit(cmd),
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -648,7 +815,13 @@ fn dispatch<S: KvService>(ctx: &Rc<FrontCtx<S>>, session: &Rc<RefCell<Session>>,
             ready(Response::AbortTransaction(if found {
                 AbortTransactionResponse::new(true, None::<String>)
             } else {
-                AbortTransactionResponse::new(false, format!("INVALID_ARGUMENT: unknown transaction id {:?}", r.transaction_id))
+                AbortTransactionResponse::new(
+                    false,
+                    format!(
+                        "INVALID_ARGUMENT: unknown transaction id {:?}",
+                        r.transaction_id
+                    ),
+                )
             }))
         }
     }
@@ -659,25 +832,47 @@ fn ready(r: Response) -> BoxFuture {
 }
 
 /// A write outside any transaction; returns the generated versionstamped bytes.
-async fn blind_write<S: KvService>(c: &Rc<FrontCtx<S>>, cmd: Result<Command, ServiceError>) -> Result<Vec<Bytes>, ServiceError> {
+async fn blind_write<S: KvService>(
+    c: &Rc<FrontCtx<S>>,
+    cmd: Result<Command, ServiceError>,
+) -> Result<Vec<Bytes>, ServiceError> {
     let cmd = cmd?;
     c.stats.writes.set(c.stats.writes.get() + 1);
-    match with_timeout(Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64), c.service.commit(cmd)).await? {
+    match with_timeout(
+        Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64),
+        c.service.commit(cmd),
+    )
+    .await?
+    {
         Outcome::Committed { generated, .. } => Ok(generated),
         Outcome::Invalid(m) => Err(invalid(m)),
-        Outcome::Conflict { .. } | Outcome::TooOld { .. } => Err(ServiceError::new(ErrorCode::Internal, "a blind write reported a conflict")),
+        Outcome::Conflict { .. } | Outcome::TooOld { .. } => Err(ServiceError::new(
+            ErrorCode::Internal,
+            "a blind write reported a conflict",
+        )),
     }
 }
 
-async fn point_read<S: KvService>(c: &Rc<FrontCtx<S>>, at: Option<Version>, op: Result<ReadOp, ServiceError>) -> Result<Option<Bytes>, ServiceError> {
+async fn point_read<S: KvService>(
+    c: &Rc<FrontCtx<S>>,
+    at: Option<Version>,
+    op: Result<ReadOp, ServiceError>,
+) -> Result<Option<Bytes>, ServiceError> {
     c.stats.reads.set(c.stats.reads.get() + 1);
     match c.service.read(at, op?).await? {
         ReadResult::Value(v) => Ok(v),
-        ReadResult::Range(_) => Err(ServiceError::new(ErrorCode::Internal, "range result for a point read")),
+        ReadResult::Range(_) => Err(ServiceError::new(
+            ErrorCode::Internal,
+            "range result for a point read",
+        )),
     }
 }
 
-async fn range_read<S: KvService>(c: &Rc<FrontCtx<S>>, at: Option<Version>, q: Result<RangeQuery, ServiceError>) -> (Vec<KeyValue>, bool, Option<String>) {
+async fn range_read<S: KvService>(
+    c: &Rc<FrontCtx<S>>,
+    at: Option<Version>,
+    q: Result<RangeQuery, ServiceError>,
+) -> (Vec<KeyValue>, bool, Option<String>) {
     c.stats.reads.set(c.stats.reads.get() + 1);
     let res = match q {
         Ok(q) => c.service.read(at, ReadOp::Range(q)).await,
@@ -685,11 +880,18 @@ async fn range_read<S: KvService>(c: &Rc<FrontCtx<S>>, at: Option<Version>, q: R
     };
     match res {
         Ok(ReadResult::Range(r)) => (
-            r.key_values.into_iter().map(|(k, v)| KeyValue::new(k.to_vec(), v.to_vec())).collect(),
+            r.key_values
+                .into_iter()
+                .map(|(k, v)| KeyValue::new(k.to_vec(), v.to_vec()))
+                .collect(),
             r.has_more,
             None,
         ),
-        Ok(ReadResult::Value(_)) => (Vec::new(), false, Some("INTERNAL: point result for a range read".into())),
+        Ok(ReadResult::Value(_)) => (
+            Vec::new(),
+            false,
+            Some("INTERNAL: point result for a range read".into()),
+        ),
         Err(e) => (Vec::new(), false, Some(err_text(&e))),
     }
 }
@@ -706,11 +908,17 @@ impl From<Result<Option<Bytes>, ServiceError>> for GetResponse {
 
 fn set_fault<S: KvService>(ctx: &FrontCtx<S>, r: FaultInjectionRequest) -> FaultInjectionResponse {
     if !ctx.limits.enable_fault_injection {
-        return FaultInjectionResponse::new(false, "fault injection is disabled (thrift.enable_fault_injection = false)".to_string());
+        return FaultInjectionResponse::new(
+            false,
+            "fault injection is disabled (thrift.enable_fault_injection = false)".to_string(),
+        );
     }
     let p = r.probability.map(|p| p.0).unwrap_or(0.0);
     if !(0.0..=1.0).contains(&p) {
-        return FaultInjectionResponse::new(false, format!("INVALID_ARGUMENT: probability {p} is outside 0..1"));
+        return FaultInjectionResponse::new(
+            false,
+            format!("INVALID_ARGUMENT: probability {p} is outside 0..1"),
+        );
     }
     let ms = r.duration_ms.unwrap_or(0).max(0) as u64;
     let kind = match r.fault_type.as_str() {
@@ -739,12 +947,25 @@ fn set_fault<S: KvService>(ctx: &FrontCtx<S>, r: FaultInjectionRequest) -> Fault
         _ => None,
     };
     let target = r.target_operation.filter(|t| !t.is_empty() && t != "*");
-    ctx.faults.borrow_mut().push(Fault { kind, probability: p, target, until });
+    ctx.faults.borrow_mut().push(Fault {
+        kind,
+        probability: p,
+        target,
+        until,
+    });
     FaultInjectionResponse::new(true, None::<String>)
 }
 
 fn node_status(n: &crate::service::ReplicaStatus) -> NodeStatus {
-    NodeStatus::new(n.id as i32, n.endpoint.clone(), n.status.to_string(), n.is_primary, n.last_seen_unix_ms, n.view as i64, n.uptime_seconds)
+    NodeStatus::new(
+        n.id as i32,
+        n.endpoint.clone(),
+        n.status.to_string(),
+        n.is_primary,
+        n.last_seen_unix_ms,
+        n.view as i64,
+        n.uptime_seconds,
+    )
 }
 
 fn cluster_health<S: KvService>(service: &S) -> ClusterHealth {
@@ -760,7 +981,14 @@ fn cluster_health<S: KvService>(service: &S) -> ClusterHealth {
         "unhealthy"
     };
     let term = nodes.iter().map(|n| n.view).max().unwrap_or(0);
-    ClusterHealth::new(nodes.iter().map(node_status).collect(), healthy as i32, total as i32, leader, status.to_string(), term as i64)
+    ClusterHealth::new(
+        nodes.iter().map(node_status).collect(),
+        healthy as i32,
+        total as i32,
+        leader,
+        status.to_string(),
+        term as i64,
+    )
 }
 
 fn database_stats<S: KvService>(ctx: &FrontCtx<S>) -> DatabaseStats {
@@ -772,7 +1000,9 @@ fn database_stats<S: KvService>(ctx: &FrontCtx<S>) -> DatabaseStats {
         total_size_bytes: bytes as i64,
         write_operations_count: s.writes.get() as i64,
         read_operations_count: s.reads.get() as i64,
-        average_response_time_ms: thrift::OrderedFloat::from(s.latency_us_total.get() as f64 / n as f64 / 1000.0),
+        average_response_time_ms: thrift::OrderedFloat::from(
+            s.latency_us_total.get() as f64 / n as f64 / 1000.0,
+        ),
         active_transactions: ctx.txns.borrow().open_count() as i64,
         committed_transactions: s.committed_txns.get() as i64,
         aborted_transactions: s.aborted_txns.get() as i64,

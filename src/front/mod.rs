@@ -39,7 +39,11 @@ pub enum FrontError {
 
 /// Starts the front on its own glommio executor. `make_service` runs on that executor's thread.
 /// Returns once the port is bound (so callers can report "listening" truthfully).
-pub fn start_front<S, F>(limits: ThriftSection, placement: Placement, make_service: F) -> Result<FrontHandle, FrontError>
+pub fn start_front<S, F>(
+    limits: ThriftSection,
+    placement: Placement,
+    make_service: F,
+) -> Result<FrontHandle, FrontError>
 where
     S: KvService,
     F: FnOnce() -> S + Send + 'static,
@@ -52,14 +56,20 @@ where
             let listener = match glommio::net::TcpListener::bind(&addr) {
                 Ok(l) => l,
                 Err(e) => {
-                    let _ = tx.send(Err(FrontError::Bind { addr, message: e.to_string() }));
+                    let _ = tx.send(Err(FrontError::Bind {
+                        addr,
+                        message: e.to_string(),
+                    }));
                     return;
                 }
             };
             let local = match listener.local_addr() {
                 Ok(a) => a,
                 Err(e) => {
-                    let _ = tx.send(Err(FrontError::Bind { addr, message: e.to_string() }));
+                    let _ = tx.send(Err(FrontError::Bind {
+                        addr,
+                        message: e.to_string(),
+                    }));
                     return;
                 }
             };

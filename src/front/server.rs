@@ -48,7 +48,10 @@ pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<Fr
             }
         };
         if open.get() >= ctx.limits.max_connections {
-            tracing::warn!(limit = ctx.limits.max_connections, "connection refused: thrift.max_connections reached");
+            tracing::warn!(
+                limit = ctx.limits.max_connections,
+                "connection refused: thrift.max_connections reached"
+            );
             drop(stream);
             continue;
         }
@@ -56,7 +59,10 @@ pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<Fr
         let ctx = ctx.clone();
         let open2 = open.clone();
         glommio::spawn_local(async move {
-            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             if let Err(reason) = serve_connection(stream, ctx).await {
                 tracing::info!(%peer, %reason, "closed thrift connection");
             }
@@ -67,10 +73,15 @@ pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<Fr
 }
 
 /// Serves one connection until the peer closes it or sends something unusable.
-async fn serve_connection<S: KvService>(stream: TcpStream, ctx: Rc<FrontCtx<S>>) -> Result<(), String> {
+async fn serve_connection<S: KvService>(
+    stream: TcpStream,
+    ctx: Rc<FrontCtx<S>>,
+) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = futures_lite::io::split(stream);
-    let (tx, rx) = glommio::channels::local_channel::new_bounded::<Outgoing>(ctx.limits.max_in_flight_per_connection as usize);
+    let (tx, rx) = glommio::channels::local_channel::new_bounded::<Outgoing>(
+        ctx.limits.max_in_flight_per_connection as usize,
+    );
     let writer: JoinHandle<Result<(), String>> = glommio::spawn_local(run_writer(rx, wr)).detach();
     let session = Rc::new(RefCell::new(Session::default()));
     let max = ctx.limits.max_message_bytes as usize;
@@ -131,7 +142,10 @@ async fn serve_connection<S: KvService>(stream: TcpStream, ctx: Rc<FrontCtx<S>>)
             Ok(0) => {
                 buf.truncate(len);
                 if start < buf.len() {
-                    break Err(format!("connection closed inside a message ({} bytes pending)", buf.len() - start));
+                    break Err(format!(
+                        "connection closed inside a message ({} bytes pending)",
+                        buf.len() - start
+                    ));
                 }
                 break Ok(());
             }
@@ -170,7 +184,9 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin>(
             };
             match resp {
                 Ok(r) => wire::encode_reply(&mut out, &item.name, item.sequence, &r, item.framed),
-                Err(e) => wire::encode_exception(&mut out, &item.name, item.sequence, &e, item.framed),
+                Err(e) => {
+                    wire::encode_exception(&mut out, &item.name, item.sequence, &e, item.framed)
+                }
             }
             match poll_once(rx.recv()).await {
                 Some(Some(i)) => item = i,
@@ -187,7 +203,10 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin>(
     flush(&mut wr, &mut out).await
 }
 
-async fn flush<W: futures_lite::AsyncWrite + Unpin>(wr: &mut W, out: &mut Vec<u8>) -> Result<(), String> {
+async fn flush<W: futures_lite::AsyncWrite + Unpin>(
+    wr: &mut W,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
     if out.is_empty() {
         return Ok(());
     }

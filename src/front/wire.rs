@@ -94,7 +94,10 @@ pub fn decode(msg: &[u8]) -> Result<Incoming, thrift::Error> {
     let mut p = TBinaryInputProtocol::new(msg, false);
     let header = p.read_message_begin()?;
     let name = header.name.clone();
-    let call = if !matches!(header.message_type, TMessageType::Call | TMessageType::OneWay) {
+    let call = if !matches!(
+        header.message_type,
+        TMessageType::Call | TMessageType::OneWay
+    ) {
         Err(ApplicationError::new(
             ApplicationErrorKind::InvalidMessageType,
             format!("expected a call, got {:?}", header.message_type),
@@ -148,7 +151,11 @@ fn read_args<T: TSerializable>(p: &mut dyn TInputProtocol) -> thrift::Result<T> 
 /// Appends a framed or unframed reply message to `out`.
 pub fn encode_reply(out: &mut Vec<u8>, name: &str, sequence: i32, resp: &Response, framed: bool) {
     encode_with(out, framed, |p| {
-        p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Reply, sequence))?;
+        p.write_message_begin(&TMessageIdentifier::new(
+            name,
+            TMessageType::Reply,
+            sequence,
+        ))?;
         p.write_struct_begin(&TStructIdentifier::new("result"))?;
         p.write_field_begin(&TFieldIdentifier::new("success", TType::Struct, 0))?;
         resp.write(p)?;
@@ -160,9 +167,19 @@ pub fn encode_reply(out: &mut Vec<u8>, name: &str, sequence: i32, resp: &Respons
 }
 
 /// Appends an application-exception reply to `out`.
-pub fn encode_exception(out: &mut Vec<u8>, name: &str, sequence: i32, e: &ApplicationError, framed: bool) {
+pub fn encode_exception(
+    out: &mut Vec<u8>,
+    name: &str,
+    sequence: i32,
+    e: &ApplicationError,
+    framed: bool,
+) {
     encode_with(out, framed, |p| {
-        p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Exception, sequence))?;
+        p.write_message_begin(&TMessageIdentifier::new(
+            name,
+            TMessageType::Exception,
+            sequence,
+        ))?;
         thrift::Error::write_application_error_to_out_protocol(e, p)?;
         p.write_message_end()
     });
@@ -182,7 +199,6 @@ where
         // Writing to a Vec cannot fail; an encoding bug would show as a short reply, which the
         // truncate below keeps from being sent half-written.
         if f(&mut p).is_err() {
-            drop(p);
             out.truncate(start);
             return;
         }
@@ -200,9 +216,12 @@ mod tests {
     fn call_bytes(name: &str, req: &impl TSerializable) -> Vec<u8> {
         let mut out = Vec::new();
         let mut p = TBinaryOutputProtocol::new(&mut out, true);
-        p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, 9)).unwrap();
-        p.write_struct_begin(&TStructIdentifier::new("args")).unwrap();
-        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1)).unwrap();
+        p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, 9))
+            .unwrap();
+        p.write_struct_begin(&TStructIdentifier::new("args"))
+            .unwrap();
+        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
+            .unwrap();
         req.write_to_out_protocol(&mut p).unwrap();
         p.write_field_end().unwrap();
         p.write_field_stop().unwrap();
@@ -215,7 +234,10 @@ mod tests {
     fn decodes_a_call_and_rejects_unknown_methods() {
         let req = SetKeyRequest::new(b"k".to_vec(), b"v".to_vec(), None::<String>);
         let bytes = call_bytes("setKey", &req);
-        assert_eq!(super::super::codec::binary_message_len(&bytes).unwrap(), Some(bytes.len()));
+        assert_eq!(
+            super::super::codec::binary_message_len(&bytes).unwrap(),
+            Some(bytes.len())
+        );
         let inc = decode(&bytes).unwrap();
         assert_eq!(inc.sequence, 9);
         match inc.call {
@@ -223,7 +245,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let inc = decode(&call_bytes("noSuchMethod", &req)).unwrap();
-        assert_eq!(inc.call.unwrap_err().kind, ApplicationErrorKind::UnknownMethod);
+        assert_eq!(
+            inc.call.unwrap_err().kind,
+            ApplicationErrorKind::UnknownMethod
+        );
         assert_eq!(METHODS.len(), 23);
     }
 

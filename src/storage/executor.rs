@@ -72,7 +72,8 @@ impl KvStoreExecutor {
         bopts.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&bopts);
         let db = DB::open(&opts, path)?;
-        let next_sequence = Sequence(read_u64(&db, keys::META_APPLIED_SEQUENCE)?.map_or(1, |s| s + 1));
+        let next_sequence =
+            Sequence(read_u64(&db, keys::META_APPLIED_SEQUENCE)?.map_or(1, |s| s + 1));
         let last_version = Version(read_u64(&db, keys::META_LAST_VERSION)?.unwrap_or(0));
         let shared = Arc::new(Shared::default());
         shared.last_version.store(last_version.0, Ordering::SeqCst);

@@ -137,7 +137,17 @@ mod tests {
 
     #[test]
     fn encoded_order_matches_user_order() {
-        let keys: Vec<&[u8]> = vec![b"", b"\x00", b"\x00\x00", b"\x00\x01", b"a", b"a\x00", b"ab", b"a\xff", b"\xff"];
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\x00",
+            b"\x00\x00",
+            b"\x00\x01",
+            b"a",
+            b"a\x00",
+            b"ab",
+            b"a\xff",
+            b"\xff",
+        ];
         for w in keys.windows(2) {
             for (va, vb) in [(1u64, 1u64), (1, 100), (100, 1)] {
                 let a = data_key("", w[0], Version(va));
@@ -158,7 +168,10 @@ mod tests {
         assert_eq!(key, b"a\x00b");
         assert_eq!(v, Version(77));
         let g = gc_key(Version(5), "c", b"\x00");
-        assert_eq!(split_gc_key(&g).unwrap(), (Version(5), "c".to_string(), vec![0]));
+        assert_eq!(
+            split_gc_key(&g).unwrap(),
+            (Version(5), "c".to_string(), vec![0])
+        );
         assert_eq!(prefix_successor(b"a\xff").unwrap(), b"b");
         assert_eq!(prefix_successor(b"\xff\xff"), None);
     }

@@ -22,10 +22,18 @@ pub enum StorageError {
     Corrupt(String),
     #[error("batch {got} applied out of order: the store expects {expected}")]
     OutOfOrder { expected: Sequence, got: Sequence },
-    #[error("read version {read_version} is older than the oldest version kept ({oldest}): TOO_OLD")]
-    TooOld { read_version: Version, oldest: Version },
+    #[error(
+        "read version {read_version} is older than the oldest version kept ({oldest}): TOO_OLD"
+    )]
+    TooOld {
+        read_version: Version,
+        oldest: Version,
+    },
     #[error("read version {read_version} is newer than the latest applied version {latest}")]
-    FutureVersion { read_version: Version, latest: Version },
+    FutureVersion {
+        read_version: Version,
+        latest: Version,
+    },
     #[error("invalid range: {0}")]
     InvalidRange(String),
 }
@@ -58,19 +66,29 @@ pub fn inspect(path: &std::path::Path, key: Option<&[u8]>) -> Result<InspectRepo
     };
     let applied_sequence = u64_of(keys::META_APPLIED_SEQUENCE)?;
     let last_version = u64_of(keys::META_LAST_VERSION)?;
-    let approximate_keys = db.property_int_value("rocksdb.estimate-num-keys")?.unwrap_or(0);
+    let approximate_keys = db
+        .property_int_value("rocksdb.estimate-num-keys")?
+        .unwrap_or(0);
     let value = match key {
         None => None,
         Some(k) => {
             let mut it = db.raw_iterator();
             it.seek(keys::data_key("", k, Version(last_version)));
             match (it.key(), it.value()) {
-                (Some(dk), Some(v)) if dk.starts_with(&keys::data_key_prefix("", k)) && v.first() == Some(&keys::TAG_PUT) => {
+                (Some(dk), Some(v))
+                    if dk.starts_with(&keys::data_key_prefix("", k))
+                        && v.first() == Some(&keys::TAG_PUT) =>
+                {
                     Some(bytes::Bytes::copy_from_slice(&v[1..]))
                 }
                 _ => None,
             }
         }
     };
-    Ok(InspectReport { applied_sequence, last_version, approximate_keys, value })
+    Ok(InspectReport {
+        applied_sequence,
+        last_version,
+        approximate_keys,
+        value,
+    })
 }

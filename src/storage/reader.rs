@@ -185,9 +185,9 @@ impl<'a> Cursor<'a> {
         let (Some(k), Some(v)) = (self.it.key(), self.it.value()) else {
             return Ok(None);
         };
-        let rest = k
-            .strip_prefix(self.cf_prefix.as_slice())
-            .ok_or_else(|| StorageError::Corrupt(format!("key {k:02x?} outside its column family")))?;
+        let rest = k.strip_prefix(self.cf_prefix.as_slice()).ok_or_else(|| {
+            StorageError::Corrupt(format!("key {k:02x?} outside its column family"))
+        })?;
         let (key, ver) = keys::split_data_key(rest)
             .ok_or_else(|| StorageError::Corrupt(format!("bad data key {k:02x?}")))?;
         Ok(Some((key, ver, v.first() == Some(&TAG_PUT))))
@@ -205,7 +205,11 @@ impl<'a> Cursor<'a> {
     }
 
     /// The first visible key `>= from` (`> from` when `exclusive`).
-    fn next_visible(&mut self, from: &[u8], exclusive: bool) -> Result<Option<Vec<u8>>, StorageError> {
+    fn next_visible(
+        &mut self,
+        from: &[u8],
+        exclusive: bool,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         let prefix = keys::data_key_prefix(self.cf, from);
         if exclusive {
             match keys::prefix_successor(&prefix) {
@@ -259,7 +263,12 @@ impl<'a> Cursor<'a> {
 
     /// Resolves a key selector: the first visible key `>= key` (`> key` when `after`), moved by
     /// `offset` visible keys. `None` means "past the last key".
-    fn select(&mut self, key: &[u8], after: bool, offset: i32) -> Result<Option<Vec<u8>>, StorageError> {
+    fn select(
+        &mut self,
+        key: &[u8],
+        after: bool,
+        offset: i32,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         let mut pos = self.next_visible(key, after)?;
         if offset > 0 {
             for _ in 0..offset {

@@ -12,17 +12,28 @@ fn b(s: &str) -> Bytes {
 }
 
 fn set(k: &str, v: &str) -> WriteOp {
-    WriteOp::Set { cf: "".into(), key: b(k), value: b(v) }
+    WriteOp::Set {
+        cf: "".into(),
+        key: b(k),
+        value: b(v),
+    }
 }
 
 fn del(k: &str) -> WriteOp {
-    WriteOp::Delete { cf: "".into(), key: b(k) }
+    WriteOp::Delete {
+        cf: "".into(),
+        key: b(k),
+    }
 }
 
 fn open(dir: &tempfile::TempDir, window: u64) -> KvStoreExecutor {
     KvStoreExecutor::open(
         dir.path(),
-        StoreOptions { mvcc_window_versions: window, sync_writes: false, ..StoreOptions::default() },
+        StoreOptions {
+            mvcc_window_versions: window,
+            sync_writes: false,
+            ..StoreOptions::default()
+        },
     )
     .unwrap()
 }
@@ -67,20 +78,40 @@ fn apply_is_exactly_once_across_reopen() {
     {
         let mut e = open(&dir, 1000);
         assert_eq!(e.next_expected_sequence(), Sequence(1));
-        let o = e.apply(Sequence(1), &[Command::blind(vec![set("a", "1")])]).unwrap().unwrap();
-        assert_eq!(committed(&o[0]), Version(1));
-        e.apply(Sequence(2), &[Command::blind(vec![set("b", "2")]), Command::blind(vec![set("c", "3")])])
+        let o = e
+            .apply(Sequence(1), &[Command::blind(vec![set("a", "1")])])
             .unwrap()
             .unwrap();
+        assert_eq!(committed(&o[0]), Version(1));
+        e.apply(
+            Sequence(2),
+            &[
+                Command::blind(vec![set("b", "2")]),
+                Command::blind(vec![set("c", "3")]),
+            ],
+        )
+        .unwrap()
+        .unwrap();
         // A gap is refused, a replay is skipped.
-        assert!(matches!(e.apply(Sequence(4), &[]), Err(StorageError::OutOfOrder { .. })));
-        assert_eq!(e.apply(Sequence(2), &[Command::blind(vec![set("b", "X")])]).unwrap(), None);
+        assert!(matches!(
+            e.apply(Sequence(4), &[]),
+            Err(StorageError::OutOfOrder { .. })
+        ));
+        assert_eq!(
+            e.apply(Sequence(2), &[Command::blind(vec![set("b", "X")])])
+                .unwrap(),
+            None
+        );
     }
     let mut e = open(&dir, 1000);
     assert_eq!(e.next_expected_sequence(), Sequence(3));
     assert_eq!(e.last_version(), Version(3));
     // Replaying the already-applied batch after the restart changes nothing.
-    assert_eq!(e.apply(Sequence(2), &[Command::blind(vec![set("b", "X")])]).unwrap(), None);
+    assert_eq!(
+        e.apply(Sequence(2), &[Command::blind(vec![set("b", "X")])])
+            .unwrap(),
+        None
+    );
     let r = e.reader();
     assert_eq!(r.get("", b"b", Version(3)).unwrap(), Some(b("2")));
     let o = apply(&mut e, vec![Command::blind(vec![set("d", "4")])]);
@@ -100,7 +131,10 @@ fn conflicting_transactions_exactly_one_commits() {
     // Both in one batch: the first commits, the second sees the first's write.
     let o = apply(&mut e, vec![txn("1"), txn("2")]);
     committed(&o[0]);
-    assert!(matches!(&o[1], Outcome::Conflict { key } if key == &b("k")), "{o:?}");
+    assert!(
+        matches!(&o[1], Outcome::Conflict { key } if key == &b("k")),
+        "{o:?}"
+    );
     // And across batches.
     let o = apply(&mut e, vec![txn("3")]);
     assert!(matches!(o[0], Outcome::Conflict { .. }));
@@ -123,13 +157,27 @@ fn range_conflicts_and_column_families() {
     let reads = |cf: &str, lo: &str, hi: &str| Command {
         read_version: Some(rv),
         writes: vec![set("z", "w")],
-        read_conflicts: vec![KeyRange { cf: cf.into(), begin: b(lo), end: b(hi) }],
+        read_conflicts: vec![KeyRange {
+            cf: cf.into(),
+            begin: b(lo),
+            end: b(hi),
+        }],
     };
-    assert!(matches!(apply(&mut e, vec![reads("", "k", "n")])[0], Outcome::Conflict { .. }));
+    assert!(matches!(
+        apply(&mut e, vec![reads("", "k", "n")])[0],
+        Outcome::Conflict { .. }
+    ));
     committed(&apply(&mut e, vec![reads("", "n", "y")])[0]);
     // "m" in another column family is a different key.
     committed(&apply(&mut e, vec![reads("other", "k", "n")])[0]);
-    apply(&mut e, vec![Command::blind(vec![WriteOp::Set { cf: "other".into(), key: b("m"), value: b("cf") }])]);
+    apply(
+        &mut e,
+        vec![Command::blind(vec![WriteOp::Set {
+            cf: "other".into(),
+            key: b("m"),
+            value: b("cf"),
+        }])],
+    );
     let r = e.reader();
     let v = r.last_version();
     assert_eq!(r.get("other", b"m", v).unwrap(), Some(b("cf")));
@@ -149,7 +197,10 @@ fn snapshot_reads_see_old_values_after_overwrite_and_delete() {
     assert_eq!(r.get("", b"k", v1).unwrap(), Some(b("old")));
     assert_eq!(r.get("", b"k", v2).unwrap(), Some(b("new")));
     assert_eq!(r.get("", b"k", v3).unwrap(), None);
-    assert!(matches!(r.get("", b"k", Version(99)), Err(StorageError::FutureVersion { .. })));
+    assert!(matches!(
+        r.get("", b"k", Version(99)),
+        Err(StorageError::FutureVersion { .. })
+    ));
     assert_eq!(range_all(&r, q("", "\u{7f}"), v2), vec!["k"]);
     assert!(range_all(&r, q("", "\u{7f}"), v3).is_empty());
 }
@@ -159,9 +210,18 @@ fn range_selector_rules() {
     let dir = tempfile::tempdir().unwrap();
     let mut e = open(&dir, 1000);
     let keys = ["a", "b", "c", "d", "e"];
-    apply(&mut e, vec![Command::blind(keys.iter().map(|k| set(k, k)).collect())]);
+    apply(
+        &mut e,
+        vec![Command::blind(keys.iter().map(|k| set(k, k)).collect())],
+    );
     // A deleted key is invisible to every selector.
-    apply(&mut e, vec![Command::blind(vec![set("bb", "x")]), Command::blind(vec![del("bb")])]);
+    apply(
+        &mut e,
+        vec![
+            Command::blind(vec![set("bb", "x")]),
+            Command::blind(vec![del("bb")]),
+        ],
+    );
     let r = e.reader();
     let v = r.last_version();
     assert_eq!(range_all(&r, q("b", "d"), v), vec!["b", "c"]);
@@ -181,7 +241,11 @@ fn range_selector_rules() {
     assert_eq!(range_all(&r, x, v), vec!["c"]);
     let mut x = q("a", "\u{7f}");
     x.begin_offset = -5;
-    assert_eq!(range_all(&r, x, v), keys.to_vec(), "clamped at the first key");
+    assert_eq!(
+        range_all(&r, x, v),
+        keys.to_vec(),
+        "clamped at the first key"
+    );
     // Limits and has_more: exactly `limit` keys means no more.
     let mut x = q("a", "\u{7f}");
     x.limit = 5;
@@ -203,11 +267,21 @@ fn versionstamps_fill_the_last_ten_bytes() {
     let o = apply(
         &mut e,
         vec![Command::blind(vec![
-            WriteOp::SetVersionstampedKey { cf: "".into(), key_prefix: b("user/0123456789"), value: b("v") },
-            WriteOp::SetVersionstampedValue { cf: "".into(), key: b("vs"), value_prefix: b("val:0123456789") },
+            WriteOp::SetVersionstampedKey {
+                cf: "".into(),
+                key_prefix: b("user/0123456789"),
+                value: b("v"),
+            },
+            WriteOp::SetVersionstampedValue {
+                cf: "".into(),
+                key: b("vs"),
+                value_prefix: b("val:0123456789"),
+            },
         ])],
     );
-    let Outcome::Committed { version, generated } = &o[0] else { panic!("{o:?}") };
+    let Outcome::Committed { version, generated } = &o[0] else {
+        panic!("{o:?}")
+    };
     assert_eq!(*version, Version(2));
     let mut want_key = b"user/".to_vec();
     want_key.extend_from_slice(&2u64.to_be_bytes());
@@ -219,11 +293,21 @@ fn versionstamps_fill_the_last_ten_bytes() {
     assert_eq!(generated[1], Bytes::from(want_val.clone()));
     let r = e.reader();
     assert_eq!(r.get_latest("", &want_key).unwrap(), Some(b("v")));
-    assert_eq!(r.get_latest("", b"vs").unwrap(), Some(Bytes::from(want_val)));
+    assert_eq!(
+        r.get_latest("", b"vs").unwrap(),
+        Some(Bytes::from(want_val))
+    );
     // Too short: refused at apply, nothing written.
     let o = apply(
         &mut e,
-        vec![Command::blind(vec![set("partial", "no"), WriteOp::SetVersionstampedKey { cf: "".into(), key_prefix: b("short"), value: b("v") }])],
+        vec![Command::blind(vec![
+            set("partial", "no"),
+            WriteOp::SetVersionstampedKey {
+                cf: "".into(),
+                key_prefix: b("short"),
+                value: b("v"),
+            },
+        ])],
     );
     assert!(matches!(&o[0], Outcome::Invalid(m) if m.contains("at least 10")));
     assert_eq!(e.reader().get_latest("", b"partial").unwrap(), None);
@@ -242,27 +326,45 @@ fn gc_removes_old_versions_and_old_reads_fail_too_old() {
     let r = e.reader();
     let latest = r.last_version();
     assert_eq!(r.oldest_version(), Version(latest.0 - 3));
-    assert!(matches!(r.get("", b"k", v1), Err(StorageError::TooOld { .. })));
+    assert!(matches!(
+        r.get("", b"k", v1),
+        Err(StorageError::TooOld { .. })
+    ));
     assert_eq!(r.get("", b"k", r.oldest_version()).unwrap(), Some(b("7")));
     // Count raw version entries of "k": only versions the window can still see remain.
     let prefix = keys::data_key_prefix("", b"k");
     let n = e
         .db()
         .prefix_iterator(&prefix)
-        .take_while(|kv| kv.as_ref().map(|(k, _)| k.starts_with(&prefix)).unwrap_or(false))
+        .take_while(|kv| {
+            kv.as_ref()
+                .map(|(k, _)| k.starts_with(&prefix))
+                .unwrap_or(false)
+        })
         .count();
     assert!(n <= 4, "{n} versions of k remain");
     let gone = keys::data_key_prefix("", b"gone");
     let n = e
         .db()
         .prefix_iterator(&gone)
-        .take_while(|kv| kv.as_ref().map(|(k, _)| k.starts_with(&gone)).unwrap_or(false))
+        .take_while(|kv| {
+            kv.as_ref()
+                .map(|(k, _)| k.starts_with(&gone))
+                .unwrap_or(false)
+        })
         .count();
-    assert_eq!(n, 0, "a deleted key leaves nothing once its tombstone left the window");
+    assert_eq!(
+        n, 0,
+        "a deleted key leaves nothing once its tombstone left the window"
+    );
     // A transaction whose read version left the window cannot commit.
     let o = apply(
         &mut e,
-        vec![Command { read_version: Some(v1), writes: vec![set("k", "late")], read_conflicts: vec![single_key_range("", &b("k"))] }],
+        vec![Command {
+            read_version: Some(v1),
+            writes: vec![set("k", "late")],
+            read_conflicts: vec![single_key_range("", &b("k"))],
+        }],
     );
     assert!(matches!(o[0], Outcome::TooOld { .. }));
 }
@@ -280,12 +382,25 @@ fn identical_logs_give_identical_bytes() {
             writes: vec![set(&k, &i.to_string())],
             read_conflicts: vec![single_key_range("", &b(&format!("k{}", (i + 1) % 7)))],
         };
-        let a = apply(&mut e1, vec![cmd.clone(), Command::blind(vec![del(&format!("k{}", i % 5))])]);
-        let b2 = apply(&mut e2, vec![cmd, Command::blind(vec![del(&format!("k{}", i % 5))])]);
+        let a = apply(
+            &mut e1,
+            vec![
+                cmd.clone(),
+                Command::blind(vec![del(&format!("k{}", i % 5))]),
+            ],
+        );
+        let b2 = apply(
+            &mut e2,
+            vec![cmd, Command::blind(vec![del(&format!("k{}", i % 5))])],
+        );
         assert_eq!(a, b2);
     }
-    let dump = |e: &KvStoreExecutor| -> Vec<(Box<[u8]>, Box<[u8]>)> {
-        e.db().iterator(rocksdb::IteratorMode::Start).map(|kv| kv.unwrap()).collect()
+    type Dump = Vec<(Box<[u8]>, Box<[u8]>)>;
+    let dump = |e: &KvStoreExecutor| -> Dump {
+        e.db()
+            .iterator(rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap())
+            .collect()
     };
     assert_eq!(dump(&e1), dump(&e2));
 }

@@ -31,7 +31,8 @@ impl TransportFaults {
         self.blocked_from.store(v, Ordering::SeqCst);
     }
     pub fn set_drop_per_million(&self, n: u32) {
-        self.drop_per_million.store(n.min(1_000_000), Ordering::SeqCst);
+        self.drop_per_million
+            .store(n.min(1_000_000), Ordering::SeqCst);
     }
     pub fn set_delay_us(&self, us: u64) {
         self.delay_us.store(us, Ordering::SeqCst);

@@ -125,7 +125,9 @@ pub fn parse_hello(h: &[u8; HELLO_BYTES]) -> Result<HelloHeader, HandshakeError>
     if h.version.get() != PROTOCOL_VERSION {
         return Err(HandshakeError::Version(h.version.get()));
     }
-    if h.cluster_id_len.get() as usize > CLUSTER_ID_BYTES_MAX || h.secret_len.get() as usize > SECRET_BYTES_MAX {
+    if h.cluster_id_len.get() as usize > CLUSTER_ID_BYTES_MAX
+        || h.secret_len.get() as usize > SECRET_BYTES_MAX
+    {
         return Err(HandshakeError::TooLong);
     }
     Ok(h)
@@ -142,7 +144,9 @@ pub fn check_hello(
     let n = h.cluster_id_len.get() as usize;
     let (cid, sec) = rest.split_at(n.min(rest.len()));
     if cid != cluster_id.as_bytes() {
-        return Err(HandshakeError::Cluster(String::from_utf8_lossy(cid).into_owned()));
+        return Err(HandshakeError::Cluster(
+            String::from_utf8_lossy(cid).into_owned(),
+        ));
     }
     let id = h.replica_id.get();
     if id as u32 >= replica_count {
@@ -155,9 +159,13 @@ pub fn check_hello(
 }
 
 pub fn encode_ack(status: u16) -> Vec<u8> {
-    HelloAck { magic: MAGIC, version: U16::new(PROTOCOL_VERSION), status: U16::new(status) }
-        .as_bytes()
-        .to_vec()
+    HelloAck {
+        magic: MAGIC,
+        version: U16::new(PROTOCOL_VERSION),
+        status: U16::new(status),
+    }
+    .as_bytes()
+    .to_vec()
 }
 
 pub fn parse_ack(b: &[u8; ACK_BYTES]) -> Result<(), HandshakeError> {
@@ -190,9 +198,18 @@ mod tests {
         let hh = parse_hello(&h).unwrap();
         let rest = &b[HELLO_BYTES..];
         assert_eq!(check_hello(&hh, rest, "c1", b"s3cret", 3), Ok(2));
-        assert!(matches!(check_hello(&hh, rest, "c2", b"s3cret", 3), Err(HandshakeError::Cluster(_))));
-        assert_eq!(check_hello(&hh, rest, "c1", b"other!", 3), Err(HandshakeError::Secret));
-        assert_eq!(check_hello(&hh, rest, "c1", b"s3cret", 2), Err(HandshakeError::Replica(2)));
+        assert!(matches!(
+            check_hello(&hh, rest, "c2", b"s3cret", 3),
+            Err(HandshakeError::Cluster(_))
+        ));
+        assert_eq!(
+            check_hello(&hh, rest, "c1", b"other!", 3),
+            Err(HandshakeError::Secret)
+        );
+        assert_eq!(
+            check_hello(&hh, rest, "c1", b"s3cret", 2),
+            Err(HandshakeError::Replica(2))
+        );
         let mut bad = h;
         bad[0] = b'X';
         assert!(parse_hello(&bad).is_err());

@@ -34,17 +34,27 @@ pub struct TransportConfig {
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const WRITE_BATCH_BYTES_MAX: usize = 4 << 20;
 
-async fn with_deadline<T>(d: Duration, f: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+async fn with_deadline<T>(
+    d: Duration,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
     futures_lite::future::or(f, async move {
         glommio::timer::sleep(d).await;
-        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "timed out",
+        ))
     })
     .await
 }
 
 /// Accepts peers' connections and delivers their frames until the listener fails.
-pub async fn run_listener<F>(listener: TcpListener, cfg: Rc<TransportConfig>, faults: Arc<TransportFaults>, deliver: F)
-where
+pub async fn run_listener<F>(
+    listener: TcpListener,
+    cfg: Rc<TransportConfig>,
+    faults: Arc<TransportFaults>,
+    deliver: F,
+) where
     F: Fn(Inbound) + 'static,
 {
     let deliver = Rc::new(deliver);
@@ -78,18 +88,26 @@ async fn serve_peer(
     let _ = stream.set_nodelay(true);
     let from = {
         let mut h = [0u8; HELLO_BYTES];
-        with_deadline(cfg.connect_timeout, stream.read_exact(&mut h)).await.map_err(|e| e.to_string())?;
+        with_deadline(cfg.connect_timeout, stream.read_exact(&mut h))
+            .await
+            .map_err(|e| e.to_string())?;
         let res = match frame::parse_hello(&h) {
             Ok(hh) => {
-                let mut rest = vec![0u8; hh.cluster_id_len.get() as usize + hh.secret_len.get() as usize];
-                with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest)).await.map_err(|e| e.to_string())?;
+                let mut rest =
+                    vec![0u8; hh.cluster_id_len.get() as usize + hh.secret_len.get() as usize];
+                with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 frame::check_hello(&hh, &rest, &cfg.cluster_id, &cfg.secret, cfg.replica_count)
             }
             Err(e) => Err(e),
         };
         match res {
             Ok(id) => {
-                stream.write_all(&frame::encode_ack(0)).await.map_err(|e| e.to_string())?;
+                stream
+                    .write_all(&frame::encode_ack(0))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 id
             }
             Err(e) => {
@@ -104,12 +122,16 @@ async fn serve_peer(
     loop {
         // Deliver every complete frame in the buffer.
         while buf.len() - start >= FRAME_HEADER_BYTES {
-            let h = FrameHeader::read_from_bytes(&buf[start..start + FRAME_HEADER_BYTES]).map_err(|_| "bad frame header")?;
+            let h = FrameHeader::read_from_bytes(&buf[start..start + FRAME_HEADER_BYTES])
+                .map_err(|_| "bad frame header")?;
             let len = h.len.get() as usize;
             if len > cfg.max_frame_bytes as usize {
-                return Err(format!("frame of {len} bytes exceeds network.max_frame_bytes"));
+                return Err(format!(
+                    "frame of {len} bytes exceeds network.max_frame_bytes"
+                ));
             }
-            let kind = FrameKind::from_u8(h.kind).ok_or_else(|| format!("unknown frame kind {}", h.kind))?;
+            let kind = FrameKind::from_u8(h.kind)
+                .ok_or_else(|| format!("unknown frame kind {}", h.kind))?;
             if buf.len() - start < FRAME_HEADER_BYTES + len {
                 break;
             }
@@ -117,7 +139,11 @@ async fn serve_peer(
             let payload = Bytes::copy_from_slice(&buf[p0..p0 + len]);
             start = p0 + len;
             if !faults.drop_from(from) {
-                deliver(Inbound { from, kind, payload });
+                deliver(Inbound {
+                    from,
+                    kind,
+                    payload,
+                });
             }
         }
         if start == buf.len() {
@@ -171,7 +197,12 @@ impl Outbound {
     }
 }
 
-async fn run_peer_writer(cfg: Rc<TransportConfig>, peer: u32, rx: LocalReceiver<(FrameKind, Bytes)>, faults: Arc<TransportFaults>) {
+async fn run_peer_writer(
+    cfg: Rc<TransportConfig>,
+    peer: u32,
+    rx: LocalReceiver<(FrameKind, Bytes)>,
+    faults: Arc<TransportFaults>,
+) {
     let mut backoff = BACKOFF_MIN;
     let mut out: Vec<u8> = Vec::with_capacity(256 << 10);
     // Wait for the first frame before dialing: an idle peer link costs nothing.
@@ -227,11 +258,21 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
         .map_err(|e| format!("bad peer address {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("peer address {addr} resolves to nothing"))?;
-    let mut s = TcpStream::connect_timeout(addr, cfg.connect_timeout).await.map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(addr, cfg.connect_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
-    s.write_all(&frame::encode_hello(cfg.me as u16, &cfg.cluster_id, &cfg.secret)).await.map_err(|e| e.to_string())?;
+    s.write_all(&frame::encode_hello(
+        cfg.me as u16,
+        &cfg.cluster_id,
+        &cfg.secret,
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
     let mut ack = [0u8; ACK_BYTES];
-    with_deadline(cfg.connect_timeout, s.read_exact(&mut ack)).await.map_err(|e| e.to_string())?;
+    with_deadline(cfg.connect_timeout, s.read_exact(&mut ack))
+        .await
+        .map_err(|e| e.to_string())?;
     frame::parse_ack(&ack).map_err(|e| e.to_string())?;
     Ok(s)
 }

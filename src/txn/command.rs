@@ -97,7 +97,10 @@ pub enum Outcome {
     /// A read key or range was written after the read version.
     Conflict { key: Bytes },
     /// The read version is older than the MVCC window keeps.
-    TooOld { read_version: Version, oldest: Version },
+    TooOld {
+        read_version: Version,
+        oldest: Version,
+    },
     /// The command is malformed (checked again at apply so a bad command can never apply).
     Invalid(String),
 }
@@ -113,7 +116,10 @@ impl Command {
 
     /// Total key/value bytes, for size limits and batch accounting.
     pub fn payload_bytes(&self) -> usize {
-        self.writes.iter().map(WriteOp::payload_bytes).sum::<usize>()
+        self.writes
+            .iter()
+            .map(WriteOp::payload_bytes)
+            .sum::<usize>()
             + self
                 .read_conflicts
                 .iter()
@@ -247,7 +253,10 @@ impl Command {
                     key: r.bytes()?,
                     value: r.bytes()?,
                 },
-                2 => WriteOp::Delete { cf, key: r.bytes()? },
+                2 => WriteOp::Delete {
+                    cf,
+                    key: r.bytes()?,
+                },
                 3 => WriteOp::SetVersionstampedKey {
                     cf,
                     key_prefix: r.bytes()?,
@@ -334,10 +343,7 @@ mod tests {
         let b = c.encode_to_bytes();
         assert_eq!(Command::decode(&b).unwrap(), c);
         let blind = Command::blind(vec![]);
-        assert_eq!(
-            Command::decode(&blind.encode_to_bytes()).unwrap(),
-            blind
-        );
+        assert_eq!(Command::decode(&blind.encode_to_bytes()).unwrap(), blind);
     }
 
     #[test]

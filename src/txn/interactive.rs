@@ -57,7 +57,11 @@ impl TxnTable {
                 return Err(TxnError::TooMany(self.max_open));
             }
         }
-        let id = format!("{:012x}-{:08x}", self.id_salt & 0xffff_ffff_ffff, self.next_id);
+        let id = format!(
+            "{:012x}-{:08x}",
+            self.id_salt & 0xffff_ffff_ffff,
+            self.next_id
+        );
         self.next_id += 1;
         self.open.insert(
             id.clone(),

@@ -16,16 +16,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        u => return Err(format!("`{s}` has an unknown unit `{u}` (use us, ms, s, m, h)")),
+        u => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{u}` (use us, ms, s, m, h)"
+            ))
+        }
     };
     Ok(d)
 }
 
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms > 0 && ms % 1000 == 0 {
+    if ms > 0 && ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
-    } else if d.as_micros() % 1000 == 0 {
+    } else if d.as_micros().is_multiple_of(1000) {
         format!("{ms}ms")
     } else {
         format!("{}us", d.as_micros())

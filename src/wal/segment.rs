@@ -119,11 +119,15 @@ async fn create_segment(dir: &Path, first: Lsn, size: u64) -> Result<(DmaFile, P
         // device, so the probe would wrongly succeed and every later DMA read would fail.
         use std::io::Write;
         let mut std_file = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        std_file.write_all(&[0u8; 4096]).map_err(|e| io_err(&tmp, e))?;
+        std_file
+            .write_all(&[0u8; 4096])
+            .map_err(|e| io_err(&tmp, e))?;
         std_file.set_len(size).map_err(|e| io_err(&tmp, e))?;
     }
     let f = open_rw(&tmp, false).await?;
-    f.pre_allocate(size, false).await.map_err(|e| io_err(&tmp, e))?;
+    f.pre_allocate(size, false)
+        .await
+        .map_err(|e| io_err(&tmp, e))?;
     let mut pos = 0u64;
     while pos < size {
         let n = ZERO_CHUNK_BYTES.min((size - pos) as usize);
@@ -147,7 +151,10 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
 impl Wal {
     /// Opens (or creates) the log in `dir` and returns every record it holds, in order.
     /// A torn tail is cut and zeroed; damage before the tail is an error.
-    pub async fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Vec<(Lsn, Bytes)>), WalError> {
+    pub async fn open(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(Wal, Vec<(Lsn, Bytes)>), WalError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let mut found: Vec<Segment> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
@@ -160,7 +167,10 @@ impl Wal {
             }
             if let Some(num) = name.strip_suffix(SEGMENT_SUFFIX) {
                 if let Ok(n) = num.parse::<u64>() {
-                    found.push(Segment { first: Lsn(n), path: entry.path() });
+                    found.push(Segment {
+                        first: Lsn(n),
+                        path: entry.path(),
+                    });
                 }
             }
         }
@@ -171,9 +181,21 @@ impl Wal {
             let (f, path) = create_segment(dir, Lsn(1), segment_bytes).await?;
             let alignment = f.alignment();
             let mut segments = VecDeque::new();
-            segments.push_back(Segment { first: Lsn(1), path });
+            segments.push_back(Segment {
+                first: Lsn(1),
+                path,
+            });
             return Ok((
-                Wal::new(dir, segment_bytes, segments, f, alignment, 0, Vec::new(), Lsn(1)),
+                Wal::new(
+                    dir,
+                    segment_bytes,
+                    segments,
+                    f,
+                    alignment,
+                    0,
+                    Vec::new(),
+                    Lsn(1),
+                ),
                 records,
             ));
         }
@@ -192,7 +214,10 @@ impl Wal {
             }
             let f = open_rw(&seg.path, false).await?;
             let size = f.file_size().await.map_err(|e| io_err(&seg.path, e))?;
-            let data = f.read_at_aligned(0, size as usize).await.map_err(|e| io_err(&seg.path, e))?;
+            let data = f
+                .read_at_aligned(0, size as usize)
+                .await
+                .map_err(|e| io_err(&seg.path, e))?;
             let before = records.len();
             let end = parse_records(&data, next, &mut records);
             next = Lsn(next.0 + (records.len() - before) as u64);
@@ -201,7 +226,10 @@ impl Wal {
                 active = Some((f, end as u64));
             } else {
                 // A full segment's unused end is zeros; anything else means damage mid-log.
-                if data[end..].iter().take(RECORD_HEADER_BYTES).any(|&b| b != 0)
+                if data[end..]
+                    .iter()
+                    .take(RECORD_HEADER_BYTES)
+                    .any(|&b| b != 0)
                     && data.len() - end >= RECORD_HEADER_BYTES
                 {
                     return Err(WalError::Corrupt(format!(
@@ -283,7 +311,10 @@ impl Wal {
         }
         let size = payload.len() + RECORD_HEADER_BYTES;
         if size as u64 > self.segment_bytes - self.alignment {
-            return Err(WalError::TooLarge { size, segment: self.segment_bytes });
+            return Err(WalError::TooLarge {
+                size,
+                segment: self.segment_bytes,
+            });
         }
         let lsn = self.next_lsn;
         self.pending_starts.push(self.pending.len());
@@ -382,7 +413,10 @@ impl Wal {
 
     async fn rotate(&mut self, first: Lsn) -> Result<(), WalError> {
         let path = self.active_path();
-        self.active.fdatasync().await.map_err(|e| io_err(&path, e))?;
+        self.active
+            .fdatasync()
+            .await
+            .map_err(|e| io_err(&path, e))?;
         let (f, p) = create_segment(&self.dir, first, self.segment_bytes).await?;
         let old = std::mem::replace(&mut self.active, f);
         old.close().await.map_err(|e| io_err(&path, e))?;
@@ -394,7 +428,10 @@ impl Wal {
     }
 
     fn active_path(&self) -> PathBuf {
-        self.segments.back().map(|s| s.path.clone()).unwrap_or_default()
+        self.segments
+            .back()
+            .map(|s| s.path.clone())
+            .unwrap_or_default()
     }
 
     /// Deletes whole segments all of whose records are below `lsn` (never the active one).
@@ -415,7 +452,10 @@ impl Wal {
 
     /// The first LSN still retained.
     pub fn first_lsn(&self) -> Lsn {
-        self.segments.front().map(|s| s.first).unwrap_or(self.next_lsn)
+        self.segments
+            .front()
+            .map(|s| s.first)
+            .unwrap_or(self.next_lsn)
     }
 
     pub fn segment_count(&self) -> usize {
@@ -434,7 +474,11 @@ mod tests {
     use glommio::LocalExecutorBuilder;
 
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
-        LocalExecutorBuilder::default().spawn(f).unwrap().join().unwrap();
+        LocalExecutorBuilder::default()
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
@@ -451,7 +495,10 @@ mod tests {
                     assert_eq!(wal.sync().await.unwrap(), Lsn(i as u64 + 1));
                 }
             }
-            assert!(wal.segment_count() > 1, "300 records of ~450 B rotate 64 KiB segments");
+            assert!(
+                wal.segment_count() > 1,
+                "300 records of ~450 B rotate 64 KiB segments"
+            );
             wal.close().await.unwrap();
             let (mut wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
             assert_eq!(recs.len(), 300);
@@ -487,7 +534,12 @@ mod tests {
             wal.close().await.unwrap();
         });
         // Damage the last record's payload, as a torn write would.
-        let seg = std::fs::read_dir(&d2).unwrap().next().unwrap().unwrap().path();
+        let seg = std::fs::read_dir(&d2)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         let mut bytes = std::fs::read(&seg).unwrap();
         let last = 9 * (100 + RECORD_HEADER_BYTES) + RECORD_HEADER_BYTES + 50;
         bytes[last] ^= 0xFF;

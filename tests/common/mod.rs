@@ -9,10 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paxoskv::front::generated::TransactionalKVSyncClient;
-use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol, TInputProtocol, TOutputProtocol};
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TInputProtocol, TOutputProtocol,
+};
 use thrift::transport::{
-    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport, TIoChannel,
-    TTcpChannel,
+    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
+    TIoChannel, TTcpChannel,
 };
 
 pub type Client = TransactionalKVSyncClient<Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>>;
@@ -26,7 +28,11 @@ pub struct Server {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A free port below the kernel's ephemeral range, so that no outgoing connection can take it
@@ -34,10 +40,17 @@ pub fn free_port() -> u16 {
 pub fn free_fixed_port() -> u16 {
     let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
         .unwrap_or(32768);
     let span = low.saturating_sub(12000).max(1000);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
         ^ std::process::id().wrapping_mul(2_654_435_761);
     let mut x = seed as u64 | 1;
     for _ in 0..1000 {
@@ -84,7 +97,12 @@ impl Server {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let (child, addr) = spawn(&args);
-        Server { child, addr, dir, args }
+        Server {
+            child,
+            addr,
+            dir,
+            args,
+        }
     }
 
     /// Stops the process (SIGKILL) and starts it again on the same directories.
@@ -169,17 +187,31 @@ pub fn client(addr: SocketAddr, framed: bool) -> Client {
         }
     };
     stream.set_nodelay(true).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let (r, w) = TTcpChannel::with_stream(stream).split().unwrap();
     let (ip, op): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = if framed {
         (
-            Box::new(TBinaryInputProtocol::new(TFramedReadTransport::new(r), true)),
-            Box::new(TBinaryOutputProtocol::new(TFramedWriteTransport::new(w), true)),
+            Box::new(TBinaryInputProtocol::new(
+                TFramedReadTransport::new(r),
+                true,
+            )),
+            Box::new(TBinaryOutputProtocol::new(
+                TFramedWriteTransport::new(w),
+                true,
+            )),
         )
     } else {
         (
-            Box::new(TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true)),
-            Box::new(TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true)),
+            Box::new(TBinaryInputProtocol::new(
+                TBufferedReadTransport::new(r),
+                true,
+            )),
+            Box::new(TBinaryOutputProtocol::new(
+                TBufferedWriteTransport::new(w),
+                true,
+            )),
         )
     };
     TransactionalKVSyncClient::new(ip, op)
