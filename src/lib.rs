@@ -12,6 +12,7 @@ pub mod config;
 pub mod front;
 pub mod linearizability;
 pub mod local;
+pub mod metrics;
 pub mod paxos;
 pub mod service;
 pub mod storage;

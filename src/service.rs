@@ -116,6 +116,34 @@ pub trait KvService: Clone + 'static {
     fn replicas(&self) -> Vec<ReplicaStatus>;
     /// (keys, bytes, pending compaction bytes) of the store this front reads.
     fn storage_stats(&self) -> (u64, u64, u64);
+    /// Appends per-replica and storage metrics in the Prometheus text format.
+    fn render_metrics(&self, out: &mut String) {
+        let (keys, bytes, pending) = self.storage_stats();
+        crate::metrics::gauge(
+            out,
+            "paxoskv_store_keys_estimate",
+            "RocksDB estimate of live keys.",
+            keys,
+        );
+        crate::metrics::gauge(
+            out,
+            "paxoskv_store_bytes",
+            "RocksDB SST and memtable bytes.",
+            bytes,
+        );
+        crate::metrics::gauge(
+            out,
+            "paxoskv_store_pending_compaction_bytes",
+            "RocksDB bytes waiting for compaction.",
+            pending,
+        );
+        crate::metrics::gauge(
+            out,
+            "paxoskv_applied_version",
+            "Newest applied commit version.",
+            self.applied_version().0,
+        );
+    }
     /// Cuts replica `replica` off from its peers (or heals it): fault injection for tests.
     fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
         let _ = (replica, isolated);

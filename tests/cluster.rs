@@ -56,6 +56,8 @@ impl Cluster {
                 "--wal-dir".into(),
                 dir.path().join(format!("n{id}/wal")).display().to_string(),
                 "--enable-fault-injection".into(),
+                "--metrics-port".into(),
+                "0".into(),
             ];
             let (child, rx) = spawn_child(&args);
             pending.push((child, rx, args));

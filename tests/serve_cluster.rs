@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{http_get, Server};
 use paxoskv::front::generated::*;
 
 #[test]
@@ -141,4 +141,54 @@ fn partitioned_primary_is_replaced_while_the_front_keeps_serving() {
         .unwrap()
         .success
     );
+}
+
+#[test]
+fn metrics_endpoint_reports_requests_and_replicas() {
+    let server = Server::start(&[]);
+    let mut c = server.client();
+    for i in 0..20 {
+        assert!(
+            c.set_key(SetKeyRequest::new(
+                format!("m{i}").into_bytes(),
+                b"v".to_vec(),
+                None::<String>
+            ))
+            .unwrap()
+            .success
+        );
+    }
+    let r = c
+        .get(GetRequest::new(b"m1".to_vec(), None::<String>))
+        .unwrap();
+    assert!(r.found);
+    let addr = server
+        .metrics_addr
+        .expect("the server reports its metrics address");
+    let (status, body) = http_get(addr, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("paxoskv_requests_total{method=\"setKey\",result=\"OK\"} 20"),
+        "{body}"
+    );
+    assert!(
+        body.contains("paxoskv_request_latency_seconds_count{method=\"get\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("paxoskv_replica_is_primary{replica="),
+        "{body}"
+    );
+    let primaries = body
+        .lines()
+        .filter(|l| l.starts_with("paxoskv_replica_is_primary{") && l.ends_with(" 1"))
+        .count();
+    assert_eq!(primaries, 1, "{body}");
+    let (status, body) = http_get(addr, "/health");
+    assert!(
+        status.contains("200") && body.contains("ok"),
+        "{status} {body}"
+    );
+    let (status, _) = http_get(addr, "/nope");
+    assert!(status.contains("404"), "{status}");
 }

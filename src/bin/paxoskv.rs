@@ -79,6 +79,9 @@ struct CommonArgs {
     /// Allow setFaultInjection (testing only).
     #[arg(long)]
     enable_fault_injection: bool,
+    /// Prometheus endpoint port (0: any free port).
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 #[derive(Args)]
@@ -148,6 +151,9 @@ fn effective_config(a: &CommonArgs) -> anyhow::Result<ReplicatedConfig> {
     }
     if a.enable_fault_injection {
         c.thrift.enable_fault_injection = true;
+    }
+    if let Some(p) = a.metrics_port {
+        c.metrics.port = p;
     }
     c.validate()?;
     Ok(c)
@@ -226,11 +232,15 @@ fn run_cluster(
     }
     let front = paxoskv::front::start_front(
         config.thrift.clone(),
+        config.metrics.clone(),
         Placement::Unbound,
         store.service_factory(),
     )?;
-    tracing::info!(addr = %front.addr, "thrift listening; cluster healthy");
+    tracing::info!(addr = %front.addr, metrics = ?front.metrics_addr, "thrift listening; cluster healthy");
     println!("paxoskv listening on {}", front.addr);
+    if let Some(m) = front.metrics_addr {
+        println!("paxoskv metrics on http://{m}/metrics");
+    }
     stop.wait();
     tracing::info!("shutting down: handing leadership off and syncing");
     store.shutdown();
@@ -249,9 +259,16 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let service = LocalService::open(&dir, store, config.consensus.max_batch_ops as usize)
         .with_context(|| format!("cannot open store {}", dir.display()))?;
-    let front =
-        paxoskv::front::start_front(config.thrift.clone(), Placement::Unbound, move || service)?;
+    let front = paxoskv::front::start_front(
+        config.thrift.clone(),
+        config.metrics.clone(),
+        Placement::Unbound,
+        move || service,
+    )?;
     println!("paxoskv listening on {}", front.addr);
+    if let Some(m) = front.metrics_addr {
+        println!("paxoskv metrics on http://{m}/metrics");
+    }
     stop.wait();
     std::process::exit(0);
 }

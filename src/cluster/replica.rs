@@ -534,6 +534,9 @@ impl Shell {
                 }
             }
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .commands
+                .fetch_add(commands.len() as u64, Ordering::Relaxed);
             self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
             if self
                 .jobs

@@ -220,6 +220,142 @@ impl KvService for ClusterService {
             .unwrap_or_default()
     }
 
+    fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let (keys, bytes, pending) = self.storage_stats();
+        crate::metrics::gauge(
+            out,
+            "paxoskv_store_keys_estimate",
+            "RocksDB estimate of live keys (primary's store).",
+            keys,
+        );
+        crate::metrics::gauge(
+            out,
+            "paxoskv_store_bytes",
+            "RocksDB SST and memtable bytes (primary's store).",
+            bytes,
+        );
+        crate::metrics::gauge(
+            out,
+            "paxoskv_store_pending_compaction_bytes",
+            "RocksDB bytes waiting for compaction.",
+            pending,
+        );
+        let primary = self
+            .inner
+            .local
+            .iter()
+            .find_map(|r| r.shared.primary())
+            .map_or(-1, i64::from);
+        crate::metrics::gauge(
+            out,
+            "paxoskv_primary",
+            "The replica known to lead (-1: none).",
+            primary,
+        );
+        type Field = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&LocalReplica) -> u64,
+        );
+        let fields: [Field; 12] = [
+            (
+                "paxoskv_replica_up",
+                "gauge",
+                "1 while the replica's loop runs.",
+                |r| r.shared.is_running() as u64,
+            ),
+            (
+                "paxoskv_replica_is_primary",
+                "gauge",
+                "1 on the primary.",
+                |r| r.shared.is_primary.load(Relaxed) as u64,
+            ),
+            (
+                "paxoskv_replica_view",
+                "gauge",
+                "The Paxos view (ballot) the replica is in.",
+                |r| r.shared.view.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_commit_index",
+                "gauge",
+                "Highest slot handed to the apply thread.",
+                |r| r.shared.commit_slot.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_applied_index",
+                "gauge",
+                "Highest slot applied to RocksDB.",
+                |r| r.shared.applied_slot.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_apply_lag_slots",
+                "gauge",
+                "Committed slots not yet applied.",
+                |r| {
+                    r.shared
+                        .commit_slot
+                        .load(Relaxed)
+                        .saturating_sub(r.shared.applied_slot.load(Relaxed))
+                },
+            ),
+            (
+                "paxoskv_replica_proposals_total",
+                "counter",
+                "Client commands proposed (or forwarded) here.",
+                |r| r.shared.proposals.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_committed_slots_total",
+                "counter",
+                "Slots committed here.",
+                |r| r.shared.batches.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_committed_commands_total",
+                "counter",
+                "Commands in committed slots (divide by slots for the batch size).",
+                |r| r.shared.commands.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_wal_syncs_total",
+                "counter",
+                "WAL group commits (one fdatasync each).",
+                |r| r.shared.wal_syncs.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_wal_sync_seconds_total",
+                "counter",
+                "Time spent in WAL group commits, microseconds.",
+                |r| r.shared.wal_sync_us_total.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_wal_bytes_total",
+                "counter",
+                "Bytes written to the WAL.",
+                |r| r.shared.wal_bytes.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, get) in fields {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}
+# TYPE {name} {kind}"
+            );
+            for r in &self.inner.local {
+                let v = get(r);
+                if name == "paxoskv_replica_wal_sync_seconds_total" {
+                    let _ = writeln!(out, "{name}{{replica=\"{}\"}} {}", r.id, v as f64 / 1e6);
+                } else {
+                    let _ = writeln!(out, "{name}{{replica=\"{}\"}} {v}", r.id);
+                }
+            }
+        }
+    }
+
     fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
         match self.inner.local.iter().find(|r| r.id == replica) {
             Some(r) => {

@@ -72,6 +72,7 @@ enum FaultKind {
 /// State shared by every connection of one front.
 pub struct FrontCtx<S> {
     pub service: S,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub limits: ThriftSection,
     pub txns: RefCell<TxnTable>,
     pub stats: FrontStats,
@@ -80,10 +81,15 @@ pub struct FrontCtx<S> {
 }
 
 impl<S: KvService> FrontCtx<S> {
-    pub fn new(service: S, limits: ThriftSection) -> Self {
+    pub fn new(
+        service: S,
+        limits: ThriftSection,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
         let salt = unix_us() as u64;
         FrontCtx {
             service,
+            metrics,
             txns: RefCell::new(TxnTable::new(limits.max_open_transactions as usize, salt)),
             limits,
             stats: FrontStats::default(),
@@ -346,7 +352,8 @@ pub fn handle<S: KvService>(
     session: &Rc<RefCell<Session>>,
     call: Call,
 ) -> BoxFuture {
-    let fault = ctx.fault_for(call.method());
+    let method = call.method();
+    let fault = ctx.fault_for(method);
     let started = Instant::now();
     let fut = dispatch(ctx, session, call);
     let ctx2 = ctx.clone();
@@ -360,10 +367,12 @@ pub fn handle<S: KvService>(
             None => {}
         }
         let r = fut.await;
+        let us = started.elapsed().as_micros() as u64;
         let s = &ctx2.stats;
         s.requests.set(s.requests.get() + 1);
-        s.latency_us_total
-            .set(s.latency_us_total.get() + started.elapsed().as_micros() as u64);
+        s.latency_us_total.set(s.latency_us_total.get() + us);
+        ctx2.metrics
+            .record(method, crate::metrics::result_of(r.error_text()), us);
         r
     })
 }

@@ -20,12 +20,13 @@ use std::thread::JoinHandle;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::config::ThriftSection;
+use crate::config::{MetricsSection, ThriftSection};
 use crate::service::KvService;
 
-/// A running front: its bound address and its thread.
+/// A running front: its bound addresses and its thread.
 pub struct FrontHandle {
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub thread: JoinHandle<()>,
 }
 
@@ -41,6 +42,7 @@ pub enum FrontError {
 /// Returns once the port is bound (so callers can report "listening" truthfully).
 pub fn start_front<S, F>(
     limits: ThriftSection,
+    metrics_cfg: MetricsSection,
     placement: Placement,
     make_service: F,
 ) -> Result<FrontHandle, FrontError>
@@ -49,7 +51,11 @@ where
     F: FnOnce() -> S + Send + 'static,
 {
     let addr = format!("{}:{}", limits.bind_address, limits.port);
-    let (tx, rx) = mpsc::channel::<Result<SocketAddr, FrontError>>();
+    let metrics_bind = metrics_cfg
+        .enabled
+        .then(|| format!("{}:{}", metrics_cfg.bind_address, metrics_cfg.port));
+    type Bound = (SocketAddr, Option<SocketAddr>);
+    let (tx, rx) = mpsc::channel::<Result<Bound, FrontError>>();
     let builder = LocalExecutorBuilder::new(placement).name("paxoskv-front");
     let thread = builder
         .spawn(move || async move {
@@ -73,12 +79,37 @@ where
                     return;
                 }
             };
-            let ctx = Rc::new(handlers::FrontCtx::new(make_service(), limits));
-            let _ = tx.send(Ok(local));
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+            let service = make_service();
+            let metrics_addr = match metrics_bind {
+                None => None,
+                Some(m) => match glommio::net::TcpListener::bind(&m)
+                    .and_then(|l| Ok((l.local_addr()?, l)))
+                {
+                    Ok((a, l)) => {
+                        let task = crate::metrics::run_metrics_listener(
+                            l,
+                            metrics.clone(),
+                            service.clone(),
+                        );
+                        glommio::spawn_local(task).detach();
+                        Some(a)
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(FrontError::Bind {
+                            addr: m,
+                            message: e.to_string(),
+                        }));
+                        return;
+                    }
+                },
+            };
+            let ctx = Rc::new(handlers::FrontCtx::new(service, limits, metrics));
+            let _ = tx.send(Ok((local, metrics_addr)));
             server::run_thrift_listener(listener, ctx).await;
         })
         .map_err(|e| FrontError::Executor(e.to_string()))?;
-    let addr = rx
+    let (addr, metrics_addr) = rx
         .recv()
         .map_err(|_| FrontError::Executor("front thread exited during start-up".into()))??;
     let thread = std::thread::Builder::new()
@@ -87,5 +118,9 @@ where
             let _ = thread.join();
         })
         .map_err(|e| FrontError::Executor(e.to_string()))?;
-    Ok(FrontHandle { addr, thread })
+    Ok(FrontHandle {
+        addr,
+        metrics_addr,
+        thread,
+    })
 }

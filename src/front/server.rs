@@ -56,6 +56,7 @@ pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<Fr
             continue;
         }
         open.set(open.get() + 1);
+        ctx.metrics.connection_opened();
         let ctx = ctx.clone();
         let open2 = open.clone();
         glommio::spawn_local(async move {
@@ -63,9 +64,12 @@ pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<Fr
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
-            if let Err(reason) = serve_connection(stream, ctx).await {
+            let metrics = ctx.metrics.clone();
+            let res = serve_connection(stream, ctx).await;
+            if let Err(reason) = &res {
                 tracing::info!(%peer, %reason, "closed thrift connection");
             }
+            metrics.connection_closed(res.is_err());
             open2.set(open2.get() - 1);
         })
         .detach();

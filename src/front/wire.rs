@@ -51,6 +51,13 @@ macro_rules! calls {
                     $(Response::$variant(r) => r.write_to_out_protocol(p),)*
                 }
             }
+
+            /// The response's error text ("CODE: message"), if it reports a failure.
+            pub fn error_text(&self) -> Option<&str> {
+                match self {
+                    $(Response::$variant(r) => r.error_text(),)*
+                }
+            }
         }
     };
 }
@@ -79,6 +86,51 @@ calls! {
     "beginTransaction" => BeginTransaction(BeginTransactionRequest) -> BeginTransactionResponse,
     "commitTransaction" => CommitTransaction(CommitTransactionRequest) -> AtomicCommitResponse,
     "abortTransaction" => AbortTransaction(AbortTransactionRequest) -> AbortTransactionResponse,
+}
+
+/// Where a response keeps its error text.
+trait ErrorText {
+    fn error_text(&self) -> Option<&str>;
+}
+
+macro_rules! error_field {
+    ($($t:ty),* $(,)?) => {
+        $(impl ErrorText for $t {
+            fn error_text(&self) -> Option<&str> {
+                self.error.as_deref()
+            }
+        })*
+    };
+}
+
+error_field!(
+    GetReadVersionResponse,
+    SnapshotReadResponse,
+    AtomicCommitResponse,
+    GetResponse,
+    SetKeyResponse,
+    DeleteKeyResponse,
+    GetRangeResponse,
+    SnapshotGetResponse,
+    SnapshotGetRangeResponse,
+    AddReadConflictResponse,
+    AddReadConflictRangeResponse,
+    SetReadVersionResponse,
+    GetCommittedVersionResponse,
+    SetVersionstampedKeyResponse,
+    SetVersionstampedValueResponse,
+    FaultInjectionResponse,
+    GetClusterHealthResponse,
+    GetDatabaseStatsResponse,
+    GetNodeInfoResponse,
+    BeginTransactionResponse,
+    AbortTransactionResponse,
+);
+
+impl ErrorText for PingResponse {
+    fn error_text(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A message read off the wire: its header, and the call or why it cannot be served.

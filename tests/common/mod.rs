@@ -22,6 +22,7 @@ pub type Client = TransactionalKVSyncClient<Box<dyn TInputProtocol>, Box<dyn TOu
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub args: Vec<String>,
 }
@@ -65,6 +66,21 @@ pub fn free_fixed_port() -> u16 {
     panic!("no free port below {low}");
 }
 
+/// A plain HTTP GET; returns (status line, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
 impl Server {
     /// Starts `paxoskv serve` with `extra` flags on a free Thrift port in a fresh directory.
     pub fn start(extra: &[&str]) -> Server {
@@ -90,16 +106,20 @@ impl Server {
             "0".into(),
             "--base-port".into(),
             "0".into(),
+            "--metrics-port".into(),
+            "0".into(),
             "--data-dir".into(),
             dir.path().join("data").display().to_string(),
             "--wal-dir".into(),
             dir.path().join("wal").display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let (child, addr) = spawn(&args);
+        let (child, rx) = spawn_child(&args);
+        let (child, addr, metrics_addr) = wait_addrs(child, rx);
         Server {
             child,
             addr,
+            metrics_addr,
             dir,
             args,
         }
@@ -109,9 +129,11 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addr) = spawn(&self.args);
+        let (child, rx) = spawn_child(&self.args);
+        let (child, addr, metrics_addr) = wait_addrs(child, rx);
         self.child = child;
         self.addr = addr;
+        self.metrics_addr = metrics_addr;
     }
 
     pub fn client(&self) -> Client {
@@ -130,11 +152,6 @@ impl Drop for Server {
     }
 }
 
-fn spawn(args: &[String]) -> (Child, SocketAddr) {
-    let (child, rx) = spawn_child(args);
-    wait_addr(child, rx)
-}
-
 /// Starts the binary; the receiver yields its Thrift address once it reports one.
 pub fn spawn_child(args: &[String]) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
@@ -147,14 +164,11 @@ pub fn spawn_child(args: &[String]) -> (Child, std::sync::mpsc::Receiver<String>
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut sent = false;
+        // Forward the lines the server prints about itself; keep draining the pipe after.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if !sent {
-                if let Some(a) = line.strip_prefix("paxoskv listening on ") {
-                    let _ = tx.send(a.trim().to_string());
-                    sent = true;
-                }
+            if line.starts_with("paxoskv ") {
+                let _ = tx.send(line);
             }
         }
     });
@@ -162,16 +176,39 @@ pub fn spawn_child(args: &[String]) -> (Child, std::sync::mpsc::Receiver<String>
 }
 
 /// Waits for the address a child reports; kills it if none comes.
-pub fn wait_addr(mut child: Child, rx: std::sync::mpsc::Receiver<String>) -> (Child, SocketAddr) {
+pub fn wait_addr(child: Child, rx: std::sync::mpsc::Receiver<String>) -> (Child, SocketAddr) {
+    let (child, addr, _) = wait_addrs(child, rx);
+    (child, addr)
+}
+
+/// Waits for the Thrift address and, when metrics are on, the metrics address.
+pub fn wait_addrs(
+    mut child: Child,
+    rx: std::sync::mpsc::Receiver<String>,
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let deadline = Duration::from_secs(60);
     let addr = match rx.recv_timeout(deadline) {
-        Ok(a) => a.parse().unwrap(),
+        Ok(l) => match l.strip_prefix("paxoskv listening on ") {
+            Some(a) => a.trim().parse().unwrap(),
+            None => {
+                let _ = child.kill();
+                panic!("unexpected first line {l:?}");
+            }
+        },
         Err(_) => {
             let _ = child.kill();
             panic!("paxoskv did not report its address within {deadline:?}");
         }
     };
-    (child, addr)
+    let metrics = rx
+        .recv_timeout(Duration::from_secs(2))
+        .ok()
+        .and_then(|l| {
+            l.strip_prefix("paxoskv metrics on http://")
+                .map(|a| a.trim_end_matches("/metrics").to_string())
+        })
+        .and_then(|a| a.parse().ok());
+    (child, addr, metrics)
 }
 
 pub fn client(addr: SocketAddr, framed: bool) -> Client {

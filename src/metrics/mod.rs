@@ -1,0 +1,214 @@
+//! Metrics: lock-free counters and fixed-bucket latency histograms, rendered in the Prometheus
+//! text format, and a tiny HTTP endpoint (`/metrics`, `/health`) on the front's executor.
+//!
+//! Recording is a few relaxed atomic adds, so it stays on the request path. Per-replica numbers
+//! (view, commit index, WAL syncs, apply lag, ...) are read from the replicas' shared state at
+//! scrape time through `KvService::render_metrics`.
+
+mod http;
+
+pub use http::run_metrics_listener;
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::front::wire::METHODS;
+
+/// Result labels of `paxoskv_requests_total`.
+pub const RESULTS: &[&str] = &[
+    "OK",
+    "CONFLICT",
+    "TIMEOUT",
+    "NOT_PRIMARY",
+    "TOO_LARGE",
+    "INVALID_ARGUMENT",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "TOO_OLD",
+    "ERROR",
+];
+
+/// Upper bounds of the latency buckets, in microseconds.
+pub const LATENCY_BUCKETS_US: &[u64] = &[
+    50, 100, 200, 300, 500, 750, 1_000, 2_000, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    1_000_000, 5_000_000,
+];
+
+pub struct Metrics {
+    /// [method][result]
+    requests: Vec<AtomicU64>,
+    /// [method][bucket] (+1 for +Inf)
+    latency: Vec<AtomicU64>,
+    latency_sum_us: Vec<AtomicU64>,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    connections_closed_bad_input: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let m = METHODS.len();
+        Metrics {
+            requests: (0..m * RESULTS.len()).map(|_| AtomicU64::new(0)).collect(),
+            latency: (0..m * (LATENCY_BUCKETS_US.len() + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency_sum_us: (0..m).map(|_| AtomicU64::new(0)).collect(),
+            connections_open: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            connections_closed_bad_input: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The stable result label for an error text of the form "CODE: message".
+pub fn result_of(error: Option<&str>) -> usize {
+    match error {
+        None => 0,
+        Some(e) => {
+            let code = e.split(':').next().unwrap_or("");
+            RESULTS
+                .iter()
+                .position(|r| *r == code)
+                .unwrap_or(RESULTS.len() - 1)
+        }
+    }
+}
+
+impl Metrics {
+    pub fn record(&self, method: &str, result: usize, latency_us: u64) {
+        let Some(m) = METHODS.iter().position(|x| *x == method) else {
+            return;
+        };
+        let r = result.min(RESULTS.len() - 1);
+        self.requests[m * RESULTS.len() + r].fetch_add(1, Ordering::Relaxed);
+        let b = LATENCY_BUCKETS_US
+            .iter()
+            .position(|&ub| latency_us <= ub)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.latency[m * (LATENCY_BUCKETS_US.len() + 1) + b].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us[m].fetch_add(latency_us, Ordering::Relaxed);
+    }
+
+    pub fn connection_opened(&self) {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_closed(&self, bad_input: bool) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+        if bad_input {
+            self.connections_closed_bad_input
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Appends the front's metrics in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        out.push_str("# HELP paxoskv_requests_total Thrift requests by method and result.\n# TYPE paxoskv_requests_total counter\n");
+        for (m, method) in METHODS.iter().enumerate() {
+            for (r, result) in RESULTS.iter().enumerate() {
+                let v = self.requests[m * RESULTS.len() + r].load(Ordering::Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "paxoskv_requests_total{{method=\"{method}\",result=\"{result}\"}} {v}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP paxoskv_request_latency_seconds Thrift request latency, decode to reply.\n# TYPE paxoskv_request_latency_seconds histogram\n");
+        let nb = LATENCY_BUCKETS_US.len() + 1;
+        for (m, method) in METHODS.iter().enumerate() {
+            let counts: Vec<u64> = (0..nb)
+                .map(|b| self.latency[m * nb + b].load(Ordering::Relaxed))
+                .collect();
+            let total: u64 = counts.iter().sum();
+            if total == 0 {
+                continue;
+            }
+            let mut cum = 0;
+            for (b, ub) in LATENCY_BUCKETS_US.iter().enumerate() {
+                cum += counts[b];
+                let _ = writeln!(
+                    out,
+                    "paxoskv_request_latency_seconds_bucket{{method=\"{method}\",le=\"{}\"}} {cum}",
+                    *ub as f64 / 1e6
+                );
+            }
+            let _ = writeln!(
+                out,
+                "paxoskv_request_latency_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {total}"
+            );
+            let sum = self.latency_sum_us[m].load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "paxoskv_request_latency_seconds_sum{{method=\"{method}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "paxoskv_request_latency_seconds_count{{method=\"{method}\"}} {total}"
+            );
+        }
+        gauge(
+            out,
+            "paxoskv_connections_open",
+            "Open Thrift connections.",
+            self.connections_open.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "paxoskv_connections_total",
+            "Thrift connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "paxoskv_connections_closed_bad_input_total",
+            "Thrift connections closed for malformed or oversized input.",
+            self.connections_closed_bad_input.load(Ordering::Relaxed),
+        );
+    }
+}
+
+pub fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+pub fn counter(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let m = Metrics::default();
+        m.record("setKey", result_of(None), 120);
+        m.record("setKey", result_of(Some("CONFLICT: key k")), 900);
+        m.record("setKey", result_of(Some("weird")), 10_000_000);
+        let mut s = String::new();
+        m.render(&mut s);
+        assert!(
+            s.contains("paxoskv_requests_total{method=\"setKey\",result=\"OK\"} 1"),
+            "{s}"
+        );
+        assert!(s.contains("paxoskv_requests_total{method=\"setKey\",result=\"CONFLICT\"} 1"));
+        assert!(s.contains("paxoskv_requests_total{method=\"setKey\",result=\"ERROR\"} 1"));
+        assert!(
+            s.contains("paxoskv_request_latency_seconds_bucket{method=\"setKey\",le=\"0.0002\"} 1")
+        );
+        assert!(
+            s.contains("paxoskv_request_latency_seconds_bucket{method=\"setKey\",le=\"0.001\"} 2")
+        );
+        assert!(
+            s.contains("paxoskv_request_latency_seconds_bucket{method=\"setKey\",le=\"+Inf\"} 3")
+        );
+        assert!(!s.contains("method=\"get\""));
+    }
+}
