@@ -1,5 +1,5 @@
 //! WAL group commit through `paxoskv::wal::Wal` on a glommio executor: append a batch of records
-//! and make it durable with one `sync` (one fdatasync), at batch sizes 1, 16 and 256. Small
+//! and make it durable with one `sync` (one O_DSYNC write), at batch sizes 1, 16 and 256. Small
 //! records (100 B) give records/s; 4 KiB records give MB/s.
 //!
 //! The log lives in a temporary directory on the same disk as /tmp. Old segments are removed as
@@ -29,7 +29,8 @@ fn start_wal_thread() -> (channel::Sender<Job>, glommio::ExecutorJoinHandle<()>)
         .name("bench-wal")
         .spawn(move || async move {
             let dir = tempfile::tempdir().expect("tempdir");
-            let (mut wal, _) = Wal::open(&dir.path().join("wal"), SEGMENT_BYTES)
+            // The replicas' default: O_DSYNC writes, durable when the write completes.
+            let (mut wal, _) = Wal::open(&dir.path().join("wal"), SEGMENT_BYTES, true)
                 .await
                 .expect("open wal");
             // The only task on this executor: blocking on the job queue stalls nothing else.

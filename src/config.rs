@@ -142,6 +142,9 @@ pub struct StorageSection {
     pub mvcc_window_versions: u64,
     pub block_cache_bytes: u64,
     pub wal_segment_bytes: u64,
+    /// Write WAL segments with O_DSYNC (a write is durable when it completes: one io_uring
+    /// operation per group commit). False: a write then an fdatasync.
+    pub wal_dsync: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -221,6 +224,7 @@ impl Default for StorageSection {
             mvcc_window_versions: 1_000_000,
             block_cache_bytes: 64 << 20,
             wal_segment_bytes: 64 << 20,
+            wal_dsync: true,
         }
     }
 }

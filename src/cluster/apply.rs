@@ -65,7 +65,10 @@ pub fn run_apply(
             next = jobs.try_recv().ok();
         }
         shared.applied_slot.store(applied, Ordering::SeqCst);
-        let _ = notify.unbounded_send(Applied::Upto(applied));
+        // A cross-thread wake costs more than the apply itself: only when a read waits.
+        if shared.notify_applied.load(Ordering::SeqCst) {
+            let _ = notify.unbounded_send(Applied::Upto(applied));
+        }
         if last_durable.elapsed() >= DURABLE_EVERY {
             make_durable(&exec, &shared);
             last_durable = Instant::now();

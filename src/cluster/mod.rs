@@ -183,6 +183,7 @@ impl ReplicatedKvStore {
                 listener: p.listener,
                 wal_dir: self.config.replica_wal_dir(id),
                 wal_segment_bytes: self.config.storage.wal_segment_bytes,
+                wal_dsync: self.config.storage.wal_dsync,
                 commit_timeout: self.config.consensus.commit_timeout,
                 applied_slot,
                 jobs: jobs_tx,

@@ -75,6 +75,7 @@ pub struct ReplicaParams {
     pub listener: std::net::TcpListener,
     pub wal_dir: std::path::PathBuf,
     pub wal_segment_bytes: u64,
+    pub wal_dsync: bool,
     pub commit_timeout: Duration,
     pub applied_slot: u64,
     pub jobs: crossbeam::channel::Sender<ApplyJob>,
@@ -86,7 +87,7 @@ pub struct ReplicaParams {
 /// Runs the replica until shutdown or a fatal error.
 pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     // The WAL opens first: its segments are the first DMA files this executor touches.
-    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes)
+    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes, p.wal_dsync)
         .await
         .map_err(|e| e.to_string())?;
     // The core's log restarts below everything the WAL still holds, not at the store's applied
@@ -397,6 +398,7 @@ impl Shell {
                 let now_ms = self.started.elapsed().as_millis() as u64;
                 let random = self.rng.gen();
                 self.step(Input::Tick { now_ms, random });
+                self.poll_applied();
                 self.housekeeping();
             }
             Ev::Durable(l) => self.step(Input::Durable { upto_lsn: l }),
@@ -680,12 +682,24 @@ impl Shell {
 
     /// Serves `w` once this replica has applied through `slot`.
     fn read_at(&mut self, slot: u64, w: ReadWaiter) {
-        if self.applied >= slot {
-            if let ReadWaiter::Local(r) = w {
-                let _ = r.send(Ok(()));
-            }
-        } else {
+        if self.applied < slot {
             self.waiting_reads.entry(slot).or_default().push(w);
+            // Ask the apply thread for wake-ups, then look again: it may have passed `slot`
+            // before it saw the request.
+            self.shared.notify_applied.store(true, Ordering::SeqCst);
+            self.poll_applied();
+        } else if let ReadWaiter::Local(r) = w {
+            let _ = r.send(Ok(()));
+        }
+    }
+
+    /// Takes up apply progress published by the apply thread.
+    fn poll_applied(&mut self) {
+        let a = self.shared.applied_slot.load(Ordering::SeqCst);
+        if a > self.applied {
+            self.applied = a;
+            self.step(Input::Applied { upto: Slot(a) });
+            self.release_reads();
         }
     }
 
@@ -699,6 +713,9 @@ impl Shell {
                     let _ = r.send(Ok(()));
                 }
             }
+        }
+        if self.waiting_reads.is_empty() {
+            self.shared.notify_applied.store(false, Ordering::SeqCst);
         }
     }
 

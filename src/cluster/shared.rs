@@ -19,6 +19,9 @@ pub struct ReplicaShared {
     pub applied_slot: AtomicU64,
     /// Applied slots through here are durable in RocksDB.
     pub durable_slot: AtomicU64,
+    /// The replica has reads waiting for the store: the apply thread must wake it after each
+    /// batch. Otherwise the replica picks progress up from `applied_slot` on its next tick.
+    pub notify_applied: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
     /// Unix ms when each peer was last heard from.
@@ -44,6 +47,7 @@ impl ReplicaShared {
             commit_slot: AtomicU64::new(0),
             applied_slot: AtomicU64::new(0),
             durable_slot: AtomicU64::new(0),
+            notify_applied: AtomicBool::new(false),
             running: AtomicBool::new(false),
             last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),
             started: Instant::now(),

@@ -30,6 +30,7 @@ struct Segment {
 pub struct Wal {
     dir: PathBuf,
     segment_bytes: u64,
+    dsync: bool,
     /// Retained segments, oldest first; the last one is `active`.
     segments: VecDeque<Segment>,
     active: DmaFile,
@@ -98,11 +99,12 @@ fn parse_records(data: &[u8], mut lsn: Lsn, out: &mut Vec<(Lsn, Bytes)>) -> usiz
     pos
 }
 
-async fn open_rw(path: &Path, create: bool) -> Result<DmaFile, WalError> {
+async fn open_rw(path: &Path, create: bool, dsync: bool) -> Result<DmaFile, WalError> {
     OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
+        .custom_flags(if dsync { libc::O_DSYNC } else { 0 })
         .dma_open(path)
         .await
         .map_err(|e| io_err(path, e))
@@ -110,7 +112,12 @@ async fn open_rw(path: &Path, create: bool) -> Result<DmaFile, WalError> {
 
 /// Creates a segment: preallocated and zero-filled, so later writes overwrite in place
 /// (no metadata change per fdatasync) and an unwritten area always reads as zeros.
-async fn create_segment(dir: &Path, first: Lsn, size: u64) -> Result<(DmaFile, PathBuf), WalError> {
+async fn create_segment(
+    dir: &Path,
+    first: Lsn,
+    size: u64,
+    dsync: bool,
+) -> Result<(DmaFile, PathBuf), WalError> {
     let path = dir.join(segment_name(first));
     let tmp = dir.join(format!("{}.tmp", segment_name(first)));
     {
@@ -124,7 +131,7 @@ async fn create_segment(dir: &Path, first: Lsn, size: u64) -> Result<(DmaFile, P
             .map_err(|e| io_err(&tmp, e))?;
         std_file.set_len(size).map_err(|e| io_err(&tmp, e))?;
     }
-    let f = open_rw(&tmp, false).await?;
+    let f = open_rw(&tmp, false, false).await?;
     f.pre_allocate(size, false)
         .await
         .map_err(|e| io_err(&tmp, e))?;
@@ -139,6 +146,12 @@ async fn create_segment(dir: &Path, first: Lsn, size: u64) -> Result<(DmaFile, P
     f.fdatasync().await.map_err(|e| io_err(&tmp, e))?;
     f.rename(&path).await.map_err(|e| io_err(&path, e))?;
     sync_dir(dir)?;
+    if dsync {
+        // Zero-filling is done; from now on every write is durable when it completes.
+        f.close().await.map_err(|e| io_err(&path, e))?;
+        let f = open_rw(&path, false, true).await?;
+        return Ok((f, path));
+    }
     Ok((f, path))
 }
 
@@ -150,10 +163,13 @@ fn sync_dir(dir: &Path) -> Result<(), WalError> {
 
 impl Wal {
     /// Opens (or creates) the log in `dir` and returns every record it holds, in order.
-    /// A torn tail is cut and zeroed; damage before the tail is an error.
+    /// A torn tail is cut and zeroed; damage before the tail is an error. With `dsync`,
+    /// segments are written with O_DSYNC: a write is durable when it completes (one io_uring
+    /// operation per group commit instead of a write and an fdatasync).
     pub async fn open(
         dir: &Path,
         segment_bytes: u64,
+        dsync: bool,
     ) -> Result<(Wal, Vec<(Lsn, Bytes)>), WalError> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let mut found: Vec<Segment> = Vec::new();
@@ -178,7 +194,7 @@ impl Wal {
         let mut records = Vec::new();
         if found.is_empty() {
             // Creating the first segment also gives this executor a non-empty DMA file first.
-            let (f, path) = create_segment(dir, Lsn(1), segment_bytes).await?;
+            let (f, path) = create_segment(dir, Lsn(1), segment_bytes, dsync).await?;
             let alignment = f.alignment();
             let mut segments = VecDeque::new();
             segments.push_back(Segment {
@@ -189,6 +205,7 @@ impl Wal {
                 Wal::new(
                     dir,
                     segment_bytes,
+                    dsync,
                     segments,
                     f,
                     alignment,
@@ -212,7 +229,7 @@ impl Wal {
                     next.0
                 )));
             }
-            let f = open_rw(&seg.path, false).await?;
+            let f = open_rw(&seg.path, false, dsync && i + 1 == count).await?;
             let size = f.file_size().await.map_err(|e| io_err(&seg.path, e))?;
             let data = f
                 .read_at_aligned(0, size as usize)
@@ -271,7 +288,17 @@ impl Wal {
         f.fdatasync().await.map_err(|e| io_err(&path, e))?;
         tail.truncate((end - block) as usize);
         Ok((
-            Wal::new(dir, segment_bytes, keep, f, alignment, end, tail, next),
+            Wal::new(
+                dir,
+                segment_bytes,
+                dsync,
+                keep,
+                f,
+                alignment,
+                end,
+                tail,
+                next,
+            ),
             records,
         ))
     }
@@ -280,6 +307,7 @@ impl Wal {
     fn new(
         dir: &Path,
         segment_bytes: u64,
+        dsync: bool,
         segments: VecDeque<Segment>,
         active: DmaFile,
         alignment: u64,
@@ -290,6 +318,7 @@ impl Wal {
         Wal {
             dir: dir.to_path_buf(),
             segment_bytes,
+            dsync,
             segments,
             active,
             alignment,
@@ -383,6 +412,9 @@ impl Wal {
             self.stats.records += (j - i) as u64;
             i = j;
         }
+        if self.dsync {
+            return Ok(());
+        }
         let path = self.active_path();
         self.active.fdatasync().await.map_err(|e| io_err(&path, e))
     }
@@ -417,7 +449,7 @@ impl Wal {
             .fdatasync()
             .await
             .map_err(|e| io_err(&path, e))?;
-        let (f, p) = create_segment(&self.dir, first, self.segment_bytes).await?;
+        let (f, p) = create_segment(&self.dir, first, self.segment_bytes, self.dsync).await?;
         let old = std::mem::replace(&mut self.active, f);
         old.close().await.map_err(|e| io_err(&path, e))?;
         self.segments.push_back(Segment { first, path: p });
@@ -486,7 +518,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_path_buf();
         run(move || async move {
-            let (mut wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
+            let (mut wal, recs) = Wal::open(&d, 64 << 10, false).await.unwrap();
             assert!(recs.is_empty());
             for i in 0..300u32 {
                 let payload = vec![i as u8; 1 + (i as usize * 7) % 900];
@@ -500,7 +532,7 @@ mod tests {
                 "300 records of ~450 B rotate 64 KiB segments"
             );
             wal.close().await.unwrap();
-            let (mut wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
+            let (mut wal, recs) = Wal::open(&d, 64 << 10, false).await.unwrap();
             assert_eq!(recs.len(), 300);
             for (i, (lsn, p)) in recs.iter().enumerate() {
                 assert_eq!(*lsn, Lsn(i as u64 + 1));
@@ -514,7 +546,7 @@ mod tests {
             assert!(wal.segment_count() < before);
             let first = wal.first_lsn();
             wal.close().await.unwrap();
-            let (_wal, recs) = Wal::open(&d, 64 << 10).await.unwrap();
+            let (_wal, recs) = Wal::open(&d, 64 << 10, false).await.unwrap();
             assert_eq!(recs.first().unwrap().0, first);
             assert_eq!(recs.last().unwrap().0, Lsn(301));
         });
@@ -526,7 +558,7 @@ mod tests {
         let d = dir.path().to_path_buf();
         let d2 = d.clone();
         run(move || async move {
-            let (mut wal, _) = Wal::open(&d, 64 << 10).await.unwrap();
+            let (mut wal, _) = Wal::open(&d, 64 << 10, false).await.unwrap();
             for i in 0..10u8 {
                 wal.append(&[i; 100]).unwrap();
             }
@@ -548,12 +580,12 @@ mod tests {
         std::fs::write(&seg, &bytes).unwrap();
         let d3 = d2.clone();
         run(move || async move {
-            let (mut wal, recs) = Wal::open(&d3, 64 << 10).await.unwrap();
+            let (mut wal, recs) = Wal::open(&d3, 64 << 10, true).await.unwrap();
             assert_eq!(recs.len(), 9, "the torn record is cut");
             assert_eq!(wal.append(b"after").unwrap(), Lsn(10));
             wal.sync().await.unwrap();
             wal.close().await.unwrap();
-            let (_, recs) = Wal::open(&d3, 64 << 10).await.unwrap();
+            let (_, recs) = Wal::open(&d3, 64 << 10, true).await.unwrap();
             assert_eq!(recs.len(), 10);
             assert_eq!(&recs[9].1[..], b"after");
         });
