@@ -167,8 +167,8 @@ impl Default for ReplicatedSection {
 impl Default for ConsensusSection {
     fn default() -> Self {
         ConsensusSection {
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(500),
             commit_timeout: Duration::from_secs(10),
             read_lease: false,
             clock_drift_bound: Duration::from_millis(50),

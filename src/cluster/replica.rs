@@ -63,7 +63,9 @@ enum ReadWaiter {
     Remote { from: u32, id: u64 },
 }
 
-const TICK: Duration = Duration::from_millis(10);
+/// The core's clock granularity: heartbeats (100 ms) and election timeouts (>= 500 ms) are
+/// multiples of it; a coarser tick keeps an idle cluster near zero CPU.
+const TICK: Duration = Duration::from_millis(50);
 const DRAIN_EVENTS_MAX: usize = 4096;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
 const COMPACT_EVERY: Duration = Duration::from_secs(1);
