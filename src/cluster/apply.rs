@@ -52,7 +52,20 @@ pub fn run_apply(
     let mut applied = 0;
     let mut cmds: Vec<Command> = Vec::new();
     let mut bad: Vec<usize> = Vec::new();
-    while let Ok(first) = jobs.recv() {
+    loop {
+        let first = match jobs.recv_timeout(DURABLE_EVERY) {
+            Ok(j) => j,
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                // Idle: make what was applied durable, so WAL segments can be released.
+                if shared.durable_slot.load(Ordering::SeqCst) < exec.next_expected_sequence().0 - 1
+                {
+                    make_durable(&exec, &shared);
+                    last_durable = Instant::now();
+                }
+                continue;
+            }
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+        };
         let mut next = Some(first);
         while let Some(job) = next.take() {
             let slot = job.slot;

@@ -743,6 +743,13 @@ impl Shell {
             self.last_compact = now;
             let durable = Slot(self.shared.durable_slot.load(Ordering::SeqCst));
             let target = durable.min(self.core.safe_compact_upto());
+            tracing::debug!(
+                replica = self.id,
+                durable = durable.0,
+                safe = self.core.safe_compact_upto().0,
+                compacted = self.compacted.0,
+                "compaction check"
+            );
             if target > self.compacted {
                 self.compacted = target;
                 self.step(Input::Compact { upto: target });

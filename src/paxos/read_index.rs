@@ -117,7 +117,7 @@ impl Replica {
             ballot: p.ballot,
             commit_upto,
             read_seq: seq,
-            compact_upto: p.cluster_applied(own_applied),
+            compact_upto: p.cluster_applied(me, own_applied),
         };
         self.broadcast(&heartbeat, out);
         self.release_reads(out);

@@ -154,7 +154,7 @@ impl Replica {
     /// Highest slot every replica is known to have applied: the safe `Compact` point.
     pub fn safe_compact_upto(&self) -> Slot {
         match &self.role {
-            Role::Primary(p) => p.cluster_applied(self.log.applied_upto()),
+            Role::Primary(p) => p.cluster_applied(self.id(), self.log.applied_upto()),
             _ => self.cluster_applied.min(self.log.applied_upto()),
         }
     }

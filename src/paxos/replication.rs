@@ -73,10 +73,14 @@ impl PrimaryState {
         }
     }
 
-    pub fn cluster_applied(&self, own_applied: Slot) -> Slot {
+    /// The lowest applied slot over the cluster: `own_applied` for the primary itself (its
+    /// own peer entry is never updated, so it must not count), reports for the others.
+    pub fn cluster_applied(&self, me: ReplicaId, own_applied: Slot) -> Slot {
         self.peers
             .iter()
-            .map(|p| p.applied_upto)
+            .enumerate()
+            .filter(|(i, _)| *i != me.0 as usize)
+            .map(|(_, p)| p.applied_upto)
             .fold(own_applied, Slot::min)
     }
 

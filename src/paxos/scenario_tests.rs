@@ -203,3 +203,53 @@ fn three_replicas_elect_and_commit_each_slot_once_everywhere() {
         assert_eq!(c, &expected);
     }
 }
+
+#[test]
+fn compaction_point_advances_once_every_replica_applied() {
+    let mut rs: Vec<Replica> = (0..3).map(replica).collect();
+    let mut queue: std::collections::VecDeque<(usize, Input)> = Default::default();
+    let mut now = 0;
+    let mut proposed = false;
+    for _ in 0..300 {
+        now += 10;
+        for i in 0..3 {
+            let random = i as u64 * 7919;
+            queue.push_back((
+                i,
+                Input::Tick {
+                    now_ms: now,
+                    random,
+                },
+            ));
+        }
+        if !proposed {
+            if let Some(p) = rs.iter().position(|r| r.is_primary()) {
+                queue.push_back((p, Input::Propose(Bytes::from_static(b"cmd"))));
+                proposed = true;
+            }
+        }
+        while let Some((i, input)) = queue.pop_front() {
+            let out = step(&mut rs[i], input);
+            for (to, message) in out.sends {
+                let from = ReplicaId(i as u32);
+                queue.push_back((to.0 as usize, Input::Message { from, message }));
+            }
+            if let Some((lsn, _)) = out.persist.last() {
+                queue.push_back((i, Input::Durable { upto_lsn: *lsn }));
+            }
+            // The state machine applies what commits at once.
+            if let Some((slot, _)) = out.committed.last() {
+                queue.push_back((i, Input::Applied { upto: *slot }));
+            }
+        }
+    }
+    let p = rs.iter().position(|r| r.is_primary()).expect("a primary");
+    let applied = rs[p].applied_upto();
+    assert!(applied >= Slot(1));
+    // Every replica applied everything: the primary may compact through it, and so may the
+    // followers once the primary's heartbeats tell them.
+    for r in &rs {
+        assert_eq!(r.applied_upto(), applied);
+        assert_eq!(r.safe_compact_upto(), applied, "replica {:?}", r.id());
+    }
+}
