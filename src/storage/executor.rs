@@ -54,6 +54,8 @@ pub struct KvStoreExecutor {
     next_sequence: Sequence,
     last_version: Version,
     shared: Arc<Shared>,
+    /// Where the garbage-collection queue scan resumes (memory only; a restart rescans).
+    gc_cursor: Option<Vec<u8>>,
 }
 
 /// The newest write of a key inside the batch being applied (not yet visible in RocksDB).
@@ -89,6 +91,7 @@ impl KvStoreExecutor {
             next_sequence,
             last_version,
             shared,
+            gc_cursor: None,
         })
     }
 
@@ -130,18 +133,22 @@ impl KvStoreExecutor {
         let mut overlay = Overlay::new();
         let mut version = self.last_version;
         let mut outcomes = Vec::with_capacity(batch.len());
+        // Looks up each written key's newest version (as of before this batch) for its
+        // garbage-collection entry; one iterator serves the whole batch.
+        let mut newest = self.db.raw_iterator();
         for cmd in batch {
             let outcome = self.decide(cmd, version, &overlay)?;
             if let Outcome::Committed { .. } = outcome {
                 version = version.next();
-                let generated = write_command(&mut wb, &mut overlay, cmd, version);
+                let generated = write_command(&mut wb, &mut overlay, &mut newest, cmd, version)?;
                 outcomes.push(Outcome::Committed { version, generated });
             } else {
                 outcomes.push(outcome);
             }
         }
         let oldest = oldest_for(version, &self.options);
-        self.collect_garbage(&mut wb, oldest, &overlay)?;
+        drop(newest);
+        let gc_last = self.collect_garbage(&mut wb, oldest, &overlay)?;
         wb.put(keys::META_APPLIED_SEQUENCE, sequence.0.to_le_bytes());
         wb.put(keys::META_LAST_VERSION, version.0.to_le_bytes());
         // Readers check the window after taking their snapshot: publish the new oldest version
@@ -150,6 +157,9 @@ impl KvStoreExecutor {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.options.sync_writes);
         self.db.write_opt(wb, &wo)?;
+        if gc_last.is_some() {
+            self.gc_cursor = gc_last;
+        }
         self.last_version = version;
         self.next_sequence = sequence.next();
         self.shared.last_version.store(version.0, Ordering::SeqCst);
@@ -231,77 +241,86 @@ impl KvStoreExecutor {
     }
 
     /// Removes versions that no read inside the window can see, up to the per-batch budget.
+    /// Returns the last queue entry it processed (the next batch resumes after it).
+    ///
+    /// Each queue entry (v, key) names the version v superseded, so collection is a point
+    /// delete of exactly that version: no scan over a key's versions (which would also walk
+    /// every tombstone earlier collections left) and no range tombstones (which make every
+    /// later iterator rebuild its tombstone list).
     fn collect_garbage(
         &self,
         wb: &mut WriteBatch,
         oldest: Version,
         overlay: &Overlay,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         if oldest.0 == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(keys::gc_key(Version(oldest.0 + 1), "", b""));
         let mut it = self.db.raw_iterator_opt(ro);
-        it.seek([keys::GC_PREFIX]);
+        // Resume where the last batch stopped: the processed entries before it are deleted,
+        // and seeking from the start would walk over all their tombstones every batch.
+        // The entries found are the same either way, so every replica still decides alike.
+        match &self.gc_cursor {
+            Some(c) => it.seek(c),
+            None => it.seek([keys::GC_PREFIX]),
+        }
+        let mut newest = self.db.raw_iterator();
+        let mut last = None;
         let mut done = 0;
         while it.valid() && done < self.options.gc_entries_per_batch_max {
-            let Some(gk) = it.key() else { break };
+            let (Some(gk), Some(gv)) = (it.key(), it.value()) else {
+                break;
+            };
             let (v, cf, key) = keys::split_gc_key(gk)
                 .ok_or_else(|| StorageError::Corrupt(format!("bad gc key {gk:02x?}")))?;
             if v > oldest {
                 break;
             }
-            self.collect_key(wb, v, &cf, &key, overlay)?;
+            let (is_delete, superseded) = keys::split_gc_value(gv)
+                .ok_or_else(|| StorageError::Corrupt(format!("bad gc value {gv:02x?}")))?;
+            if let Some(p) = superseded {
+                wb.delete(keys::data_key(&cf, &key, p));
+            }
+            // A delete that nothing newer overrides leaves a tombstone no read in the window
+            // needs: remove it too, unless this batch writes the key again.
+            if is_delete && !overlay.contains_key(&(cf.clone(), Bytes::copy_from_slice(&key))) {
+                if let Some((ver, _)) = newest_version(&mut newest, &cf, &key)? {
+                    if ver == v {
+                        wb.delete(keys::data_key(&cf, &key, v));
+                    }
+                }
+            }
             wb.delete(gk);
+            last = Some(gk.to_vec());
             done += 1;
             it.next();
         }
         it.status()?;
-        Ok(())
+        Ok(last)
     }
+}
 
-    /// Deletes every version of (cf, key) older than `v`, and the version at `v` too when it is
-    /// a tombstone that nothing newer overrides (then no read in the window can see the key).
-    fn collect_key(
-        &self,
-        wb: &mut WriteBatch,
-        v: Version,
-        cf: &str,
-        key: &[u8],
-        overlay: &Overlay,
-    ) -> Result<(), StorageError> {
-        let prefix = keys::data_key_prefix(cf, key);
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::prefix_successor(&prefix).unwrap_or_default());
-        let mut it = self.db.raw_iterator_opt(ro);
-        it.seek(&prefix);
-        let mut newest = true;
-        let in_overlay = overlay.contains_key(&(cf.to_string(), Bytes::copy_from_slice(key)));
-        while it.valid() {
-            let (Some(k), Some(val)) = (it.key(), it.value()) else {
-                break;
-            };
-            let ver = k
-                .len()
-                .checked_sub(8)
-                .and_then(|at| k.get(at..))
-                .map(|b| {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    Version(!u64::from_be_bytes(a))
-                })
+/// The newest stored version of (cf, key) and whether it is a put.
+fn newest_version(
+    it: &mut rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
+    cf: &str,
+    key: &[u8],
+) -> Result<Option<(Version, bool)>, StorageError> {
+    let prefix = keys::data_key_prefix(cf, key);
+    it.seek(&prefix);
+    match (it.key(), it.value()) {
+        (Some(k), Some(val)) if k.starts_with(&prefix) => {
+            let ver = keys::split_data_key(&k[keys::cf_prefix(cf).len()..])
+                .map(|(_, v)| v)
                 .ok_or_else(|| StorageError::Corrupt(format!("bad data key {k:02x?}")))?;
-            let dead_tombstone =
-                ver == v && newest && !in_overlay && val.first() == Some(&TAG_TOMBSTONE);
-            if ver < v || dead_tombstone {
-                wb.delete(k);
-            }
-            newest = false;
-            it.next();
+            Ok(Some((ver, val.first() == Some(&TAG_PUT))))
         }
-        it.status()?;
-        Ok(())
+        _ => {
+            it.status()?;
+            Ok(None)
+        }
     }
 }
 
@@ -309,9 +328,10 @@ impl KvStoreExecutor {
 fn write_command(
     wb: &mut WriteBatch,
     overlay: &mut Overlay,
+    newest: &mut rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
     cmd: &Command,
     version: Version,
-) -> Vec<Bytes> {
+) -> Result<Vec<Bytes>, StorageError> {
     let mut generated = Vec::new();
     for (i, w) in cmd.writes.iter().enumerate() {
         let stamp = versionstamp(version, i as u16);
@@ -338,6 +358,7 @@ fn write_command(
             }
         };
         let dk = keys::data_key(cf, &key, version);
+        let value_is_none = value.is_none();
         match value {
             Some(v) => {
                 let mut buf = Vec::with_capacity(v.len() + 1);
@@ -347,10 +368,22 @@ fn write_command(
             }
             None => wb.put(dk, [TAG_TOMBSTONE]),
         }
-        wb.put(keys::gc_key(version, cf, &key), []);
-        overlay.insert((cf.to_string(), key), version);
+        // The queue entry names the version this write supersedes (from this batch, or the
+        // store). A second write of the key in the same commit keeps the first one's entry.
+        let ok = (cf.to_string(), key);
+        let superseded = match overlay.get(&ok) {
+            Some(&v) => Some(v),
+            None => newest_version(newest, cf, &ok.1)?.map(|(v, _)| v),
+        };
+        if superseded != Some(version) {
+            wb.put(
+                keys::gc_key(version, cf, &ok.1),
+                keys::gc_value(value_is_none, superseded),
+            );
+        }
+        overlay.insert(ok, version);
     }
-    generated
+    Ok(generated)
 }
 
 /// 8 bytes of commit version and 2 bytes of order within the commit, big-endian.

@@ -6,8 +6,9 @@
 //! - `0x01 esc(cf) esc(key) be(!version)` — one MVCC version of a user key. Versions are stored
 //!   inverted, so the newest version of a key comes first in iteration order. The value is a tag
 //!   byte (`1` put, `0` tombstone) followed by the user value.
-//! - `0x02 be(version) esc(cf) esc(key)` — garbage-collection queue: "older versions of this key
-//!   than `version` become garbage once `version` leaves the MVCC window".
+//! - `0x02 be(version) esc(cf) esc(key)` — garbage-collection queue: the write at `version`
+//!   superseded the version named in the value (a delete flag byte, then 8 bytes of version if
+//!   there was one); that version is garbage once `version` leaves the MVCC window.
 //!
 //! `esc` escapes `0x00` as `0x00 0xFF` and ends with `0x00 0x01`, so encoded keys sort exactly as
 //! the user keys do and no encoded key is a prefix of another.
@@ -117,6 +118,28 @@ pub fn split_gc_key(k: &[u8]) -> Option<(Version, String, Vec<u8>)> {
         String::from_utf8(cf).ok()?,
         key,
     ))
+}
+
+/// The value of a GC queue entry: whether the write was a delete, and the version it
+/// superseded (the one to collect), if any.
+pub fn gc_value(is_delete: bool, superseded: Option<Version>) -> Vec<u8> {
+    let mut out = vec![is_delete as u8];
+    if let Some(v) = superseded {
+        out.extend_from_slice(&v.0.to_be_bytes());
+    }
+    out
+}
+
+pub fn split_gc_value(v: &[u8]) -> Option<(bool, Option<Version>)> {
+    match v {
+        [d] => Some((*d != 0, None)),
+        [d, rest @ ..] if rest.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(rest);
+            Some((*d != 0, Some(Version(u64::from_be_bytes(a)))))
+        }
+        _ => None,
+    }
 }
 
 /// Smallest byte string greater than every string with this prefix (None if all 0xFF).
