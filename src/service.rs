@@ -118,35 +118,41 @@ pub trait KvService: Clone + 'static {
     fn storage_stats(&self) -> (u64, u64, u64);
     /// Appends per-replica and storage metrics in the Prometheus text format.
     fn render_metrics(&self, out: &mut String) {
-        let (keys, bytes, pending) = self.storage_stats();
-        crate::metrics::gauge(
-            out,
-            "paxoskv_store_keys_estimate",
-            "RocksDB estimate of live keys.",
-            keys,
-        );
-        crate::metrics::gauge(
-            out,
-            "paxoskv_store_bytes",
-            "RocksDB SST and memtable bytes.",
-            bytes,
-        );
-        crate::metrics::gauge(
-            out,
-            "paxoskv_store_pending_compaction_bytes",
-            "RocksDB bytes waiting for compaction.",
-            pending,
-        );
-        crate::metrics::gauge(
-            out,
-            "paxoskv_applied_version",
-            "Newest applied commit version.",
-            self.applied_version().0,
-        );
+        render_store_gauges(self, out);
     }
     /// Cuts replica `replica` off from its peers (or heals it): fault injection for tests.
     fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
         let _ = (replica, isolated);
         Err("this server has no replicas to partition".into())
     }
+}
+
+/// The store gauges every service reports (from `storage_stats` and `applied_version`).
+pub fn render_store_gauges<S: KvService>(s: &S, out: &mut String) {
+    use crate::metrics::gauge;
+    let (keys, bytes, pending) = s.storage_stats();
+    gauge(
+        out,
+        "paxoskv_store_keys_estimate",
+        "RocksDB estimate of live keys.",
+        keys,
+    );
+    gauge(
+        out,
+        "paxoskv_store_bytes",
+        "RocksDB SST and memtable bytes.",
+        bytes,
+    );
+    gauge(
+        out,
+        "paxoskv_store_pending_compaction_bytes",
+        "RocksDB bytes waiting for compaction.",
+        pending,
+    );
+    gauge(
+        out,
+        "paxoskv_applied_version",
+        "Newest applied commit version.",
+        s.applied_version().0,
+    );
 }

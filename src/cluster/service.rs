@@ -223,25 +223,7 @@ impl KvService for ClusterService {
     fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         use std::sync::atomic::Ordering::Relaxed;
-        let (keys, bytes, pending) = self.storage_stats();
-        crate::metrics::gauge(
-            out,
-            "paxoskv_store_keys_estimate",
-            "RocksDB estimate of live keys (primary's store).",
-            keys,
-        );
-        crate::metrics::gauge(
-            out,
-            "paxoskv_store_bytes",
-            "RocksDB SST and memtable bytes (primary's store).",
-            bytes,
-        );
-        crate::metrics::gauge(
-            out,
-            "paxoskv_store_pending_compaction_bytes",
-            "RocksDB bytes waiting for compaction.",
-            pending,
-        );
+        crate::service::render_store_gauges(self, out);
         let primary = self
             .inner
             .local
