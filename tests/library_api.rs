@@ -88,3 +88,52 @@ fn library_lifecycle_and_restart() {
     );
     store.shutdown();
 }
+
+#[test]
+fn a_failed_wal_sync_stops_that_replica_and_the_others_carry_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
+    store.start().unwrap();
+    let primary = store.wait_for_primary(Duration::from_secs(30)).unwrap();
+    store.execute_operation(set("before", "1")).unwrap();
+    let victim = (primary + 1) % 3;
+    let replicas = store.local_replicas();
+    replicas[victim as usize]
+        .shared
+        .inject_wal_failure
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The next write reaches the victim's WAL; its sync fails and the victim stops.
+    for i in 0..20 {
+        let o = store
+            .execute_operation(set(&format!("during{i}"), "x"))
+            .unwrap();
+        assert!(matches!(o, Outcome::Committed { .. }), "{o:?}");
+    }
+    let started = std::time::Instant::now();
+    while replicas[victim as usize].shared.is_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica kept running after a failed sync"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!store.is_healthy(), "a stopped replica is reported");
+    // The two others still form a majority and keep committing.
+    let o = store.execute_operation(set("after", "2")).unwrap();
+    assert!(matches!(o, Outcome::Committed { .. }), "{o:?}");
+    let live = replicas
+        .iter()
+        .find(|r| r.shared.is_running() && r.id != victim)
+        .unwrap();
+    let started = std::time::Instant::now();
+    while live.reader.get_latest("", b"after").unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        live.reader.get_latest("", b"before").unwrap(),
+        Some(Bytes::from_static(b"1"))
+    );
+    drop(replicas);
+    store.shutdown();
+}

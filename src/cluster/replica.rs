@@ -293,6 +293,13 @@ async fn run_wal(
         }
         if wal.has_pending() {
             let written_before = wal.stats.bytes_written;
+            if shared.inject_wal_failure.swap(false, Ordering::SeqCst) {
+                // A failed fsync is never retried: the replica stops, its data untouched.
+                let _ = ev
+                    .send(Ev::Fatal("wal sync: injected failure".into()))
+                    .await;
+                return;
+            }
             match wal.sync().await {
                 Ok(l) => groups.push_back((l, max_slot)),
                 Err(e) => {

@@ -22,6 +22,9 @@ pub struct ReplicaShared {
     /// The replica has reads waiting for the store: the apply thread must wake it after each
     /// batch. Otherwise the replica picks progress up from `applied_slot` on its next tick.
     pub notify_applied: AtomicBool,
+    /// Test hook: the next WAL group commit fails as a failed fdatasync would.
+    #[doc(hidden)]
+    pub inject_wal_failure: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
     /// Unix ms when each peer was last heard from.
@@ -48,6 +51,7 @@ impl ReplicaShared {
             applied_slot: AtomicU64::new(0),
             durable_slot: AtomicU64::new(0),
             notify_applied: AtomicBool::new(false),
+            inject_wal_failure: AtomicBool::new(false),
             running: AtomicBool::new(false),
             last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),
             started: Instant::now(),
