@@ -289,26 +289,16 @@ impl ReplicatedKvStore {
             .find_map(|r| r.local.shared.primary())
     }
 
-    /// Waits until some local replica knows a primary that a local replica can reach.
+    /// Waits until a request could be sent: a local primary, or (one replica per process) a
+    /// local replica that knows a primary.
     pub fn wait_for_primary(&self, timeout: Duration) -> Option<u32> {
         let deadline = Instant::now() + timeout;
         loop {
-            let primary = self
-                .running
-                .iter()
-                .find(|r| {
-                    r.local.shared.is_running()
-                        && r.local
-                            .shared
-                            .is_primary
-                            .load(std::sync::atomic::Ordering::SeqCst)
-                })
-                .map(|r| r.id());
-            let known = primary.or_else(|| {
+            let known = service::pick_target(&self.local_replicas()).map(|r| {
                 if self.running.len() == 1 {
-                    self.primary_replica()
+                    r.shared.primary().unwrap_or(r.id)
                 } else {
-                    None
+                    r.id
                 }
             });
             if known.is_some() || Instant::now() >= deadline {
@@ -336,38 +326,17 @@ impl ReplicatedKvStore {
     pub fn execute_operation(&self, cmd: Command) -> Result<Outcome, ServiceError> {
         let bytes = cmd.encode_to_bytes();
         let deadline = Instant::now() + self.config.consensus.primary_wait;
+        let stopped = || ServiceError::new(ErrorCode::Unavailable, "replica stopped");
         loop {
-            let target = self
-                .running
-                .iter()
-                .find(|r| {
-                    r.local.shared.is_running()
-                        && r.local
-                            .shared
-                            .is_primary
-                            .load(std::sync::atomic::Ordering::SeqCst)
-                })
-                .or_else(|| {
-                    if self.running.len() == 1 {
-                        self.running.first()
-                    } else {
-                        None
-                    }
-                });
-            let res = match target {
+            let res = match service::pick_target(&self.local_replicas()) {
                 Some(r) => {
                     let (tx, rx) = oneshot::channel();
-                    r.local
-                        .tx
-                        .unbounded_send(ClientMsg::Propose {
-                            command: bytes.clone(),
-                            reply: tx,
-                        })
-                        .map_err(|_| {
-                            ServiceError::new(ErrorCode::Unavailable, "replica stopped")
-                        })?;
-                    futures_lite::future::block_on(rx)
-                        .map_err(|_| ServiceError::new(ErrorCode::Unavailable, "replica stopped"))?
+                    r.tx.unbounded_send(ClientMsg::Propose {
+                        command: bytes.clone(),
+                        reply: tx,
+                    })
+                    .map_err(|_| stopped())?;
+                    futures_lite::future::block_on(rx).map_err(|_| stopped())?
                 }
                 None => Err(ServiceError::new(
                     ErrorCode::NotPrimary,
@@ -427,11 +396,5 @@ fn allowed_cpus() -> Vec<usize> {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
-    }
-}
-
-impl Running {
-    fn id(&self) -> u32 {
-        self.local.id
     }
 }

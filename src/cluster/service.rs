@@ -63,24 +63,7 @@ impl ClusterService {
 
     /// The local replica to send requests to now.
     fn pick(&self) -> Option<&LocalReplica> {
-        let l = &self.inner.local;
-        // An isolated old primary may still believe it leads: the newest view wins.
-        if let Some(p) = l
-            .iter()
-            .filter(|r| {
-                r.shared.is_running()
-                    && r.shared
-                        .is_primary
-                        .load(std::sync::atomic::Ordering::SeqCst)
-            })
-            .max_by_key(|r| r.shared.view.load(std::sync::atomic::Ordering::SeqCst))
-        {
-            return Some(p);
-        }
-        if l.len() == 1 && l[0].shared.is_running() && l[0].shared.primary().is_some() {
-            return Some(&l[0]);
-        }
-        None
+        pick_target(&self.inner.local)
     }
 
     /// The replica whose store this front reads for non-consensus answers.
@@ -123,6 +106,24 @@ impl ClusterService {
             Ok(r)
         })
         .await
+    }
+}
+
+/// The local replica to send a request to now: the running primary with the newest view (an
+/// isolated old primary may still believe it leads), or, in a one-replica process, the local
+/// replica once it knows some primary (it forwards to it).
+pub fn pick_target(local: &[LocalReplica]) -> Option<&LocalReplica> {
+    use std::sync::atomic::Ordering::SeqCst;
+    if let Some(p) = local
+        .iter()
+        .filter(|r| r.shared.is_running() && r.shared.is_primary.load(SeqCst))
+        .max_by_key(|r| r.shared.view.load(SeqCst))
+    {
+        return Some(p);
+    }
+    match local {
+        [only] if only.shared.is_running() && only.shared.primary().is_some() => Some(only),
+        _ => None,
     }
 }
 
@@ -305,13 +306,13 @@ impl KvService for ClusterService {
             (
                 "paxoskv_replica_wal_syncs_total",
                 "counter",
-                "WAL group commits (one fdatasync each).",
+                "WAL group commits (one durable write each).",
                 |r| r.shared.wal_syncs.load(Relaxed),
             ),
             (
                 "paxoskv_replica_wal_sync_seconds_total",
                 "counter",
-                "Time spent in WAL group commits, microseconds.",
+                "Time spent in WAL group commits.",
                 |r| r.shared.wal_sync_us_total.load(Relaxed),
             ),
             (
