@@ -189,6 +189,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         waiting_reads: BTreeMap::new(),
         forwarded_reads: HashMap::new(),
         applied: base,
+        store_applied: p.applied_slot,
         commit_timeout: p.commit_timeout,
         last_housekeeping: Instant::now(),
         last_compact: Instant::now(),
@@ -385,6 +386,8 @@ struct Shell {
     /// Reads this replica forwarded to the primary: id → waiter.
     forwarded_reads: HashMap<u64, oneshot::Sender<Result<(), ServiceError>>>,
     applied: u64,
+    /// What the store had applied when this replica started (it may be ahead of the core).
+    store_applied: u64,
     commit_timeout: Duration,
     last_housekeeping: Instant,
     last_compact: Instant,
@@ -583,6 +586,7 @@ impl Shell {
         for (command, why) in out.proposals_rejected.drain(..) {
             self.reject_proposal(command, why);
         }
+        let mut need_snapshot = Vec::new();
         for e in out.events.drain(..) {
             match e {
                 Event::BecamePrimary { view } => {
@@ -606,13 +610,7 @@ impl Shell {
                         .view
                         .store(self.core.promised().0, Ordering::SeqCst);
                 }
-                Event::NeedSnapshot { from } => {
-                    tracing::error!(
-                        replica = self.id,
-                        from = from.0,
-                        "this replica needs a state-machine snapshot, which is not implemented; it cannot catch up"
-                    );
-                }
+                Event::NeedSnapshot { from } => need_snapshot.push(from),
             }
         }
         self.shared
@@ -620,6 +618,35 @@ impl Shell {
             .store(self.core.is_primary(), Ordering::Relaxed);
         out.clear();
         self.out = out;
+        for from in need_snapshot {
+            self.on_need_snapshot(from);
+        }
+    }
+
+    /// A peer truncated slots this replica's log lacks. After a restart the log starts below
+    /// what the store applied (to serve lagging peers), so the store itself is often the
+    /// snapshot: skip the core ahead to what RocksDB already holds. Only when the peer
+    /// truncated past that is a real snapshot transfer needed, which is not built.
+    fn on_need_snapshot(&mut self, from: ReplicaId) {
+        let store = self
+            .store_applied
+            .max(self.shared.applied_slot.load(Ordering::SeqCst));
+        if store > self.core.commit_upto().0 {
+            tracing::info!(
+                replica = self.id,
+                from = from.0,
+                upto = store,
+                "peer truncated its log; the local store covers it"
+            );
+            self.applied = self.applied.max(store);
+            self.step(Input::SnapshotInstalled { upto: Slot(store) });
+        } else {
+            tracing::error!(
+                replica = self.id,
+                from = from.0,
+                "this replica needs a state-machine snapshot, which is not implemented; it cannot catch up"
+            );
+        }
     }
 
     fn reject_proposal(&mut self, command: Bytes, why: Rejection) {
