@@ -243,3 +243,50 @@ fn wal_segments_are_released_once_every_replica_applied() {
         .unwrap();
     assert_eq!(r.value.len(), 32 << 10);
 }
+
+#[test]
+fn sigterm_drains_requests_in_flight_before_exiting() {
+    let mut server = Server::start(&["--enable-fault-injection"]);
+    let mut c = server.client();
+    // Every setKey waits 800 ms before it is served: it is in flight when SIGTERM arrives.
+    let r = c
+        .set_fault_injection(FaultInjectionRequest::new(
+            "delay".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            800,
+            "setKey".to_string(),
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+    let addr = server.addr;
+    let writer = std::thread::spawn(move || {
+        let mut slow = common::client(addr, false);
+        slow.set_key(SetKeyRequest::new(
+            b"late".to_vec(),
+            b"v".to_vec(),
+            None::<String>,
+        ))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let reply = writer
+        .join()
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert!(reply.success, "{reply:?}");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "SIGTERM did not stop the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    // The listener closed first: no new connection is accepted.
+    assert!(std::net::TcpStream::connect(server.addr).is_err());
+}

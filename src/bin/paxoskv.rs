@@ -242,7 +242,12 @@ fn run_cluster(
         println!("paxoskv metrics on http://{m}/metrics");
     }
     stop.wait();
-    tracing::info!("shutting down: handing leadership off and syncing");
+    tracing::info!("shutting down: closing the Thrift port and draining requests in flight");
+    let mut front = front;
+    if !front.stop_and_drain(Duration::from_secs(5)) {
+        tracing::warn!("requests still in flight after 5 s; stopping anyway");
+    }
+    tracing::info!("handing leadership off and syncing");
     store.shutdown();
     tracing::info!("stopped");
     std::process::exit(0);

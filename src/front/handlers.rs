@@ -50,6 +50,8 @@ pub struct FrontStats {
     pub reads: Cell<u64>,
     pub latency_us_total: Cell<u64>,
     pub requests: Cell<u64>,
+    /// Requests started and not yet answered (what a graceful stop waits for).
+    pub in_flight: Cell<u64>,
     pub committed_txns: Cell<u64>,
     pub aborted_txns: Cell<u64>,
 }
@@ -357,7 +359,9 @@ pub fn handle<S: KvService>(
     let started = Instant::now();
     let fut = dispatch(ctx, session, call);
     let ctx2 = ctx.clone();
+    ctx.stats.in_flight.set(ctx.stats.in_flight.get() + 1);
     Box::pin(async move {
+        let _done = InFlight(&ctx2.stats.in_flight);
         match fault {
             Some(FaultKind::Delay(d)) => glommio::timer::sleep(d).await,
             Some(FaultKind::Error) => {
@@ -375,6 +379,15 @@ pub fn handle<S: KvService>(
             .record(method, crate::metrics::result_of(r.error_text()), us);
         r
     })
+}
+
+/// Counts a request as answered when its future completes or is dropped.
+struct InFlight<'a>(&'a Cell<u64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 trait InjectFailure {

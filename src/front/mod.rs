@@ -28,6 +28,19 @@ pub struct FrontHandle {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub thread: JoinHandle<()>,
+    stop: Option<futures_channel::oneshot::Sender<()>>,
+    drained: mpsc::Receiver<()>,
+}
+
+impl FrontHandle {
+    /// Graceful stop: close the Thrift listener, then wait (at most `grace`) until no request
+    /// is in flight. Returns whether everything in flight was answered.
+    pub fn stop_and_drain(&mut self, grace: std::time::Duration) -> bool {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.drained.recv_timeout(grace).is_ok()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +69,8 @@ where
         .then(|| format!("{}:{}", metrics_cfg.bind_address, metrics_cfg.port));
     type Bound = (SocketAddr, Option<SocketAddr>);
     let (tx, rx) = mpsc::channel::<Result<Bound, FrontError>>();
+    let (stop_tx, stop_rx) = futures_channel::oneshot::channel::<()>();
+    let (drained_tx, drained_rx) = mpsc::channel::<()>();
     let builder = LocalExecutorBuilder::new(placement).name("paxoskv-front");
     let thread = builder
         .spawn(move || async move {
@@ -106,7 +121,14 @@ where
             };
             let ctx = Rc::new(handlers::FrontCtx::new(service, limits, metrics));
             let _ = tx.send(Ok((local, metrics_addr)));
-            server::run_thrift_listener(listener, ctx).await;
+            server::run_thrift_listener(listener, ctx.clone(), stop_rx).await;
+            // Stopping: wait for the requests in flight, then report drained. The executor
+            // keeps running (open connections stay served) until the process exits.
+            while ctx.stats.in_flight.get() > 0 {
+                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            let _ = drained_tx.send(());
+            futures_lite::future::pending::<()>().await;
         })
         .map_err(|e| FrontError::Executor(e.to_string()))?;
     let (addr, metrics_addr) = rx
@@ -122,5 +144,7 @@ where
         addr,
         metrics_addr,
         thread,
+        stop: Some(stop_tx),
+        drained: drained_rx,
     })
 }

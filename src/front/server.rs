@@ -36,10 +36,25 @@ struct Outgoing {
 }
 
 /// Accepts connections until the listener fails; each connection is served by its own task.
-pub async fn run_thrift_listener<S: KvService>(listener: TcpListener, ctx: Rc<FrontCtx<S>>) {
+/// Returns when `stop` fires (or its sender is dropped): the listener closes, so no new
+/// connection is accepted; connections already open keep being served until the process ends.
+pub async fn run_thrift_listener<S: KvService>(
+    listener: TcpListener,
+    ctx: Rc<FrontCtx<S>>,
+    stop: futures_channel::oneshot::Receiver<()>,
+) {
     let open = Rc::new(Cell::new(0u32));
+    let mut stop = stop;
     loop {
-        let stream = match listener.accept().await {
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            let _ = (&mut stop).await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else {
+            return;
+        };
+        let stream = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
