@@ -9,7 +9,10 @@ use std::process::Command;
 fn python_thrift_client_over_unframed_transport() {
     let server = common::Server::start(&[]);
     let gen = tempfile::tempdir().unwrap();
-    let idl = concat!(env!("CARGO_MANIFEST_DIR"), "/thrift/paxoskv.thrift");
+    // The runtime value (cargo sets it for tests) follows the checkout the tests run from.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let idl = format!("{manifest}/thrift/paxoskv.thrift");
     let st = Command::new("thrift")
         .args(["--gen", "py", "-out"])
         .arg(gen.path())
@@ -17,7 +20,7 @@ fn python_thrift_client_over_unframed_transport() {
         .status()
         .expect("the thrift compiler (Debian thrift-compiler) must be installed");
     assert!(st.success(), "thrift --gen py failed");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client_test.py");
+    let script = format!("{manifest}/tests/python/client_test.py");
     let out = Command::new("python3")
         .arg(script)
         .arg("127.0.0.1")
