@@ -260,3 +260,74 @@ fn pipelined_requests_are_answered_in_order() {
         p.read_message_end().unwrap();
     }
 }
+
+#[test]
+fn a_pipelined_read_sees_the_writes_sent_before_it_on_its_connection() {
+    use thrift::protocol::*;
+    let server = Server::start(&["--enable-fault-injection"]);
+    // Every setKey is held 300 ms before it runs: a read that did not wait would overtake it.
+    let r = server
+        .client()
+        .set_fault_injection(FaultInjectionRequest::new(
+            "delay".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            300,
+            "setKey".to_string(),
+        ))
+        .unwrap();
+    assert!(r.success);
+    let mut s = raw(&server);
+    let mut out = Vec::new();
+    {
+        let mut p = TBinaryOutputProtocol::new(&mut out, true);
+        let call = |p: &mut TBinaryOutputProtocol<&mut Vec<u8>>,
+                    name: &str,
+                    seq: i32,
+                    req: &dyn Fn(&mut dyn TOutputProtocol)| {
+            p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, seq))
+                .unwrap();
+            p.write_struct_begin(&TStructIdentifier::new("args"))
+                .unwrap();
+            p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
+                .unwrap();
+            req(p);
+            p.write_field_end().unwrap();
+            p.write_field_stop().unwrap();
+            p.write_struct_end().unwrap();
+            p.write_message_end().unwrap();
+        };
+        call(&mut p, "setKey", 1, &|p| {
+            SetKeyRequest::new(b"ryw".to_vec(), b"mine".to_vec(), None::<String>)
+                .write_to_out_protocol(p)
+                .unwrap()
+        });
+        call(&mut p, "get", 2, &|p| {
+            GetRequest::new(b"ryw".to_vec(), None::<String>)
+                .write_to_out_protocol(p)
+                .unwrap()
+        });
+    }
+    s.write_all(&out).unwrap();
+    let mut p = TBinaryInputProtocol::new(s.try_clone().unwrap(), true);
+    for seq in 1..=2 {
+        let h = p.read_message_begin().unwrap();
+        assert_eq!(h.sequence_number, seq);
+        p.read_struct_begin().unwrap();
+        p.read_field_begin().unwrap();
+        if seq == 1 {
+            assert!(
+                SetKeyResponse::read_from_in_protocol(&mut p)
+                    .unwrap()
+                    .success
+            );
+        } else {
+            let g = GetResponse::read_from_in_protocol(&mut p).unwrap();
+            assert!(g.found, "the read overtook the write before it: {g:?}");
+            assert_eq!(g.value, b"mine");
+        }
+        p.read_field_end().unwrap();
+        p.read_field_begin().unwrap();
+        p.read_struct_end().unwrap();
+        p.read_message_end().unwrap();
+    }
+}

@@ -19,7 +19,7 @@ use crate::config::ThriftSection;
 use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ServiceError};
 use crate::storage::RangeQuery;
 use crate::txn::command::single_key_range;
-use crate::txn::interactive::{Session, TxnError, TxnTable};
+use crate::txn::interactive::{Fence, Session, TxnError, TxnTable};
 use crate::txn::{Command, KeyRange, Outcome, WriteOp, DEFAULT_CF};
 use crate::types::Version;
 
@@ -374,11 +374,33 @@ pub fn handle<S: KvService>(
     let method = call.method();
     let fault = ctx.fault_for(method);
     let started = Instant::now();
+    let order = order_of(&call);
+    // Pipelined requests: a read waits for the writes sent before it on this connection; a
+    // write takes its place at the end of that chain.
+    let wait_for = match order {
+        Order::Read => session.borrow().last_write.clone().filter(|f| !f.is_set()),
+        _ => None,
+    };
+    let written = match order {
+        Order::Write => {
+            let mine = Rc::new(Fence::default());
+            let prev = session.borrow_mut().last_write.replace(mine.clone());
+            Some(WriteSignal {
+                mine,
+                prev,
+                finished: false,
+            })
+        }
+        _ => None,
+    };
     let fut = dispatch(ctx, session, call);
     let ctx2 = ctx.clone();
     ctx.stats.in_flight.set(ctx.stats.in_flight.get() + 1);
     Box::pin(async move {
         let _done = InFlight(&ctx2.stats.in_flight);
+        if let Some(w) = wait_for {
+            w.wait().await;
+        }
         match fault {
             Some(FaultKind::Delay(d)) => glommio::timer::sleep(d).await,
             Some(FaultKind::Error) => {
@@ -388,6 +410,9 @@ pub fn handle<S: KvService>(
             None => {}
         }
         let r = fut.await;
+        if let Some(w) = written {
+            w.finish();
+        }
         let us = started.elapsed().as_micros() as u64;
         let s = &ctx2.stats;
         s.requests.set(s.requests.get() + 1);
@@ -396,6 +421,64 @@ pub fn handle<S: KvService>(
             .record(method, crate::metrics::result_of(r.error_text()), us);
         r
     })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Reads the latest state: must see the connection's earlier writes.
+    Read,
+    Write,
+    /// Snapshot reads at an explicit version, session and diagnostic calls.
+    Free,
+}
+
+fn order_of(call: &Call) -> Order {
+    match call {
+        Call::Get(_) | Call::GetRange(_) | Call::GetReadVersion(_) | Call::BeginTransaction(_) => {
+            Order::Read
+        }
+        Call::SetKey(_)
+        | Call::DeleteKey(_)
+        | Call::AtomicCommit(_)
+        | Call::CommitTransaction(_)
+        | Call::SetVersionstampedKey(_)
+        | Call::SetVersionstampedValue(_) => Order::Write,
+        _ => Order::Free,
+    }
+}
+
+/// Sets this write's fence once the write is answered and the writes before it on the
+/// connection are too: writes can finish out of order (a refused one at once).
+struct WriteSignal {
+    mine: Rc<Fence>,
+    prev: Option<Rc<Fence>>,
+    finished: bool,
+}
+
+impl WriteSignal {
+    fn finish(mut self) {
+        self.finished = true;
+        match self.prev.take().filter(|p| !p.is_set()) {
+            None => self.mine.set(),
+            Some(prev) => {
+                let mine = self.mine.clone();
+                glommio::spawn_local(async move {
+                    prev.wait().await;
+                    mine.set();
+                })
+                .detach();
+            }
+        }
+    }
+}
+
+impl Drop for WriteSignal {
+    /// An abandoned request (its connection closed) releases its followers at once.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.mine.set();
+        }
+    }
 }
 
 /// Counts a request as answered when its future completes or is dropped.

@@ -6,7 +6,10 @@
 //! and the writes arrive with the commit, so an open transaction costs a few bytes. The table is
 //! bounded (`max_open`); a transaction past its deadline is refused with `TIMEOUT` and forgotten.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::txn::KeyRange;
@@ -101,11 +104,46 @@ impl TxnTable {
 /// The state the older stateful methods keep per connection: a read version set with
 /// `setReadVersion`, conflicts registered with `addReadConflict[Range]` (consumed by the next
 /// `atomicCommit` on the connection), and the version of the connection's last commit.
-#[derive(Debug, Default)]
+/// `last_write` orders pipelined requests: a read waits for every write sent before it on the
+/// same connection, so a connection always reads its own writes.
+#[derive(Default)]
 pub struct Session {
     pub read_version: Option<Version>,
     pub read_conflicts: Vec<KeyRange>,
     pub committed_version: Option<Version>,
+    pub last_write: Option<Rc<Fence>>,
+}
+
+/// Set once a write and every write before it on the connection have been answered.
+#[derive(Default)]
+pub struct Fence {
+    done: Cell<bool>,
+    wakers: RefCell<Vec<Waker>>,
+}
+
+impl Fence {
+    pub fn set(&self) {
+        self.done.set(true);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.done.get()
+    }
+
+    /// Resolves once `set` was called.
+    pub fn wait(self: Rc<Self>) -> impl std::future::Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            if self.done.get() {
+                Poll::Ready(())
+            } else {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+    }
 }
 
 #[cfg(test)]
