@@ -124,9 +124,7 @@ impl Replica {
         from_slot: Slot,
         out: &mut Outputs,
     ) {
-        if ballot < self.promised {
-            let promised = self.promised;
-            self.send(from, Message::Nack { promised }, out);
+        if self.nack_if_stale(from, ballot, out) {
             return;
         }
         if ballot > self.promised {

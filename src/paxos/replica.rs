@@ -231,6 +231,21 @@ impl Replica {
         self.on_message(me, message, out);
     }
 
+    /// Refuses a message from a ballot below our promise with a `Nack`; true if refused.
+    pub(crate) fn nack_if_stale(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        out: &mut Outputs,
+    ) -> bool {
+        if ballot < self.promised {
+            let promised = self.promised;
+            self.send(from, Message::Nack { promised }, out);
+            return true;
+        }
+        false
+    }
+
     pub(crate) fn send(&mut self, to: ReplicaId, message: Message, out: &mut Outputs) {
         if to == self.me {
             self.self_inbox.push_back(message);

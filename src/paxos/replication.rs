@@ -196,9 +196,7 @@ impl Replica {
         commit_upto: Slot,
         out: &mut Outputs,
     ) {
-        if ballot < self.promised {
-            let promised = self.promised;
-            self.send(from, Message::Nack { promised }, out);
+        if self.nack_if_stale(from, ballot, out) {
             return;
         }
         self.follow(from, ballot, out);
@@ -305,9 +303,7 @@ impl Replica {
         compact_upto: Slot,
         out: &mut Outputs,
     ) {
-        if ballot < self.promised {
-            let promised = self.promised;
-            self.send(from, Message::Nack { promised }, out);
+        if self.nack_if_stale(from, ballot, out) {
             return;
         }
         if ballot.primary(self.cfg.replica_count) != from {
