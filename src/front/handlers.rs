@@ -48,8 +48,6 @@ fn unix_us() -> i64 {
 pub struct FrontStats {
     pub writes: Cell<u64>,
     pub reads: Cell<u64>,
-    pub latency_us_total: Cell<u64>,
-    pub requests: Cell<u64>,
     /// Requests started and not yet answered (what a graceful stop waits for).
     pub in_flight: Cell<u64>,
     pub committed_txns: Cell<u64>,
@@ -414,9 +412,6 @@ pub fn handle<S: KvService>(
             w.finish();
         }
         let us = started.elapsed().as_micros() as u64;
-        let s = &ctx2.stats;
-        s.requests.set(s.requests.get() + 1);
-        s.latency_us_total.set(s.latency_us_total.get() + us);
         ctx2.metrics
             .record(method, crate::metrics::result_of(r.error_text()), us);
         r
@@ -1110,15 +1105,12 @@ fn cluster_health<S: KvService>(service: &S) -> ClusterHealth {
 fn database_stats<S: KvService>(ctx: &FrontCtx<S>) -> DatabaseStats {
     let s = &ctx.stats;
     let (keys, bytes, pending) = ctx.service.storage_stats();
-    let n = s.requests.get().max(1);
     DatabaseStats {
         total_keys: keys as i64,
         total_size_bytes: bytes as i64,
         write_operations_count: s.writes.get() as i64,
         read_operations_count: s.reads.get() as i64,
-        average_response_time_ms: thrift::OrderedFloat::from(
-            s.latency_us_total.get() as f64 / n as f64 / 1000.0,
-        ),
+        average_response_time_ms: thrift::OrderedFloat::from(ctx.metrics.mean_latency_ms()),
         active_transactions: ctx.txns.borrow().open_count() as i64,
         committed_transactions: s.committed_txns.get() as i64,
         aborted_transactions: s.aborted_txns.get() as i64,

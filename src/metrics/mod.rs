@@ -90,6 +90,17 @@ impl Metrics {
         self.latency_sum_us[m].fetch_add(latency_us, Ordering::Relaxed);
     }
 
+    /// Mean request latency over every method so far, in milliseconds (0 before any request).
+    pub fn mean_latency_ms(&self) -> f64 {
+        let sum: u64 = self
+            .latency_sum_us
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        let count: u64 = self.latency.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+        sum as f64 / count.max(1) as f64 / 1000.0
+    }
+
     pub fn connection_opened(&self) {
         self.connections_open.fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);
@@ -210,5 +221,10 @@ mod tests {
             s.contains("paxoskv_request_latency_seconds_bucket{method=\"setKey\",le=\"+Inf\"} 3")
         );
         assert!(!s.contains("method=\"get\""));
+        let mean = m.mean_latency_ms();
+        assert!(
+            (mean - (120.0 + 900.0 + 10_000_000.0) / 3.0 / 1000.0).abs() < 1e-9,
+            "{mean}"
+        );
     }
 }
