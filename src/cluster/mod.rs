@@ -27,7 +27,7 @@ use crate::config::ReplicatedConfig;
 use crate::paxos::{PaxosConfig, ReplicaId};
 use crate::service::{ErrorCode, ServiceError};
 use crate::storage::{KvStoreExecutor, StoreOptions};
-use crate::transport::{TransportConfig, TransportFaults};
+use crate::transport::TransportConfig;
 use crate::txn::{Command, Outcome};
 
 #[derive(Debug, thiserror::Error)]
@@ -313,13 +313,6 @@ impl ReplicatedKvStore {
         !self.running.is_empty()
             && self.running.iter().all(|r| r.local.shared.is_running())
             && self.primary_replica().is_some()
-    }
-
-    pub fn faults(&self, id: u32) -> Option<Arc<TransportFaults>> {
-        self.running
-            .iter()
-            .find(|r| r.local.id == id)
-            .map(|r| r.local.shared.faults.clone())
     }
 
     /// Replicates one command and waits for its outcome (blocking; for library users and tests).
