@@ -33,19 +33,7 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
     assert_eq!(h.cluster_status, "healthy", "{h:?}");
     // Followers learn the commit index from the next heartbeat.
     std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "SIGTERM did not stop the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
         .args(["inspect", "--data-dir"])
@@ -275,17 +263,7 @@ fn sigterm_drains_requests_in_flight_before_exiting() {
         .unwrap()
         .expect("the request in flight is answered");
     assert!(reply.success, "{reply:?}");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = server.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "SIGTERM did not stop the server"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.wait_exit();
     assert!(status.success(), "{status:?}");
     // The listener closed first: no new connection is accepted.
     assert!(std::net::TcpStream::connect(server.addr).is_err());

@@ -161,56 +161,19 @@ fn promise_waits_for_durability_and_reports_accepted_values() {
     assert!(out.persist.is_empty());
 }
 
-#[test]
-fn three_replicas_elect_and_commit_each_slot_once_everywhere() {
-    let mut rs: Vec<Replica> = (0..3).map(replica).collect();
-    let mut committed: Vec<Vec<(Slot, Value)>> = vec![Vec::new(); 3];
-    let mut queue: std::collections::VecDeque<(usize, Input)> = Default::default();
-    let mut now = 0;
-    let mut proposed = false;
-    for _ in 0..200 {
-        now += 10;
-        for i in 0..3 {
-            queue.push_back((
-                i,
-                Input::Tick {
-                    now_ms: now,
-                    random: i as u64 * 7919,
-                },
-            ));
-        }
-        if !proposed {
-            if let Some(p) = rs.iter().position(|r| r.is_primary()) {
-                queue.push_back((p, Input::Propose(Bytes::from_static(b"cmd"))));
-                proposed = true;
-            }
-        }
-        while let Some((i, input)) = queue.pop_front() {
-            let out = step(&mut rs[i], input);
-            for (to, message) in out.sends {
-                let from = ReplicaId(i as u32);
-                queue.push_back((to.0 as usize, Input::Message { from, message }));
-            }
-            if let Some((lsn, _)) = out.persist.last() {
-                queue.push_back((i, Input::Durable { upto_lsn: *lsn }));
-            }
-            committed[i].extend(out.committed);
-        }
-    }
-    assert!(proposed);
-    let expected = vec![(Slot(1), batch(b"cmd"))];
-    for c in &committed {
-        assert_eq!(c, &expected);
-    }
-}
+/// Three replicas on a lossless, instant network with instant disks: 10 ms ticks for `rounds`
+/// rounds, one command proposed as soon as a primary exists. With `apply`, every replica's state
+/// machine applies what commits at once. Returns the replicas, what each committed, and
+/// whether the command was proposed.
+type Committed = Vec<Vec<(Slot, Value)>>;
 
-#[test]
-fn compaction_point_advances_once_every_replica_applied() {
+fn run_three(rounds: usize, apply: bool) -> (Vec<Replica>, Committed, bool) {
     let mut rs: Vec<Replica> = (0..3).map(replica).collect();
+    let mut committed: Committed = vec![Vec::new(); 3];
     let mut queue: std::collections::VecDeque<(usize, Input)> = Default::default();
     let mut now = 0;
     let mut proposed = false;
-    for _ in 0..300 {
+    for _ in 0..rounds {
         now += 10;
         for i in 0..3 {
             let random = i as u64 * 7919;
@@ -237,12 +200,30 @@ fn compaction_point_advances_once_every_replica_applied() {
             if let Some((lsn, _)) = out.persist.last() {
                 queue.push_back((i, Input::Durable { upto_lsn: *lsn }));
             }
-            // The state machine applies what commits at once.
-            if let Some((slot, _)) = out.committed.last() {
-                queue.push_back((i, Input::Applied { upto: *slot }));
+            if apply {
+                if let Some((slot, _)) = out.committed.last() {
+                    queue.push_back((i, Input::Applied { upto: *slot }));
+                }
             }
+            committed[i].extend(out.committed);
         }
     }
+    (rs, committed, proposed)
+}
+
+#[test]
+fn three_replicas_elect_and_commit_each_slot_once_everywhere() {
+    let (_, committed, proposed) = run_three(200, false);
+    assert!(proposed);
+    let expected = vec![(Slot(1), batch(b"cmd"))];
+    for c in &committed {
+        assert_eq!(c, &expected);
+    }
+}
+
+#[test]
+fn compaction_point_advances_once_every_replica_applied() {
+    let (rs, _, _) = run_three(300, true);
     let p = rs.iter().position(|r| r.is_primary()).expect("a primary");
     let applied = rs[p].applied_upto();
     assert!(applied >= Slot(1));

@@ -140,6 +140,28 @@ impl Server {
         client(self.addr, false)
     }
 
+    /// Sends SIGTERM and waits (at most 30 s) for the process to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    /// Waits (at most 30 s) for the process to exit.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the server did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn framed_client(&self) -> Client {
         client(self.addr, true)
     }
