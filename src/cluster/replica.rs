@@ -538,7 +538,13 @@ impl Shell {
         for (slot, value) in out.committed.drain(..) {
             let commands: Vec<Bytes> = value.commands().to_vec();
             let mut waiters = Vec::new();
-            for (i, c) in commands.iter().enumerate() {
+            // Only a replica with clients waiting needs to look for its own commands.
+            let mine = if self.pending.is_empty() {
+                &[][..]
+            } else {
+                &commands[..]
+            };
+            for (i, c) in mine.iter().enumerate() {
                 if let Ok((origin, req, _)) = envelope::decode(c) {
                     if origin == self.id {
                         if let Some(w) = self.pending.remove(&req) {
