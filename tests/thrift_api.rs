@@ -396,6 +396,13 @@ fn limits_and_admin_token() {
         ))
         .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("UNAVAILABLE"));
+    let g = c
+        .get(GetRequest::new(b"f".to_vec(), None::<String>))
+        .unwrap();
+    assert!(
+        !g.found,
+        "a write refused by an injected fault was applied anyway"
+    );
     assert!(
         c.set_fault_injection(FaultInjectionRequest::new(
             "clear".to_string(),

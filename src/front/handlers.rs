@@ -402,8 +402,11 @@ pub fn handle<S: KvService>(
         match fault {
             Some(FaultKind::Delay(d)) => glommio::timer::sleep(d).await,
             Some(FaultKind::Error) => {
-                // Injected failure: the request is answered as if the cluster were unavailable.
-                return fut.await.into_injected_failure();
+                // Answered as if the cluster were unavailable, without running the request:
+                // UNAVAILABLE must not hide a write that happened.
+                if let Some(r) = injected_failure(method) {
+                    return r;
+                }
             }
             None => {}
         }
@@ -485,39 +488,35 @@ impl Drop for InFlight<'_> {
     }
 }
 
-trait InjectFailure {
-    fn into_injected_failure(self) -> Response;
-}
-
-impl InjectFailure for Response {
-    fn into_injected_failure(self) -> Response {
-        let e = Some("UNAVAILABLE: injected fault".to_string());
-        let code = Some("UNAVAILABLE".to_string());
-        match self {
-            Response::SetKey(_) => Response::SetKey(SetKeyResponse {
-                success: false,
-                error: e,
-                error_code: code,
-            }),
-            Response::DeleteKey(_) => Response::DeleteKey(DeleteKeyResponse {
-                success: false,
-                error: e,
-                error_code: code,
-            }),
-            Response::AtomicCommit(_) => Response::AtomicCommit(AtomicCommitResponse {
-                success: false,
-                error: e,
-                error_code: code,
-                committed_version: None,
-            }),
-            Response::Get(_) => Response::Get(GetResponse {
-                value: Vec::new(),
-                found: false,
-                error: e,
-            }),
-            other => other,
-        }
-    }
+/// The reply an injected `error` fault gives instead of running the request, for the methods
+/// it covers (setKey, deleteKey, atomicCommit, get); other methods run normally.
+fn injected_failure(method: &str) -> Option<Response> {
+    let e = Some("UNAVAILABLE: injected fault".to_string());
+    let code = Some("UNAVAILABLE".to_string());
+    Some(match method {
+        "setKey" => Response::SetKey(SetKeyResponse {
+            success: false,
+            error: e,
+            error_code: code,
+        }),
+        "deleteKey" => Response::DeleteKey(DeleteKeyResponse {
+            success: false,
+            error: e,
+            error_code: code,
+        }),
+        "atomicCommit" => Response::AtomicCommit(AtomicCommitResponse {
+            success: false,
+            error: e,
+            error_code: code,
+            committed_version: None,
+        }),
+        "get" => Response::Get(GetResponse {
+            value: Vec::new(),
+            found: false,
+            error: e,
+        }),
+        _ => return None,
+    })
 }
 
 fn dispatch<S: KvService>(
