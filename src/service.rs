@@ -60,9 +60,7 @@ impl From<StorageError> for ServiceError {
     fn from(e: StorageError) -> Self {
         let code = match &e {
             StorageError::TooOld { .. } => ErrorCode::TooOld,
-            StorageError::FutureVersion { .. } | StorageError::InvalidRange(_) => {
-                ErrorCode::InvalidArgument
-            }
+            StorageError::FutureVersion { .. } => ErrorCode::InvalidArgument,
             _ => ErrorCode::Internal,
         };
         ServiceError::new(code, e.to_string())

@@ -34,8 +34,6 @@ pub enum StorageError {
         read_version: Version,
         latest: Version,
     },
-    #[error("invalid range: {0}")]
-    InvalidRange(String),
 }
 
 #[cfg(test)]
