@@ -6,6 +6,9 @@ PK_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/root/.cache/paxoskv-target}"
 PK_BIN="${PK_BIN:-$CARGO_TARGET_DIR/release}"
 
+source "$PK_ROOT/scripts/prereqs.sh"
+pk_need_command python3 python3
+
 pk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 # Builds paxoskv and paxoskv-bench (release profile) unless SKIP_BUILD=1.

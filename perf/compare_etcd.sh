@@ -19,10 +19,8 @@ WARMUP="${WARMUP:-2s}"
 KEYS="${KEYS:-10000}"
 OUT="${OUT:-$PK_ROOT/perf/results/etcd-$(date +%Y-%m-%d_%H%M%S)}"
 
-if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
-  pk_log "installing etcd-server etcd-client"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >&2
-fi
+pk_need_command etcd etcd-server
+pk_need_command etcdctl etcd-client version
 
 ETCD_DIR=""
 ETCD_PIDS=()

@@ -18,12 +18,9 @@ FREQ="${FREQ:-499}"
 CALL_GRAPH="${CALL_GRAPH:-dwarf,16384}"
 OUT="${OUT:-$PK_ROOT/perf/results/profile-$(date +%Y-%m-%d_%H%M%S)}"
 
-if ! command -v perf >/dev/null; then
-  pk_log "installing linux-perf"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf >&2
-fi
+pk_need_command perf linux-perf
 export PATH="$HOME/.cargo/bin:$PATH"
-if ! command -v inferno-flamegraph >/dev/null; then
+if ! inferno-flamegraph --help >/dev/null 2>&1; then
   pk_log "installing inferno (cargo install inferno)"
   cargo install --locked inferno >&2
 fi

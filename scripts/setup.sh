@@ -2,18 +2,17 @@
 # Installs what building and testing paxoskv needs on a fresh Debian machine, and nothing that is
 # already there: libclang (bindgen for the bundled RocksDB), the Thrift compiler (code generation
 # and the Python client test) and the Python Thrift library.
+#
+# Every check asks the thing itself, never the working directory: Python runs from an empty
+# temporary directory (run from the repository root, `import thrift` finds the IDL folder
+# `thrift/` as an empty namespace package and succeeds without the library), Debian packages are
+# checked by their installed status (a removed package keeps a `dpkg -s` record), and commands
+# are run, not just looked up. `scripts/setup.sh --versions` prints what was found.
 set -euo pipefail
-missing=()
-for pkg in libclang-dev clang thrift-compiler; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "setup: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-if ! python3 -c 'import thrift' >/dev/null 2>&1; then
-  echo "setup: installing the python thrift package" >&2
-  python3 -m pip install --quiet --disable-pip-version-check thrift
-fi
+source "$(dirname "$0")/prereqs.sh"
+
+pk_need_apt libclang-dev clang thrift-compiler
+pk_need_command thrift thrift-compiler
+pk_need_libclang
+pk_need_python_module thrift.protocol.TBinaryProtocol thrift
+if [[ "${1:-}" == "--versions" ]]; then pk_print_versions; fi
