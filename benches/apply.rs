@@ -1,16 +1,20 @@
 //! Applying committed batches to RocksDB through `KvStoreExecutor`: batches of 1, 16 and 256
-//! blind `set` commands (16-byte keys, 100-byte values, 100k distinct keys), with RocksDB's own
-//! WAL unsynced (a replica whose Paxos WAL is durable) and synced (the single local store).
+//! blind `set` commands (16-byte keys, 100-byte values, 100k distinct keys), with no RocksDB WAL
+//! (a replica, whose Paxos WAL is the log) and with RocksDB's WAL synced (the single local
+//! store). The MVCC window is 10k versions, so garbage collection (the compaction filter) is
+//! active for all but the first moments of each run.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use paxoskv::storage::{KvStoreExecutor, StoreOptions};
+use paxoskv::storage::{Durability, KvStoreExecutor, StoreOptions};
 use paxoskv::txn::{Command, WriteOp, DEFAULT_CF};
 use paxoskv::types::Sequence;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 const KEYS_COUNT: u64 = 100_000;
+/// Small enough that versions leave the window (and are collected) during every run.
+const MVCC_WINDOW_VERSIONS: u64 = 10_000;
 
 fn batch(rng: &mut SmallRng, size: usize, value: &Bytes) -> Vec<Command> {
     (0..size)
@@ -28,22 +32,21 @@ fn batch(rng: &mut SmallRng, size: usize, value: &Bytes) -> Vec<Command> {
 fn apply(c: &mut Criterion) {
     let value = Bytes::from(vec![b'v'; 100]);
     let mut rng = SmallRng::seed_from_u64(1);
-    for sync_writes in [false, true] {
-        let name = if sync_writes {
-            "apply_synced"
-        } else {
-            "apply_unsynced"
+    for durability in [Durability::ExternalLog, Durability::SyncedWal] {
+        let name = match durability {
+            Durability::ExternalLog => "apply_replica",
+            Durability::SyncedWal => "apply_synced",
         };
         let mut g = c.benchmark_group(name);
-        let sizes: &[usize] = if sync_writes {
-            &[1, 256]
-        } else {
-            &[1, 16, 256]
+        let sizes: &[usize] = match durability {
+            Durability::SyncedWal => &[1, 256],
+            Durability::ExternalLog => &[1, 16, 256],
         };
         for &size in sizes {
             let dir = tempfile::tempdir().expect("tempdir");
             let options = StoreOptions {
-                sync_writes,
+                durability,
+                mvcc_window_versions: MVCC_WINDOW_VERSIONS,
                 ..StoreOptions::default()
             };
             let mut store = KvStoreExecutor::open(dir.path(), options).expect("open store");

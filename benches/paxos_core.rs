@@ -1,5 +1,7 @@
 //! Throughput of the Paxos core alone: three in-memory replicas, instant delivery and
-//! instant durability, commands of 116 bytes (16 B key + 100 B value), batch limits 1/16/256.
+//! instant durability, commands of 116 bytes (16 B key + 100 B value), batch limits 1/16/256;
+//! and commands that arrive in shell turns of 64 (`Input::ProposeBatch`), as the replica shell
+//! hands them over under load, with the default batch limit and pipeline depth.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -80,13 +82,19 @@ impl Cluster {
         }
     }
 
-    fn run_ops(&mut self, command: &Bytes) {
+    /// Proposes OPS_PER_ITER commands, `per_turn` at a time (1: one `Propose` each).
+    fn run_ops(&mut self, command: &Bytes, per_turn: usize) {
         let Some(p) = self.primary() else {
             return;
         };
         self.committed_cmds = 0;
-        for _ in 0..OPS_PER_ITER {
-            self.queue.push_back((p, Input::Propose(command.clone())));
+        for _ in 0..OPS_PER_ITER / per_turn {
+            let input = if per_turn == 1 {
+                Input::Propose(command.clone())
+            } else {
+                Input::ProposeBatch(vec![command.clone(); per_turn])
+            };
+            self.queue.push_back((p, input));
         }
         self.pump();
         assert_eq!(self.committed_cmds, OPS_PER_ITER);
@@ -106,9 +114,14 @@ fn bench_core(c: &mut Criterion) {
     for batch in [1usize, 16, 256] {
         let mut cluster = Cluster::new(batch);
         group.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, _| {
-            b.iter(|| cluster.run_ops(&command))
+            b.iter(|| cluster.run_ops(&command, 1))
         });
     }
+    let turn = 64;
+    let mut cluster = Cluster::new(PaxosConfig::default().batch_ops_max);
+    group.bench_with_input(BenchmarkId::new("turns_of", turn), &turn, |b, _| {
+        b.iter(|| cluster.run_ops(&command, turn))
+    });
     group.finish();
 }
 

@@ -40,14 +40,17 @@ sys.exit("no free ports")
 PY
 }
 
-# Starts `paxoskv serve $SERVE_ARGS` in a fresh directory; sets PK_ADDR, PK_PID, PK_SERVER_DIR.
+# Starts `paxoskv serve $SERVE_ARGS` in a fresh directory; sets PK_ADDR, PK_PID, PK_SERVER_DIR
+# and PK_METRICS (host:port of its metrics endpoint, for `paxoskv-bench --metrics`).
 # SERVE_ARGS=--single runs one local store without replication.
 pk_start_server() {
   PK_SERVER_DIR="$(mktemp -d /tmp/paxoskv-perf.XXXXXX)"
-  local base
+  local base metrics
   base="$(pk_free_ports 3 | cut -d' ' -f1)"
+  metrics="$(pk_free_ports 1)"
+  PK_METRICS="127.0.0.1:$metrics"
   # shellcheck disable=SC2086
-  "$PK_BIN/paxoskv" serve --thrift-port 0 --base-port "$base" \
+  "$PK_BIN/paxoskv" serve --thrift-port 0 --base-port "$base" --metrics-port "$metrics" \
     --data-dir "$PK_SERVER_DIR/data" --wal-dir "$PK_SERVER_DIR/wal" ${SERVE_ARGS:-} \
     >"$PK_SERVER_DIR/stdout" 2>"$PK_SERVER_DIR/stderr" &
   PK_PID=$!

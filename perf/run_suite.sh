@@ -34,7 +34,8 @@ for w in $WORKLOADS; do
     # shellcheck disable=SC2086
     "$PK_BIN/paxoskv-bench" "$w" --addr "$PK_ADDR" -c "$c" -p "$PIPELINE" --keys "$KEYS" \
       --key-dist "$KEY_DIST" --warmup "$WARMUP" --duration "$DURATION" -q \
-      --label "$w-c$c" --json "$OUT/$w-c$c.json" --hdr-log "$OUT/$w-c$c.hlog" ${BENCH_ARGS:-} \
+      --label "$w-c$c" --json "$OUT/$w-c$c.json" --hdr-log "$OUT/$w-c$c.hlog" \
+      --metrics "$PK_METRICS" ${BENCH_ARGS:-} \
       | tee "$OUT/$w-c$c.txt" >&2 || pk_log "run $w-c$c failed"
   done
 done

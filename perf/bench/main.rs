@@ -12,6 +12,7 @@ mod engine;
 mod keys;
 mod poll;
 mod report;
+mod server_stats;
 mod stats;
 mod wire;
 
@@ -133,6 +134,10 @@ pub struct Args {
     /// No progress lines.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// paxoskv's metrics endpoint (HOST:PORT): scraped before and after the run to report the
+    /// server's batching (commands per Paxos slot).
+    #[arg(long)]
+    pub metrics: Option<String>,
 }
 
 fn main() {
@@ -270,8 +275,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
         op_interval,
         seed: args.seed,
     });
+    let before = args.metrics.as_deref().map(server_stats::scrape);
     let outcome = measure(plan, &addrs, args, threads)?;
-    let summary = report::Summary::new(args, threads, &outcome);
+    let after = args.metrics.as_deref().map(server_stats::scrape);
+    let mut summary = report::Summary::new(args, threads, &outcome);
+    match (before, after) {
+        (Some(Ok(b)), Some(Ok(a))) => {
+            summary.server = Some(server_stats::ServerStats::between(&b, &a))
+        }
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            eprintln!("paxoskv-bench: metrics scrape failed: {e}")
+        }
+        _ => {}
+    }
     print!("{}", summary.text());
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary).context("encode the JSON report")?;

@@ -58,6 +58,8 @@ pub struct Summary {
     pub latency: LatencySummary,
     pub latency_by_op: BTreeMap<&'static str, LatencySummary>,
     pub spectrum: Vec<SpectrumPoint>,
+    /// The server's batching over the run (with `--metrics`), including the warm-up.
+    pub server: Option<crate::server_stats::ServerStats>,
 }
 
 impl Summary {
@@ -103,6 +105,7 @@ impl Summary {
             latency: LatencySummary::of(&s.total),
             latency_by_op,
             spectrum: spectrum(&s.total),
+            server: None,
         }
     }
 
@@ -136,6 +139,9 @@ impl Summary {
             for (op, l) in &self.latency_by_op {
                 out += &line(&format!("  {op}"), l);
             }
+        }
+        if let Some(server) = &self.server {
+            out += &server.text();
         }
         if !self.errors.is_empty() {
             let list: Vec<String> = self

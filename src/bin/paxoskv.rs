@@ -11,7 +11,7 @@ use std::time::Duration;
 use paxoskv::cluster::ReplicatedKvStore;
 use paxoskv::config::ReplicatedConfig;
 use paxoskv::local::LocalService;
-use paxoskv::storage::StoreOptions;
+use paxoskv::storage::{Durability, StoreOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -233,7 +233,13 @@ fn run_cluster(
     let front = paxoskv::front::start_front(
         config.thrift.clone(),
         config.metrics.clone(),
-        Placement::Unbound,
+        match store.front_spawner() {
+            Some(spawn) => paxoskv::front::FrontHost::Guest(spawn),
+            None => paxoskv::front::FrontHost::Executor {
+                placement: Placement::Unbound,
+                spin_before_park: config.replicated.spin_before_park,
+            },
+        },
         store.service_factory(),
     )?;
     tracing::info!(addr = %front.addr, metrics = ?front.metrics_addr, "thrift listening; cluster healthy");
@@ -256,9 +262,8 @@ fn run_cluster(
 fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow::Result<()> {
     let store = StoreOptions {
         mvcc_window_versions: config.storage.mvcc_window_versions,
-        sync_writes: true,
+        durability: Durability::SyncedWal,
         block_cache_bytes: config.storage.block_cache_bytes as usize,
-        ..StoreOptions::default()
     };
     let dir = config.replica_data_dir(0);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -267,7 +272,10 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
     let front = paxoskv::front::start_front(
         config.thrift.clone(),
         config.metrics.clone(),
-        Placement::Unbound,
+        paxoskv::front::FrontHost::Executor {
+            placement: Placement::Unbound,
+            spin_before_park: config.replicated.spin_before_park,
+        },
         move || service,
     )?;
     println!("paxoskv listening on {}", front.addr);

@@ -2,9 +2,10 @@
 //! each becomes one RocksDB `WriteBatch` through `KvStoreExecutor::apply`, and the outcomes go
 //! straight to the waiting clients' oneshot channels (no hop back through the replica's core).
 //!
-//! It also makes RocksDB's own WAL durable now and then (`flush_wal(true)`) and publishes the
-//! slot through which the state machine is durable: the replica may then drop its Paxos WAL
-//! segments below that slot. A storage error is fatal for this replica: the thread reports it
+//! RocksDB writes no WAL of its own (the Paxos WAL is the log): now and then the thread starts a
+//! memtable flush, and once it finishes publishes the slot through which the state machine is
+//! durable; the replica may then drop its Paxos WAL segments below that slot. Consecutive
+//! slots waiting in the queue are taken together, so one wake-up serves many slots. A storage error is fatal for this replica: the thread reports it
 //! and stops applying; the replica stops.
 
 use std::sync::atomic::Ordering;
@@ -39,7 +40,15 @@ pub enum Applied {
     Failed(String),
 }
 
-const DURABLE_EVERY: Duration = Duration::from_millis(100);
+/// How often a memtable flush is started while slots are applied: bounds the Paxos WAL kept
+/// for RocksDB's sake to about this much traffic (and what a restart replays).
+const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// Slots applied in one RocksDB write at most, and commands in one write at most (a run stops
+/// at whichever comes first): bounds the latency one write adds to the first slot in it.
+const APPLY_SLOTS_MAX: usize = 64;
+const APPLY_COMMANDS_MAX: usize = 8192;
+/// How long an idle apply thread waits before it looks at flush progress again.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 pub fn run_apply(
     mut exec: KvStoreExecutor,
@@ -47,79 +56,131 @@ pub fn run_apply(
     notify: mpsc::UnboundedSender<Applied>,
     shared: Arc<ReplicaShared>,
 ) {
-    let mut last_durable = Instant::now();
+    let mut last_flush = Instant::now();
     // The last slot processed (applied now, or skipped as applied before a restart).
     let mut applied = 0;
-    let mut cmds: Vec<Command> = Vec::new();
-    let mut bad: Vec<usize> = Vec::new();
+    let mut cmds: Vec<Vec<Command>> = Vec::new();
     loop {
-        let first = match jobs.recv_timeout(DURABLE_EVERY) {
+        let first = match jobs.recv_timeout(IDLE_POLL) {
             Ok(j) => j,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                // Idle: make what was applied durable, so WAL segments can be released.
-                if shared.durable_slot.load(Ordering::SeqCst) < exec.next_expected_sequence().0 - 1
-                {
-                    make_durable(&exec, &shared);
-                    last_durable = Instant::now();
+                // Idle: make what was applied durable, so WAL segments can be released (not
+                // more often than FLUSH_EVERY, so a trickle of writes does not make tiny files).
+                let start = last_flush.elapsed() >= FLUSH_EVERY;
+                if let Err(e) = advance_durable(&mut exec, &shared, start) {
+                    let _ = notify.unbounded_send(Applied::Failed(e));
+                    return;
+                }
+                if start {
+                    last_flush = Instant::now();
                 }
                 continue;
             }
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
         };
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            let slot = job.slot;
-            if let Err(e) = apply_one(&mut exec, job, &mut cmds, &mut bad) {
-                tracing::error!(replica = shared.id, error = %e, "apply failed; this replica stops");
-                let _ = notify.unbounded_send(Applied::Failed(e));
-                return;
+        // Everything waiting, in runs of consecutive slots, one RocksDB write per run.
+        let mut group = vec![first];
+        loop {
+            let next = jobs.try_recv().ok();
+            let full = group.len() >= APPLY_SLOTS_MAX
+                || group.iter().map(|j| j.commands.len()).sum::<usize>() >= APPLY_COMMANDS_MAX;
+            let follows = match (&next, group.last()) {
+                (Some(n), Some(last)) => n.slot == last.slot + 1,
+                _ => false,
+            };
+            if next.is_none() || full || !follows {
+                let last = group.last().map_or(applied, |j| j.slot);
+                if let Err(e) = apply_group(&mut exec, std::mem::take(&mut group), &mut cmds) {
+                    tracing::error!(replica = shared.id, error = %e, "apply failed; this replica stops");
+                    let _ = notify.unbounded_send(Applied::Failed(e));
+                    return;
+                }
+                applied = last;
             }
-            applied = slot;
-            next = jobs.try_recv().ok();
+            match next {
+                Some(j) => group.push(j),
+                None => break,
+            }
         }
         shared.applied_slot.store(applied, Ordering::SeqCst);
         // A cross-thread wake costs more than the apply itself: only when a read waits.
         if shared.notify_applied.load(Ordering::SeqCst) {
             let _ = notify.unbounded_send(Applied::Upto(applied));
         }
-        if last_durable.elapsed() >= DURABLE_EVERY {
-            make_durable(&exec, &shared);
-            last_durable = Instant::now();
+        let start = last_flush.elapsed() >= FLUSH_EVERY;
+        if let Err(e) = advance_durable(&mut exec, &shared, start) {
+            let _ = notify.unbounded_send(Applied::Failed(e));
+            return;
+        }
+        if start {
+            last_flush = Instant::now();
         }
     }
-    make_durable(&exec, &shared);
-}
-
-fn make_durable(exec: &KvStoreExecutor, shared: &ReplicaShared) {
-    let applied = exec.next_expected_sequence().0 - 1;
-    match exec.db().flush_wal(true) {
-        Ok(()) => shared.durable_slot.store(applied, Ordering::SeqCst),
-        Err(e) => tracing::warn!(replica = shared.id, error = %e, "rocksdb wal sync failed"),
+    match exec.flush() {
+        Ok(s) => shared.durable_slot.store(s.0, Ordering::SeqCst),
+        Err(e) => tracing::warn!(replica = shared.id, error = %e, "final rocksdb flush failed"),
     }
 }
 
-fn apply_one(
+/// Publishes flush progress; with `start`, begins a flush of what is applied but not durable.
+/// A failed flush is fatal for the replica, like a failed fsync.
+fn advance_durable(
     exec: &mut KvStoreExecutor,
-    job: ApplyJob,
-    cmds: &mut Vec<Command>,
-    bad: &mut Vec<usize>,
+    shared: &ReplicaShared,
+    start: bool,
 ) -> Result<(), String> {
-    cmds.clear();
-    bad.clear();
-    for (i, e) in job.commands.iter().enumerate() {
-        let decoded = envelope::decode(e).and_then(|(_, _, c)| Command::decode(&c));
-        match decoded {
-            Ok(c) => cmds.push(c),
-            Err(_) => {
-                // Every replica fails the same bytes the same way: apply nothing for it.
-                bad.push(i);
-                cmds.push(Command::default());
+    let durable = exec
+        .durable_sequence()
+        .map_err(|e| format!("rocksdb flush: {e}"))?;
+    shared.durable_slot.store(durable.0, Ordering::SeqCst);
+    if start {
+        exec.start_flush()
+            .map_err(|e| format!("rocksdb flush: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Applies a run of consecutive slots in one RocksDB write and answers their waiting clients.
+fn apply_group(
+    exec: &mut KvStoreExecutor,
+    group: Vec<ApplyJob>,
+    cmds: &mut Vec<Vec<Command>>,
+) -> Result<(), String> {
+    let Some(first) = group.first().map(|j| j.slot) else {
+        return Ok(());
+    };
+    cmds.resize_with(group.len(), Vec::new);
+    // Per slot, the commands that did not decode: every replica fails the same bytes the same
+    // way, so they apply nothing and their clients get INVALID.
+    let mut bad: Vec<Vec<usize>> = Vec::with_capacity(group.len());
+    for (job, out) in group.iter().zip(cmds.iter_mut()) {
+        out.clear();
+        let mut b = Vec::new();
+        for (i, e) in job.commands.iter().enumerate() {
+            match envelope::decode(e).and_then(|(_, _, c)| Command::decode(&c)) {
+                Ok(c) => out.push(c),
+                Err(_) => {
+                    b.push(i);
+                    out.push(Command::default());
+                }
             }
         }
+        bad.push(b);
     }
-    let outcomes = match exec.apply(Sequence(job.slot), cmds) {
-        Ok(Some(o)) => o,
-        Ok(None) => {
+    let batches: Vec<&[Command]> = cmds[..group.len()].iter().map(Vec::as_slice).collect();
+    let results = match exec.apply_many(Sequence(first), &batches) {
+        Ok(r) => r,
+        Err(e) => {
+            for job in group {
+                for (_, w) in job.waiters {
+                    let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, e.to_string())));
+                }
+            }
+            return Err(e.to_string());
+        }
+    };
+    for ((job, outcomes), bad) in group.into_iter().zip(results).zip(bad) {
+        let Some(outcomes) = outcomes else {
             // Applied before a restart and re-emitted by the core: nothing to do, and no client
             // of this incarnation can be waiting for it.
             for (_, w) in job.waiters {
@@ -128,25 +189,19 @@ fn apply_one(
                     "slot was applied before",
                 )));
             }
-            return Ok(());
-        }
-        Err(e) => {
-            for (_, w) in job.waiters {
-                let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, e.to_string())));
-            }
-            return Err(e.to_string());
-        }
-    };
-    for (i, w) in job.waiters {
-        let o = if bad.contains(&i) {
-            Outcome::Invalid("undecodable command".into())
-        } else {
-            outcomes
-                .get(i)
-                .cloned()
-                .unwrap_or(Outcome::Invalid("missing outcome".into()))
+            continue;
         };
-        let _ = w.send(Ok(o));
+        for (i, w) in job.waiters {
+            let o = if bad.contains(&i) {
+                Outcome::Invalid("undecodable command".into())
+            } else {
+                outcomes
+                    .get(i)
+                    .cloned()
+                    .unwrap_or(Outcome::Invalid("missing outcome".into()))
+            };
+            let _ = w.send(Ok(o));
+        }
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
+use futures_lite::StreamExt;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 pub use replica::ClientMsg;
@@ -26,9 +27,10 @@ pub use shared::ReplicaShared;
 use crate::config::ReplicatedConfig;
 use crate::paxos::{PaxosConfig, ReplicaId};
 use crate::service::{ErrorCode, ServiceError};
-use crate::storage::{KvStoreExecutor, StoreOptions};
+use crate::storage::{Durability, KvStoreExecutor, StoreOptions};
 use crate::transport::TransportConfig;
 use crate::txn::{Command, Outcome};
+use crate::util::guest::{Guest, GuestSpawner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -58,6 +60,8 @@ struct Pending {
 
 struct Running {
     local: LocalReplica,
+    /// Tasks to start on this replica's executor (the front, in `serve`).
+    guests: mpsc::UnboundedSender<Guest>,
     executor: Option<ExecutorJoinHandle<Result<(), String>>>,
     apply: Option<JoinHandle<()>>,
 }
@@ -70,6 +74,19 @@ pub struct ReplicatedKvStore {
 }
 
 impl ReplicatedKvStore {
+    /// Hands tasks to the executor of the lowest-numbered running local replica (replica 0,
+    /// the first primary, in `serve`): the front runs there, so a request reaches the replica
+    /// it is handed to without crossing threads. `None` before `start`.
+    pub fn front_spawner(&self) -> Option<GuestSpawner> {
+        let r = self.running.iter().min_by_key(|r| r.local.id)?;
+        let tx = r.guests.clone();
+        let id = r.local.id;
+        Some(Box::new(move |guest: Guest| {
+            tx.unbounded_send(guest)
+                .map_err(|_| format!("replica {id}'s executor has stopped"))
+        }))
+    }
+
     /// Every replica of the cluster in this process.
     pub fn new(config: ReplicatedConfig) -> Result<Self, ClusterError> {
         let ids: Vec<u32> = (0..config.replicated.replica_count).collect();
@@ -132,10 +149,10 @@ impl ReplicatedKvStore {
             std::fs::create_dir_all(&path).map_err(|e| store_err(e.to_string()))?;
             let opts = StoreOptions {
                 mvcc_window_versions: config.storage.mvcc_window_versions,
-                // The Paxos WAL is the durable copy; RocksDB's WAL is synced in the background.
-                sync_writes: false,
+                // The Paxos WAL is the log: RocksDB writes no WAL of its own, and the replica
+                // keeps its WAL segments until RocksDB has flushed the slots they hold.
+                durability: Durability::ExternalLog,
                 block_cache_bytes: config.storage.block_cache_bytes as usize,
-                ..StoreOptions::default()
             };
             let exec = KvStoreExecutor::open(&path, opts).map_err(|e| store_err(e.to_string()))?;
             pending.push(Pending { id, listener, exec });
@@ -191,15 +208,25 @@ impl ReplicatedKvStore {
                 client_rx,
                 shared: shared.clone(),
             };
-            // Pinned to core `id mod ncpu` of the cores this process may use; replicas share
-            // cores when there are fewer (idle executors park, so sharing costs nothing idle).
-            let placement = match cpus.get(id as usize % cpus.len().max(1)) {
-                Some(&cpu) => Placement::Fixed(cpu),
+            let placement = match replica_cpu(id, n, &cpus) {
+                Some(cpu) => Placement::Fixed(cpu),
                 None => Placement::Unbound,
             };
-            let executor = LocalExecutorBuilder::new(placement)
-                .name(&format!("paxoskv-replica-{id}"))
+            let mut builder =
+                LocalExecutorBuilder::new(placement).name(&format!("paxoskv-replica-{id}"));
+            let spin = self.config.replicated.spin_before_park;
+            if !spin.is_zero() {
+                builder = builder.spin_before_park(spin);
+            }
+            let (guests, mut guest_rx) = mpsc::unbounded::<Guest>();
+            let executor = builder
                 .spawn(move || async move {
+                    glommio::spawn_local(async move {
+                        while let Some(guest) = guest_rx.next().await {
+                            glommio::spawn_local(guest()).detach();
+                        }
+                    })
+                    .detach();
                     let id = params.id;
                     let r = replica::run_replica(params).await;
                     if let Err(e) = &r {
@@ -218,6 +245,7 @@ impl ReplicatedKvStore {
                     reader,
                     shared,
                 },
+                guests,
                 executor: Some(executor),
                 apply: Some(apply),
             });
@@ -379,6 +407,22 @@ fn bind_with_retry(addr: &str) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// The CPUs this process may run on (its affinity mask), in order.
+/// The core replica `id` of `n` is pinned to, out of the cores this process may use. With a
+/// core per replica each gets its own. With fewer cores, replica 0 (the first primary, which
+/// the front feeds) keeps the first core to itself and the followers share the rest: the
+/// primary does the most work per write, and it never competes with a follower for its core.
+pub(crate) fn replica_cpu(id: u32, n: u32, cpus: &[usize]) -> Option<usize> {
+    let id = id as usize;
+    if cpus.len() >= n as usize || cpus.len() < 2 {
+        return cpus.get(id % cpus.len().max(1)).copied();
+    }
+    if id == 0 {
+        return cpus.first().copied();
+    }
+    let rest = &cpus[1..];
+    rest.get((id - 1) % rest.len()).copied()
+}
+
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills a zero-initialised cpu_set_t of the size we pass.
     unsafe {
@@ -389,5 +433,22 @@ fn allowed_cpus() -> Vec<usize> {
         (0..libc::CPU_SETSIZE as usize)
             .filter(|&c| libc::CPU_ISSET(c, &set))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod placement_tests {
+    use super::replica_cpu;
+
+    #[test]
+    fn primary_has_a_core_of_its_own_when_cores_are_short() {
+        let two = [0, 1];
+        assert_eq!(replica_cpu(0, 3, &two), Some(0));
+        assert_eq!(replica_cpu(1, 3, &two), Some(1));
+        assert_eq!(replica_cpu(2, 3, &two), Some(1));
+        let four = [0, 1, 2, 3];
+        assert_eq!(replica_cpu(2, 3, &four), Some(2));
+        assert_eq!(replica_cpu(1, 3, &[5]), Some(5));
+        assert_eq!(replica_cpu(1, 3, &[]), None);
     }
 }

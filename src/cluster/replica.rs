@@ -184,6 +184,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         shared: p.shared.clone(),
         pending: HashMap::new(),
         next_request: 1,
+        proposals: Vec::new(),
         reads: HashMap::new(),
         next_read: 1,
         waiting_reads: BTreeMap::new(),
@@ -218,6 +219,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
                 _ => break,
             }
         }
+        sh.flush_proposals();
         if sh.stopping {
             break Ok(());
         }
@@ -378,6 +380,8 @@ struct Shell {
     /// Clients waiting for their command to commit and apply here: request id → waiter.
     pending: HashMap<u64, Waiter>,
     next_request: u64,
+    /// Commands gathered this turn (own clients' and forwarded), proposed together at its end.
+    proposals: Vec<Bytes>,
     /// Reads waiting for their ReadIndex round.
     reads: HashMap<u64, ReadWaiter>,
     next_read: u64,
@@ -448,7 +452,7 @@ impl Shell {
             },
             FrameKind::Forward => {
                 self.shared.proposals.fetch_add(1, Ordering::Relaxed);
-                self.step(Input::Propose(m.payload));
+                self.proposals.push(m.payload);
             }
             FrameKind::ReadIndexRequest => {
                 if m.payload.len() == 8 {
@@ -498,7 +502,8 @@ impl Shell {
                 self.timeouts
                     .push_back((Instant::now() + self.commit_timeout, req));
                 self.shared.proposals.fetch_add(1, Ordering::Relaxed);
-                self.step(Input::Propose(envelope::encode(self.id, req, &command)));
+                self.proposals
+                    .push(envelope::encode(self.id, req, &command));
             }
             ClientMsg::Read { reply } => {
                 let id = self.next_read;
@@ -507,12 +512,22 @@ impl Shell {
                 self.step(Input::ReadIndex { id: ReadId(id) });
             }
             ClientMsg::Shutdown => {
+                self.flush_proposals();
                 if self.core.is_primary() {
                     let to = ReplicaId((self.id + 1) % self.core_count());
                     self.step(Input::TransferLeadership { to });
                 }
                 self.stopping = true;
             }
+        }
+    }
+
+    /// Hands the core every command this turn gathered, as one batch.
+    fn flush_proposals(&mut self) {
+        if !self.proposals.is_empty() {
+            let batch = std::mem::take(&mut self.proposals);
+            self.shared.proposal_batches.fetch_add(1, Ordering::Relaxed);
+            self.step(Input::ProposeBatch(batch));
         }
     }
 
@@ -554,6 +569,7 @@ impl Shell {
                 }
             }
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared.record_slot(commands.len());
             self.shared
                 .commands
                 .fetch_add(commands.len() as u64, Ordering::Relaxed);
@@ -622,6 +638,9 @@ impl Shell {
         self.shared
             .is_primary
             .store(self.core.is_primary(), Ordering::Relaxed);
+        self.shared
+            .slots_inflight
+            .store(self.core.slots_inflight() as u64, Ordering::Relaxed);
         out.clear();
         self.out = out;
         for from in need_snapshot {

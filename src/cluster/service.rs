@@ -243,7 +243,7 @@ impl KvService for ClusterService {
             &'static str,
             fn(&LocalReplica) -> u64,
         );
-        let fields: [Field; 12] = [
+        let fields: [Field; 14] = [
             (
                 "paxoskv_replica_up",
                 "gauge",
@@ -304,6 +304,18 @@ impl KvService for ClusterService {
                 |r| r.shared.commands.load(Relaxed),
             ),
             (
+                "paxoskv_replica_slots_inflight",
+                "gauge",
+                "Slots proposed by this primary and not yet chosen.",
+                |r| r.shared.slots_inflight.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_proposal_batches_total",
+                "counter",
+                "Turns of the replica loop that handed the core a batch of proposals.",
+                |r| r.shared.proposal_batches.load(Relaxed),
+            ),
+            (
                 "paxoskv_replica_wal_syncs_total",
                 "counter",
                 "WAL group commits (one durable write each).",
@@ -337,6 +349,7 @@ impl KvService for ClusterService {
                 }
             }
         }
+        render_slot_commands(&self.inner.local, out);
     }
 
     fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
@@ -347,6 +360,40 @@ impl KvService for ClusterService {
             }
             None => Err(format!("replica {replica} does not run in this process")),
         }
+    }
+}
+
+/// The commands-per-slot histogram of every local replica, in Prometheus form.
+fn render_slot_commands(local: &[LocalReplica], out: &mut String) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let name = "paxoskv_replica_slot_commands";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Commands per committed slot (the batch size).\n# TYPE {name} histogram"
+    );
+    for r in local {
+        let mut cumulative = 0;
+        for (i, bound) in super::shared::SLOT_COMMANDS_BUCKETS.iter().enumerate() {
+            cumulative += r.shared.slot_commands[i].load(Relaxed);
+            let le = if *bound == u64::MAX {
+                "+Inf".to_string()
+            } else {
+                bound.to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{replica=\"{}\",le=\"{le}\"}} {cumulative}",
+                r.id
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{replica=\"{}\"}} {}\n{name}_count{{replica=\"{}\"}} {cumulative}",
+            r.id,
+            r.shared.commands.load(Relaxed),
+            r.id
+        );
     }
 }
 

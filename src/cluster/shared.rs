@@ -37,7 +37,18 @@ pub struct ReplicaShared {
     pub wal_syncs: AtomicU64,
     pub wal_sync_us_total: AtomicU64,
     pub wal_bytes: AtomicU64,
+    /// Shell turns that handed the core a batch of proposals.
+    pub proposal_batches: AtomicU64,
+    /// Slots proposed by this replica (as primary) and not yet chosen.
+    pub slots_inflight: AtomicU64,
+    /// Committed slots by commands per slot: bucket `i` counts slots with at most
+    /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
+    pub slot_commands: [AtomicU64; SLOT_COMMANDS_BUCKETS.len()],
 }
+
+/// Upper bounds of the commands-per-slot histogram (the last bucket takes everything above).
+pub const SLOT_COMMANDS_BUCKETS: [u64; 12] =
+    [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, u64::MAX];
 
 impl ReplicaShared {
     pub fn new(id: u32, endpoint: String, replica_count: u32) -> Self {
@@ -62,12 +73,24 @@ impl ReplicaShared {
             wal_syncs: AtomicU64::new(0),
             wal_sync_us_total: AtomicU64::new(0),
             wal_bytes: AtomicU64::new(0),
+            proposal_batches: AtomicU64::new(0),
+            slots_inflight: AtomicU64::new(0),
+            slot_commands: Default::default(),
         }
     }
 
     pub fn primary(&self) -> Option<u32> {
         let p = self.primary.load(Ordering::SeqCst);
         (p >= 0).then_some(p as u32)
+    }
+
+    /// Counts one committed slot of `commands` commands in the histogram.
+    pub fn record_slot(&self, commands: usize) {
+        let i = SLOT_COMMANDS_BUCKETS
+            .iter()
+            .position(|&b| commands as u64 <= b)
+            .unwrap_or(SLOT_COMMANDS_BUCKETS.len() - 1);
+        self.slot_commands[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn is_running(&self) -> bool {

@@ -16,18 +16,29 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::{MetricsSection, ThriftSection};
 use crate::service::KvService;
+use crate::util::guest::GuestSpawner;
 
-/// A running front: its bound addresses and its thread.
+/// Where the front runs.
+pub enum FrontHost {
+    /// On an executor of its own.
+    Executor {
+        placement: Placement,
+        spin_before_park: std::time::Duration,
+    },
+    /// As tasks on an executor that already runs (a replica's), handed over by the spawner.
+    Guest(GuestSpawner),
+}
+
+/// A running front: its bound addresses (and its thread, when it has its own executor).
 pub struct FrontHandle {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
-    pub thread: JoinHandle<()>,
+    _executor: Option<glommio::ExecutorJoinHandle<()>>,
     stop: Option<futures_channel::oneshot::Sender<()>>,
     drained: mpsc::Receiver<()>,
 }
@@ -51,12 +62,12 @@ pub enum FrontError {
     Executor(String),
 }
 
-/// Starts the front on its own glommio executor. `make_service` runs on that executor's thread.
+/// Starts the front where `host` says. `make_service` runs on the executor that hosts it.
 /// Returns once the port is bound (so callers can report "listening" truthfully).
 pub fn start_front<S, F>(
     limits: ThriftSection,
     metrics_cfg: MetricsSection,
-    placement: Placement,
+    host: FrontHost,
     make_service: F,
 ) -> Result<FrontHandle, FrontError>
 where
@@ -71,79 +82,86 @@ where
     let (tx, rx) = mpsc::channel::<Result<Bound, FrontError>>();
     let (stop_tx, stop_rx) = futures_channel::oneshot::channel::<()>();
     let (drained_tx, drained_rx) = mpsc::channel::<()>();
-    let builder = LocalExecutorBuilder::new(placement).name("paxoskv-front");
-    let thread = builder
-        .spawn(move || async move {
-            let listener = match glommio::net::TcpListener::bind(&addr) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.send(Err(FrontError::Bind {
-                        addr,
-                        message: e.to_string(),
-                    }));
-                    return;
-                }
-            };
-            let local = match listener.local_addr() {
-                Ok(a) => a,
-                Err(e) => {
-                    let _ = tx.send(Err(FrontError::Bind {
-                        addr,
-                        message: e.to_string(),
-                    }));
-                    return;
-                }
-            };
-            let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
-            let service = make_service();
-            let metrics_addr = match metrics_bind {
-                None => None,
-                Some(m) => match glommio::net::TcpListener::bind(&m)
-                    .and_then(|l| Ok((l.local_addr()?, l)))
-                {
-                    Ok((a, l)) => {
-                        let task = crate::metrics::run_metrics_listener(
-                            l,
-                            metrics.clone(),
-                            service.clone(),
-                        );
-                        glommio::spawn_local(task).detach();
-                        Some(a)
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(FrontError::Bind {
-                            addr: m,
-                            message: e.to_string(),
-                        }));
-                        return;
-                    }
-                },
-            };
-            let ctx = Rc::new(handlers::FrontCtx::new(service, limits, metrics));
-            let _ = tx.send(Ok((local, metrics_addr)));
-            server::run_thrift_listener(listener, ctx.clone(), stop_rx).await;
-            // Stopping: wait for the requests in flight, then report drained. The executor
-            // keeps running (open connections stay served) until the process exits.
-            while ctx.stats.in_flight.get() > 0 {
-                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+    let body = move || async move {
+        let listener = match glommio::net::TcpListener::bind(&addr) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = tx.send(Err(FrontError::Bind {
+                    addr,
+                    message: e.to_string(),
+                }));
+                return;
             }
-            let _ = drained_tx.send(());
-            futures_lite::future::pending::<()>().await;
-        })
-        .map_err(|e| FrontError::Executor(e.to_string()))?;
+        };
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = tx.send(Err(FrontError::Bind {
+                    addr,
+                    message: e.to_string(),
+                }));
+                return;
+            }
+        };
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let service = make_service();
+        let metrics_addr = match metrics_bind {
+            None => None,
+            Some(m) => match glommio::net::TcpListener::bind(&m)
+                .and_then(|l| Ok((l.local_addr()?, l)))
+            {
+                Ok((a, l)) => {
+                    let task =
+                        crate::metrics::run_metrics_listener(l, metrics.clone(), service.clone());
+                    glommio::spawn_local(task).detach();
+                    Some(a)
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(FrontError::Bind {
+                        addr: m,
+                        message: e.to_string(),
+                    }));
+                    return;
+                }
+            },
+        };
+        let ctx = Rc::new(handlers::FrontCtx::new(service, limits, metrics));
+        let _ = tx.send(Ok((local, metrics_addr)));
+        server::run_thrift_listener(listener, ctx.clone(), stop_rx).await;
+        // Stopping: wait for the requests in flight, then report drained. The executor
+        // keeps running (open connections stay served) until the process exits.
+        while ctx.stats.in_flight.get() > 0 {
+            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        let _ = drained_tx.send(());
+        futures_lite::future::pending::<()>().await;
+    };
+    let executor = match host {
+        FrontHost::Executor {
+            placement,
+            spin_before_park,
+        } => {
+            let mut builder = LocalExecutorBuilder::new(placement).name("paxoskv-front");
+            if !spin_before_park.is_zero() {
+                builder = builder.spin_before_park(spin_before_park);
+            }
+            let handle = builder
+                .spawn(body)
+                .map_err(|e| FrontError::Executor(e.to_string()))?;
+            Some(handle)
+        }
+        FrontHost::Guest(spawn) => {
+            spawn(Box::new(move || Box::pin(body()))).map_err(FrontError::Executor)?;
+            None
+        }
+    };
     let (addr, metrics_addr) = rx
         .recv()
-        .map_err(|_| FrontError::Executor("front thread exited during start-up".into()))??;
-    let thread = std::thread::Builder::new()
-        .name("paxoskv-front-join".into())
-        .spawn(move || {
-            let _ = thread.join();
-        })
-        .map_err(|e| FrontError::Executor(e.to_string()))?;
+        .map_err(|_| FrontError::Executor("the front stopped during start-up".into()))??;
     Ok(FrontHandle {
         addr,
         metrics_addr,
-        thread,
+        _executor: executor,
         stop: Some(stop_tx),
         drained: drained_rx,
     })

@@ -104,13 +104,16 @@ async fn serve_connection<S: KvService>(
     let writer: JoinHandle<Result<(), String>> = glommio::spawn_local(run_writer(rx, wr)).detach();
     let session = Rc::new(RefCell::new(Session::default()));
     let max = ctx.limits.max_message_bytes as usize;
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    // `buf[start..end]` holds bytes read but not yet cut into messages. The buffer is zeroed
+    // only when it grows, never per read.
+    let mut buf: Vec<u8> = vec![0; READ_CHUNK_BYTES];
     let mut start = 0usize;
+    let mut end = 0usize;
     let mut transport: Option<Transport> = None;
     let result = 'conn: loop {
         // Cut and start every complete message in the buffer.
         loop {
-            let pending = &buf[start..];
+            let pending = &buf[start..end];
             let t = match transport {
                 Some(t) => t,
                 None => match codec::detect(pending) {
@@ -147,32 +150,33 @@ async fn serve_connection<S: KvService>(
                 break 'conn Err("writer stopped".to_string());
             }
         }
-        if start == buf.len() {
-            buf.clear();
+        if start == end {
             start = 0;
-        } else if start > READ_CHUNK_BYTES {
-            buf.drain(..start);
+            end = 0;
+        } else if start > 0 && (start >= READ_CHUNK_BYTES || buf.len() - end < READ_CHUNK_BYTES / 4)
+        {
+            buf.copy_within(start..end, 0);
+            end -= start;
             start = 0;
         }
-        let len = buf.len();
-        let room = READ_CHUNK_BYTES.min(max + 8 - (len - start).min(max));
-        buf.resize(len + room.max(1), 0);
-        match rd.read(&mut buf[len..]).await {
+        let room = READ_CHUNK_BYTES
+            .min(max + 8 - (end - start).min(max))
+            .max(1);
+        if buf.len() - end < room {
+            buf.resize(end + room, 0);
+        }
+        match rd.read(&mut buf[end..]).await {
             Ok(0) => {
-                buf.truncate(len);
-                if start < buf.len() {
+                if start < end {
                     break Err(format!(
                         "connection closed inside a message ({} bytes pending)",
-                        buf.len() - start
+                        end - start
                     ));
                 }
                 break Ok(());
             }
-            Ok(n) => buf.truncate(len + n),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                buf.truncate(len);
-                break Ok(());
-            }
+            Ok(n) => end += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
             Err(e) => break Err(format!("read failed: {e}")),
         }
     };

@@ -19,6 +19,9 @@ pub enum Input {
     Message { from: ReplicaId, message: Message },
     /// A client command to replicate.
     Propose(Bytes),
+    /// Client commands that arrived together (one shell turn): queued first, then cut into as
+    /// few slots as the pipeline allows, so a burst becomes one batch rather than one slot each.
+    ProposeBatch(Vec<Bytes>),
     /// Every record with LSN <= `upto_lsn` is durable.
     Durable { upto_lsn: Lsn },
     /// The state machine applied every slot <= `upto`.

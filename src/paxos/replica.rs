@@ -108,7 +108,8 @@ impl Replica {
                     self.on_message(from, message, out);
                 }
             }
-            Input::Propose(command) => self.on_propose(command, out),
+            Input::Propose(command) => self.on_propose(std::iter::once(command), out),
+            Input::ProposeBatch(commands) => self.on_propose(commands, out),
             Input::Durable { upto_lsn } => self.on_durable(upto_lsn, out),
             Input::Applied { upto } => self.log.set_applied(upto),
             Input::ReadIndex { id } => self.on_read_index(id, out),
@@ -130,6 +131,13 @@ impl Replica {
         match &self.role {
             Role::Primary(p) => Some(p.ballot),
             _ => None,
+        }
+    }
+    /// Slots this primary proposed that are not chosen yet (0 when not primary).
+    pub fn slots_inflight(&self) -> usize {
+        match &self.role {
+            Role::Primary(p) => p.inflight.len(),
+            _ => 0,
         }
     }
     pub fn known_primary(&self) -> Option<ReplicaId> {

@@ -104,32 +104,45 @@ impl Replica {
         }
     }
 
-    pub(crate) fn on_propose(&mut self, command: Bytes, out: &mut Outputs) {
+    /// Queues `commands` (refusing them if this replica cannot take them), then cuts slots.
+    pub(crate) fn on_propose(
+        &mut self,
+        commands: impl IntoIterator<Item = Bytes>,
+        out: &mut Outputs,
+    ) {
         let queue_max = self.cfg.proposal_queue_max;
         let hint = self.known_primary;
         let Some(p) = self.primary_mut() else {
             let r = Rejection::NotPrimary { primary_hint: hint };
-            out.proposals_rejected.push((command, r));
+            for command in commands {
+                out.proposals_rejected.push((command, r.clone()));
+            }
             return;
         };
         if let Some((to, _)) = p.transfer {
             let r = Rejection::NotPrimary {
                 primary_hint: Some(to),
             };
-            out.proposals_rejected.push((command, r));
+            for command in commands {
+                out.proposals_rejected.push((command, r.clone()));
+            }
             return;
         }
-        if p.queue.len() >= queue_max {
-            out.proposals_rejected
-                .push((command, Rejection::Overloaded));
-            return;
+        for command in commands {
+            if p.queue.len() >= queue_max {
+                out.proposals_rejected
+                    .push((command, Rejection::Overloaded));
+            } else {
+                p.queue.push_back(command);
+            }
         }
-        p.queue.push_back(command);
         self.pump_proposals(out);
     }
 
     /// Adaptive batching: whenever the pipeline has room, everything waiting (up to the batch
-    /// limits) goes into the next slot at once; no timer ever delays a proposal.
+    /// limits) goes into the next slot at once; no timer ever delays a proposal. While the
+    /// pipeline is full, commands wait in the queue and the next slot is cut when one completes
+    /// (batch-while-waiting), so slots grow with load and an idle pipe adds no latency.
     pub(crate) fn pump_proposals(&mut self, out: &mut Outputs) {
         let depth = self.cfg.pipeline_depth;
         let ops_max = self.cfg.batch_ops_max;

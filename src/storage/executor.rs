@@ -28,11 +28,8 @@ use crate::types::{Sequence, Version};
 pub struct StoreOptions {
     /// How many versions back snapshot reads are served; older reads fail with `TOO_OLD`.
     pub mvcc_window_versions: u64,
-    /// fsync RocksDB's WAL on every batch. Needed when RocksDB is the only durable copy (a
-    /// single local log); a replica whose Paxos WAL is durable can leave it off.
-    pub sync_writes: bool,
-    /// Garbage-collection entries processed per applied batch at most.
-    pub gc_entries_per_batch_max: usize,
+    /// How applied batches become durable.
+    pub durability: Durability,
     /// RocksDB block cache size.
     pub block_cache_bytes: usize,
 }
@@ -41,11 +38,23 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             mvcc_window_versions: 1_000_000,
-            sync_writes: true,
-            gc_entries_per_batch_max: 256,
+            durability: Durability::SyncedWal,
             block_cache_bytes: 64 << 20,
         }
     }
+}
+
+/// How applied batches become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// RocksDB's WAL, fsynced on every batch: RocksDB is the only durable copy (a single local
+    /// store with no replicated log).
+    SyncedWal,
+    /// No RocksDB WAL at all: a replica's Paxos WAL is the log. A batch is durable once RocksDB
+    /// has flushed the memtable holding it (`start_flush`, `durable_sequence`); until then the
+    /// caller must keep the log records it came from, and after a crash it replays them from
+    /// `next_expected_sequence`.
+    ExternalLog,
 }
 
 pub struct KvStoreExecutor {
@@ -54,8 +63,10 @@ pub struct KvStoreExecutor {
     next_sequence: Sequence,
     last_version: Version,
     shared: Arc<Shared>,
-    /// Where the garbage-collection queue scan resumes (memory only; a restart rescans).
-    gc_cursor: Option<Vec<u8>>,
+    /// The applied sequence a requested flush covers, while that flush is in progress.
+    flushing: Option<Sequence>,
+    /// Applied sequences through here are durable in RocksDB.
+    durable: Sequence,
 }
 
 /// The newest write of a key inside the batch being applied (not yet visible in RocksDB).
@@ -73,11 +84,16 @@ impl KvStoreExecutor {
         bopts.set_block_cache(&cache);
         bopts.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&bopts);
+        let oldest = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        opts.set_compaction_filter_factory(super::gc::VersionGcFactory::new(oldest.clone()));
         let db = DB::open(&opts, path)?;
         let next_sequence =
             Sequence(read_u64(&db, keys::META_APPLIED_SEQUENCE)?.map_or(1, |s| s + 1));
         let last_version = Version(read_u64(&db, keys::META_LAST_VERSION)?.unwrap_or(0));
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            oldest_version: oldest,
+            ..Shared::default()
+        });
         shared.last_version.store(last_version.0, Ordering::SeqCst);
         shared
             .oldest_version
@@ -91,7 +107,8 @@ impl KvStoreExecutor {
             next_sequence,
             last_version,
             shared,
-            gc_cursor: None,
+            flushing: None,
+            durable: Sequence(next_sequence.0 - 1),
         })
     }
 
@@ -120,45 +137,68 @@ impl KvStoreExecutor {
         sequence: Sequence,
         batch: &[Command],
     ) -> Result<Option<Vec<Outcome>>, StorageError> {
-        if sequence < self.next_sequence {
-            return Ok(None);
-        }
-        if sequence > self.next_sequence {
-            return Err(StorageError::OutOfOrder {
-                expected: self.next_sequence,
-                got: sequence,
-            });
-        }
+        let mut out = self.apply_many(sequence, &[batch])?;
+        Ok(out.pop().flatten())
+    }
+
+    /// Applies the consecutive batches `first`, `first + 1`, ... in ONE RocksDB `WriteBatch`
+    /// (the applied sequence written once, for the last): the same outcomes and the same data
+    /// as applying them one by one, for one write. Batches already applied give `None`.
+    pub fn apply_many(
+        &mut self,
+        first: Sequence,
+        batches: &[&[Command]],
+    ) -> Result<Vec<Option<Vec<Outcome>>>, StorageError> {
+        let mut results = Vec::with_capacity(batches.len());
         let mut wb = WriteBatch::default();
         let mut overlay = Overlay::new();
         let mut version = self.last_version;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        // Looks up each written key's newest version (as of before this batch) for its
-        // garbage-collection entry; one iterator serves the whole batch.
-        let mut newest = self.db.raw_iterator();
-        for cmd in batch {
-            let outcome = self.decide(cmd, version, &overlay)?;
-            if let Outcome::Committed { .. } = outcome {
-                version = version.next();
-                let generated = write_command(&mut wb, &mut overlay, &mut newest, cmd, version)?;
-                outcomes.push(Outcome::Committed { version, generated });
-            } else {
-                outcomes.push(outcome);
+        let mut last_applied = None;
+        for (i, batch) in batches.iter().enumerate() {
+            let sequence = Sequence(first.0 + i as u64);
+            if sequence < self.next_sequence {
+                results.push(None);
+                continue;
             }
+            let expected = last_applied.map_or(self.next_sequence, |s: Sequence| s.next());
+            if sequence != expected {
+                return Err(StorageError::OutOfOrder {
+                    expected,
+                    got: sequence,
+                });
+            }
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for cmd in batch.iter() {
+                let outcome = self.decide(cmd, version, &overlay)?;
+                if let Outcome::Committed { .. } = outcome {
+                    version = version.next();
+                    let generated = write_command(&mut wb, &mut overlay, cmd, version);
+                    outcomes.push(Outcome::Committed { version, generated });
+                } else {
+                    outcomes.push(outcome);
+                }
+            }
+            results.push(Some(outcomes));
+            last_applied = Some(sequence);
         }
+        let Some(sequence) = last_applied else {
+            return Ok(results);
+        };
+        // Old versions are collected by the compaction filter (`gc.rs`), not here.
         let oldest = oldest_for(version, &self.options);
-        drop(newest);
-        let gc_last = self.collect_garbage(&mut wb, oldest, &overlay)?;
         wb.put(keys::META_APPLIED_SEQUENCE, sequence.0.to_le_bytes());
         wb.put(keys::META_LAST_VERSION, version.0.to_le_bytes());
         // Readers check the window after taking their snapshot: publish the new oldest version
         // before the write that may delete what lies below it.
         self.shared.oldest_version.store(oldest.0, Ordering::SeqCst);
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.options.sync_writes);
+        match self.options.durability {
+            Durability::SyncedWal => wo.set_sync(true),
+            Durability::ExternalLog => wo.disable_wal(true),
+        }
         self.db.write_opt(wb, &wo)?;
-        if gc_last.is_some() {
-            self.gc_cursor = gc_last;
+        if self.options.durability == Durability::SyncedWal {
+            self.durable = sequence;
         }
         self.last_version = version;
         self.next_sequence = sequence.next();
@@ -166,7 +206,53 @@ impl KvStoreExecutor {
         self.shared
             .applied_sequence
             .store(sequence.0, Ordering::SeqCst);
-        Ok(Some(outcomes))
+        Ok(results)
+    }
+
+    /// Applied sequences through the returned one are durable in RocksDB. With
+    /// `Durability::ExternalLog` this advances when a flush started by `start_flush` finishes.
+    pub fn durable_sequence(&mut self) -> Result<Sequence, StorageError> {
+        if let Some(s) = self.flushing {
+            // The flush switched the memtable holding everything through `s` to an immutable
+            // one; once no immutable memtable waits, that data is in SST files.
+            let waiting = self
+                .db
+                .property_int_value("rocksdb.num-immutable-mem-table")?
+                .unwrap_or(0);
+            if waiting == 0 {
+                self.durable = self.durable.max(s);
+                self.flushing = None;
+            }
+        }
+        Ok(self.durable)
+    }
+
+    /// Starts making everything applied so far durable without waiting: RocksDB switches the
+    /// memtable and flushes it in the background. A flush already in progress is left alone.
+    pub fn start_flush(&mut self) -> Result<(), StorageError> {
+        let applied = Sequence(self.next_sequence.0 - 1);
+        if self.flushing.is_some() || applied <= self.durable {
+            return Ok(());
+        }
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(false);
+        self.db.flush_opt(&fo)?;
+        self.flushing = Some(applied);
+        Ok(())
+    }
+
+    /// Makes everything applied so far durable and waits for it (shutdown, tests).
+    pub fn flush(&mut self) -> Result<Sequence, StorageError> {
+        let applied = Sequence(self.next_sequence.0 - 1);
+        self.db.flush()?;
+        self.durable = self.durable.max(applied);
+        self.flushing = None;
+        Ok(self.durable)
+    }
+
+    /// Compacts the whole store now (old versions and expired tombstones go; tools and tests).
+    pub fn compact_all(&self) {
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
     }
 
     /// Decides whether `cmd` commits on top of `latest` (the version after the commands of this
@@ -239,99 +325,15 @@ impl KvStoreExecutor {
         it.status()?;
         Ok(None)
     }
-
-    /// Removes versions that no read inside the window can see, up to the per-batch budget.
-    /// Returns the last queue entry it processed (the next batch resumes after it).
-    ///
-    /// Each queue entry (v, key) names the version v superseded, so collection is a point
-    /// delete of exactly that version: no scan over a key's versions (which would also walk
-    /// every tombstone earlier collections left) and no range tombstones (which make every
-    /// later iterator rebuild its tombstone list).
-    fn collect_garbage(
-        &self,
-        wb: &mut WriteBatch,
-        oldest: Version,
-        overlay: &Overlay,
-    ) -> Result<Option<Vec<u8>>, StorageError> {
-        if oldest.0 == 0 {
-            return Ok(None);
-        }
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::gc_key(Version(oldest.0 + 1), "", b""));
-        let mut it = self.db.raw_iterator_opt(ro);
-        // Resume where the last batch stopped: the processed entries before it are deleted,
-        // and seeking from the start would walk over all their tombstones every batch.
-        // The entries found are the same either way, so every replica still decides alike.
-        match &self.gc_cursor {
-            Some(c) => it.seek(c),
-            None => it.seek([keys::GC_PREFIX]),
-        }
-        let mut newest = self.db.raw_iterator();
-        let mut last = None;
-        let mut done = 0;
-        while it.valid() && done < self.options.gc_entries_per_batch_max {
-            let (Some(gk), Some(gv)) = (it.key(), it.value()) else {
-                break;
-            };
-            let (v, cf, key) = keys::split_gc_key(gk)
-                .ok_or_else(|| StorageError::Corrupt(format!("bad gc key {gk:02x?}")))?;
-            if v > oldest {
-                break;
-            }
-            let (is_delete, superseded) = keys::split_gc_value(gv)
-                .ok_or_else(|| StorageError::Corrupt(format!("bad gc value {gv:02x?}")))?;
-            if let Some(p) = superseded {
-                wb.delete(keys::data_key(&cf, &key, p));
-            }
-            // A delete that nothing newer overrides leaves a tombstone no read in the window
-            // needs: remove it too, unless this batch writes the key again.
-            if is_delete && !overlay.contains_key(&(cf.clone(), Bytes::copy_from_slice(&key))) {
-                if let Some((ver, _)) = newest_version(&mut newest, &cf, &key)? {
-                    if ver == v {
-                        wb.delete(keys::data_key(&cf, &key, v));
-                    }
-                }
-            }
-            wb.delete(gk);
-            last = Some(gk.to_vec());
-            done += 1;
-            it.next();
-        }
-        it.status()?;
-        Ok(last)
-    }
-}
-
-/// The newest stored version of (cf, key) and whether it is a put.
-fn newest_version(
-    it: &mut rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
-    cf: &str,
-    key: &[u8],
-) -> Result<Option<(Version, bool)>, StorageError> {
-    let prefix = keys::data_key_prefix(cf, key);
-    it.seek(&prefix);
-    match (it.key(), it.value()) {
-        (Some(k), Some(val)) if k.starts_with(&prefix) => {
-            let ver = keys::split_data_key(&k[keys::cf_prefix(cf).len()..])
-                .map(|(_, v)| v)
-                .ok_or_else(|| StorageError::Corrupt(format!("bad data key {k:02x?}")))?;
-            Ok(Some((ver, val.first() == Some(&TAG_PUT))))
-        }
-        _ => {
-            it.status()?;
-            Ok(None)
-        }
-    }
 }
 
 /// Writes `cmd`'s operations at `version`; returns the generated versionstamped keys/values.
 fn write_command(
     wb: &mut WriteBatch,
     overlay: &mut Overlay,
-    newest: &mut rocksdb::DBRawIteratorWithThreadMode<'_, DB>,
     cmd: &Command,
     version: Version,
-) -> Result<Vec<Bytes>, StorageError> {
+) -> Vec<Bytes> {
     let mut generated = Vec::new();
     for (i, w) in cmd.writes.iter().enumerate() {
         let stamp = versionstamp(version, i as u16);
@@ -358,7 +360,6 @@ fn write_command(
             }
         };
         let dk = keys::data_key(cf, &key, version);
-        let value_is_none = value.is_none();
         match value {
             Some(v) => {
                 let mut buf = Vec::with_capacity(v.len() + 1);
@@ -368,22 +369,9 @@ fn write_command(
             }
             None => wb.put(dk, [TAG_TOMBSTONE]),
         }
-        // The queue entry names the version this write supersedes (from this batch, or the
-        // store). A second write of the key in the same commit keeps the first one's entry.
-        let ok = (cf.to_string(), key);
-        let superseded = match overlay.get(&ok) {
-            Some(&v) => Some(v),
-            None => newest_version(newest, cf, &ok.1)?.map(|(v, _)| v),
-        };
-        if superseded != Some(version) {
-            wb.put(
-                keys::gc_key(version, cf, &ok.1),
-                keys::gc_value(value_is_none, superseded),
-            );
-        }
-        overlay.insert(ok, version);
+        overlay.insert((cf.to_string(), key), version);
     }
-    Ok(generated)
+    generated
 }
 
 /// 8 bytes of commit version and 2 bytes of order within the commit, big-endian.

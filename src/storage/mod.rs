@@ -6,10 +6,11 @@
 //! the data, so a batch is applied exactly once across crashes.
 
 pub mod executor;
+pub mod gc;
 pub mod keys;
 pub mod reader;
 
-pub use executor::{KvStoreExecutor, StoreOptions};
+pub use executor::{Durability, KvStoreExecutor, StoreOptions};
 pub use reader::{KvReader, RangeQuery, RangeResult};
 
 use crate::types::{Sequence, Version};

@@ -26,7 +26,8 @@ use crate::types::{Sequence, Version};
 #[derive(Debug, Default)]
 pub struct Shared {
     pub last_version: AtomicU64,
-    pub oldest_version: AtomicU64,
+    /// Shared with the GC compaction filter, which reads it when a compaction starts.
+    pub oldest_version: Arc<AtomicU64>,
     pub applied_sequence: AtomicU64,
 }
 

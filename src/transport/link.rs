@@ -117,11 +117,13 @@ async fn serve_peer(
             }
         }
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(256 << 10);
+    // `buf[start..end]` holds bytes read but not yet delivered; zeroed only when it grows.
+    let mut buf: Vec<u8> = vec![0; READ_CHUNK_BYTES];
     let mut start = 0usize;
+    let mut end = 0usize;
     loop {
         // Deliver every complete frame in the buffer.
-        while buf.len() - start >= FRAME_HEADER_BYTES {
+        while end - start >= FRAME_HEADER_BYTES {
             let h = FrameHeader::read_from_bytes(&buf[start..start + FRAME_HEADER_BYTES])
                 .map_err(|_| "bad frame header")?;
             let len = h.len.get() as usize;
@@ -132,7 +134,7 @@ async fn serve_peer(
             }
             let kind = FrameKind::from_u8(h.kind)
                 .ok_or_else(|| format!("unknown frame kind {}", h.kind))?;
-            if buf.len() - start < FRAME_HEADER_BYTES + len {
+            if end - start < FRAME_HEADER_BYTES + len {
                 break;
             }
             let p0 = start + FRAME_HEADER_BYTES;
@@ -146,23 +148,29 @@ async fn serve_peer(
                 });
             }
         }
-        if start == buf.len() {
-            buf.clear();
+        if start == end {
             start = 0;
-        } else if start > (128 << 10) {
-            buf.drain(..start);
+            end = 0;
+        } else if start > 0 && (start >= READ_CHUNK_BYTES || buf.len() - end < READ_CHUNK_BYTES / 4)
+        {
+            buf.copy_within(start..end, 0);
+            end -= start;
             start = 0;
         }
-        let len = buf.len();
-        buf.resize(len + (128 << 10), 0);
-        match stream.read(&mut buf[len..]).await {
+        if buf.len() - end < READ_CHUNK_BYTES / 4 {
+            buf.resize(end + READ_CHUNK_BYTES, 0);
+        }
+        match stream.read(&mut buf[end..]).await {
             Ok(0) => return Ok(()),
-            Ok(n) => buf.truncate(len + n),
+            Ok(n) => end += n,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
     }
 }
+
+/// Bytes read from a peer per `read` call at most (the buffer grows past it for a larger frame).
+const READ_CHUNK_BYTES: usize = 128 << 10;
 
 /// Outbound queues to every peer; frames go out in order per peer, batched into few writes.
 pub struct Outbound {

@@ -45,6 +45,8 @@ pub struct Wal {
     next_lsn: Lsn,
     durable: Lsn,
     failed: bool,
+    /// The next segment, being prepared in the background (taken at rotation).
+    spare: Option<Spare>,
     pub stats: WalStats,
 }
 
@@ -118,8 +120,17 @@ async fn create_segment(
     size: u64,
     dsync: bool,
 ) -> Result<(DmaFile, PathBuf), WalError> {
-    let path = dir.join(segment_name(first));
     let tmp = dir.join(format!("{}.tmp", segment_name(first)));
+    let f = prepare_file(tmp, size).await?;
+    install_segment(f, dir, first, dsync).await
+}
+
+/// Name of the segment file prepared ahead of the next rotation.
+const SPARE_NAME: &str = "next-segment.tmp";
+
+/// Creates a preallocated, zero-filled, synced file at `tmp` (not yet a segment: recovery
+/// deletes `.tmp` files).
+async fn prepare_file(tmp: PathBuf, size: u64) -> Result<DmaFile, WalError> {
     {
         // Real data in the first block before glommio sees the file: glommio probes the
         // device's io-poll support with a read of it, and a read of a hole never reaches the
@@ -144,6 +155,17 @@ async fn create_segment(
         pos += n as u64;
     }
     f.fdatasync().await.map_err(|e| io_err(&tmp, e))?;
+    Ok(f)
+}
+
+/// Turns a prepared file into the segment starting at `first` (a rename made durable).
+async fn install_segment(
+    f: DmaFile,
+    dir: &Path,
+    first: Lsn,
+    dsync: bool,
+) -> Result<(DmaFile, PathBuf), WalError> {
+    let path = dir.join(segment_name(first));
     f.rename(&path).await.map_err(|e| io_err(&path, e))?;
     sync_dir(dir)?;
     if dsync {
@@ -153,6 +175,15 @@ async fn create_segment(
         return Ok((f, path));
     }
     Ok((f, path))
+}
+
+type Spare = glommio::task::JoinHandle<Result<DmaFile, WalError>>;
+
+/// Starts preparing the next segment on this executor, beside the appends: the zero-fill is
+/// io_uring writes the WAL task does not wait for.
+fn start_spare(dir: &Path, size: u64) -> Spare {
+    let tmp = dir.join(SPARE_NAME);
+    glommio::spawn_local(prepare_file(tmp, size)).detach()
 }
 
 /// Makes a rename or removal in `dir` durable.
@@ -329,6 +360,7 @@ impl Wal {
             next_lsn,
             durable: Lsn(next_lsn.0 - 1),
             failed: false,
+            spare: Some(start_spare(dir, segment_bytes)),
             stats: WalStats::default(),
         }
     }
@@ -443,19 +475,32 @@ impl Wal {
         Ok(())
     }
 
+    /// Switches to a new segment starting at `first`: the spare prepared in the background
+    /// when there is one (only a rename), else one made now; then the next spare starts.
     async fn rotate(&mut self, first: Lsn) -> Result<(), WalError> {
         let path = self.active_path();
-        self.active
-            .fdatasync()
-            .await
-            .map_err(|e| io_err(&path, e))?;
-        let (f, p) = create_segment(&self.dir, first, self.segment_bytes, self.dsync).await?;
+        if !self.dsync {
+            self.active
+                .fdatasync()
+                .await
+                .map_err(|e| io_err(&path, e))?;
+        }
+        let prepared = match self.spare.take() {
+            Some(task) => task.await,
+            None => None,
+        };
+        let (f, p) = match prepared {
+            Some(Ok(f)) => install_segment(f, &self.dir, first, self.dsync).await?,
+            // No spare, or preparing it failed: make the segment inline (its errors count).
+            _ => create_segment(&self.dir, first, self.segment_bytes, self.dsync).await?,
+        };
         let old = std::mem::replace(&mut self.active, f);
         old.close().await.map_err(|e| io_err(&path, e))?;
         self.segments.push_back(Segment { first, path: p });
         self.offset = 0;
         self.tail.clear();
         self.stats.segments_created += 1;
+        self.spare = Some(start_spare(&self.dir, self.segment_bytes));
         Ok(())
     }
 
@@ -565,13 +610,13 @@ mod tests {
             wal.sync().await.unwrap();
             wal.close().await.unwrap();
         });
-        // Damage the last record's payload, as a torn write would.
+        // Damage the last record's payload, as a torn write would. (The directory also holds
+        // the next segment, prepared in the background.)
         let seg = std::fs::read_dir(&d2)
             .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(SEGMENT_SUFFIX))
+            .unwrap();
         let mut bytes = std::fs::read(&seg).unwrap();
         let last = 9 * (100 + RECORD_HEADER_BYTES) + RECORD_HEADER_BYTES + 50;
         bytes[last] ^= 0xFF;

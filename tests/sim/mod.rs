@@ -91,6 +91,8 @@ enum Ev {
         lsn: Lsn,
     },
     Client(usize),
+    /// The node's shell turn ends: its gathered proposals go to the core as one batch.
+    FlushProposals(usize),
     Chaos,
     Restart(usize),
 }
@@ -104,6 +106,8 @@ struct Node {
     sm: StateMachine,
     clock_offset_ms: u64,
     reads_ready: Vec<(ReadId, Slot)>,
+    /// Proposals gathered in the current shell turn (lost if the node crashes first).
+    proposals: Vec<bytes::Bytes>,
 }
 
 struct Outstanding {
@@ -189,6 +193,7 @@ impl Sim {
                 sm: StateMachine::default(),
                 clock_offset_ms: 0,
                 reads_ready: Vec::new(),
+                proposals: Vec::new(),
             });
             sim.start_node(i);
             let first = sim.rng.gen_range(0..TICK_MS);
@@ -235,6 +240,7 @@ impl Sim {
             self.violation = Some(format!("invalid config: {e}"));
         }
         let node = &mut self.nodes[i];
+        node.proposals.clear();
         let mut recovered = node.disk.clone();
         recovered.compact(node.sm.applied);
         node.replica = Some(Replica::new(cfg, recovered));
@@ -297,6 +303,12 @@ impl Sim {
                 self.client_act(c);
                 let next = self.rng.gen_range(1..25);
                 self.schedule(next, Ev::Client(c));
+            }
+            Ev::FlushProposals(i) => {
+                let batch = std::mem::take(&mut self.nodes[i].proposals);
+                if self.up(i) && !batch.is_empty() {
+                    self.step_node(i, Input::ProposeBatch(batch));
+                }
             }
             Ev::Chaos => {
                 if self.chaos {
@@ -597,7 +609,16 @@ impl Sim {
             self.step_node(target, Input::ReadIndex { id: ReadId(op_id) });
         } else {
             let cmd = Command { op_id, key, op }.encode();
-            self.step_node(target, Input::Propose(cmd));
+            if self.rng.gen_bool(0.5) {
+                self.step_node(target, Input::Propose(cmd));
+            } else {
+                // Like the shell: commands that arrive in one turn reach the core together.
+                if self.nodes[target].proposals.is_empty() {
+                    let turn_ms = self.rng.gen_range(0..3);
+                    self.schedule(turn_ms, Ev::FlushProposals(target));
+                }
+                self.nodes[target].proposals.push(cmd);
+            }
         }
     }
 
