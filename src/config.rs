@@ -153,6 +153,11 @@ pub struct StorageSection {
     /// Write WAL segments with O_DSYNC (a write is durable when it completes: one io_uring
     /// operation per group commit). False: a write then an fdatasync.
     pub wal_dsync: bool,
+    /// How often a replica starts a RocksDB memtable flush. RocksDB keeps no WAL of its own
+    /// (the Paxos WAL is the log), so WAL segments are kept until a flush covers them: this
+    /// bounds the WAL kept for RocksDB's sake and what a restart replays.
+    #[serde(with = "serde_str")]
+    pub memtable_flush_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -234,6 +239,7 @@ impl Default for StorageSection {
             block_cache_bytes: 64 << 20,
             wal_segment_bytes: 64 << 20,
             wal_dsync: true,
+            memtable_flush_interval: Duration::from_secs(2),
         }
     }
 }
@@ -438,6 +444,13 @@ impl ReplicatedConfig {
                 "storage.wal_segment_bytes",
                 self.storage.wal_segment_bytes,
                 "must be at least twice consensus.max_batch_bytes",
+            ));
+        }
+        if self.storage.memtable_flush_interval.is_zero() {
+            return Err(bad(
+                "storage.memtable_flush_interval",
+                "0",
+                "must be positive",
             ));
         }
         let n = &self.network;

@@ -40,9 +40,6 @@ pub enum Applied {
     Failed(String),
 }
 
-/// How often a memtable flush is started while slots are applied: bounds the Paxos WAL kept
-/// for RocksDB's sake to about this much traffic (and what a restart replays).
-const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// Slots applied in one RocksDB write at most, and commands in one write at most (a run stops
 /// at whichever comes first): bounds the latency one write adds to the first slot in it.
 const APPLY_SLOTS_MAX: usize = 64;
@@ -55,6 +52,7 @@ pub fn run_apply(
     jobs: Receiver<ApplyJob>,
     notify: mpsc::UnboundedSender<Applied>,
     shared: Arc<ReplicaShared>,
+    flush_every: Duration,
 ) {
     let mut last_flush = Instant::now();
     // The last slot processed (applied now, or skipped as applied before a restart).
@@ -65,8 +63,8 @@ pub fn run_apply(
             Ok(j) => j,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                 // Idle: make what was applied durable, so WAL segments can be released (not
-                // more often than FLUSH_EVERY, so a trickle of writes does not make tiny files).
-                let start = last_flush.elapsed() >= FLUSH_EVERY;
+                // more often than `flush_every`, so a trickle of writes does not make tiny files).
+                let start = last_flush.elapsed() >= flush_every;
                 if let Err(e) = advance_durable(&mut exec, &shared, start) {
                     let _ = notify.unbounded_send(Applied::Failed(e));
                     return;
@@ -107,7 +105,7 @@ pub fn run_apply(
         if shared.notify_applied.load(Ordering::SeqCst) {
             let _ = notify.unbounded_send(Applied::Upto(applied));
         }
-        let start = last_flush.elapsed() >= FLUSH_EVERY;
+        let start = last_flush.elapsed() >= flush_every;
         if let Err(e) = advance_durable(&mut exec, &shared, start) {
             let _ = notify.unbounded_send(Applied::Failed(e));
             return;

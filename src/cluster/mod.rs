@@ -186,9 +186,10 @@ impl ReplicatedKvStore {
             let (client_tx, client_rx) = mpsc::unbounded();
             let exec = p.exec;
             let sh = shared.clone();
+            let flush_every = self.config.storage.memtable_flush_interval;
             let apply = std::thread::Builder::new()
                 .name(format!("paxoskv-apply-{id}"))
-                .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh))
+                .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh, flush_every))
                 .map_err(|e| ClusterError::Start {
                     id,
                     message: e.to_string(),
