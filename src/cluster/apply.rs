@@ -46,6 +46,8 @@ const APPLY_SLOTS_MAX: usize = 64;
 const APPLY_COMMANDS_MAX: usize = 8192;
 /// How long an idle apply thread waits before it looks at flush progress again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long an idle apply thread with nothing to flush sleeps (it wakes at once for a slot).
+const IDLE_PARK: Duration = Duration::from_secs(5);
 
 pub fn run_apply(
     mut exec: KvStoreExecutor,
@@ -59,7 +61,17 @@ pub fn run_apply(
     let mut applied = 0;
     let mut cmds: Vec<Vec<Command>> = Vec::new();
     loop {
-        let first = match jobs.recv_timeout(IDLE_POLL) {
+        // Idle wake-ups only while there is flush work to watch: an idle server stays asleep.
+        let wait = if exec.flush_in_progress() {
+            IDLE_POLL
+        } else if exec.has_unflushed() {
+            flush_every
+                .saturating_sub(last_flush.elapsed())
+                .max(IDLE_POLL)
+        } else {
+            IDLE_PARK
+        };
+        let first = match jobs.recv_timeout(wait) {
             Ok(j) => j,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                 // Idle: make what was applied durable, so WAL segments can be released (not

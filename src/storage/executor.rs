@@ -152,6 +152,11 @@ impl KvStoreExecutor {
         let mut results = Vec::with_capacity(batches.len());
         let mut wb = WriteBatch::default();
         let mut overlay = Overlay::new();
+        // Only a command that checks read conflicts looks at the overlay: runs of blind writes
+        // skip building it.
+        let track = batches
+            .iter()
+            .any(|b| b.iter().any(|c| !c.read_conflicts.is_empty()));
         let mut version = self.last_version;
         let mut last_applied = None;
         for (i, batch) in batches.iter().enumerate() {
@@ -172,7 +177,8 @@ impl KvStoreExecutor {
                 let outcome = self.decide(cmd, version, &overlay)?;
                 if let Outcome::Committed { .. } = outcome {
                     version = version.next();
-                    let generated = write_command(&mut wb, &mut overlay, cmd, version);
+                    let generated =
+                        write_command(&mut wb, track.then_some(&mut overlay), cmd, version);
                     outcomes.push(Outcome::Committed { version, generated });
                 } else {
                     outcomes.push(outcome);
@@ -225,6 +231,16 @@ impl KvStoreExecutor {
             }
         }
         Ok(self.durable)
+    }
+
+    /// A flush started by `start_flush` has not been seen to finish yet.
+    pub fn flush_in_progress(&self) -> bool {
+        self.flushing.is_some()
+    }
+
+    /// Something applied is not yet known durable.
+    pub fn has_unflushed(&self) -> bool {
+        Sequence(self.next_sequence.0 - 1) > self.durable
     }
 
     /// Starts making everything applied so far durable without waiting: RocksDB switches the
@@ -327,10 +343,11 @@ impl KvStoreExecutor {
     }
 }
 
-/// Writes `cmd`'s operations at `version`; returns the generated versionstamped keys/values.
+/// Writes `cmd`'s operations at `version` (recording them in `overlay` when given); returns the
+/// generated versionstamped keys/values.
 fn write_command(
     wb: &mut WriteBatch,
-    overlay: &mut Overlay,
+    mut overlay: Option<&mut Overlay>,
     cmd: &Command,
     version: Version,
 ) -> Vec<Bytes> {
@@ -369,7 +386,9 @@ fn write_command(
             }
             None => wb.put(dk, [TAG_TOMBSTONE]),
         }
-        overlay.insert((cf.to_string(), key), version);
+        if let Some(o) = overlay.as_deref_mut() {
+            o.insert((cf.to_string(), key), version);
+        }
     }
     generated
 }
