@@ -1,6 +1,8 @@
 //! The apply thread of one replica: committed slots arrive over a lock-free queue (crossbeam),
-//! each becomes one RocksDB `WriteBatch` through `KvStoreExecutor::apply`, and the outcomes go
-//! straight to the waiting clients' oneshot channels (no hop back through the replica's core).
+//! every run of consecutive slots waiting there becomes one RocksDB `WriteBatch` through
+//! `KvStoreExecutor::apply_many`, and the outcomes the replica's own clients wait for go back to
+//! the replica in ONE message per run (one cross-thread wake-up per run, not per client; the
+//! replica completes its clients' oneshots on its own thread).
 //!
 //! RocksDB writes no WAL of its own (the Paxos WAL is the log): now and then the thread starts a
 //! memtable flush, and once it finishes publishes the slot through which the state machine is
@@ -30,13 +32,18 @@ pub struct ApplyJob {
     pub slot: u64,
     /// Envelopes, in slot order (empty for a no-op slot).
     pub commands: Vec<Bytes>,
-    /// (index into `commands`, the client waiting for it).
-    pub waiters: Vec<(usize, Waiter)>,
+    /// Indexes into `commands` of the commands a client of this replica waits for.
+    pub waiting: Vec<usize>,
 }
+
+/// The outcome of one waited-for command: (slot, index in the slot, outcome).
+pub type SlotOutcome = (u64, usize, Result<Outcome, ServiceError>);
 
 /// What the apply thread tells the replica.
 pub enum Applied {
     Upto(u64),
+    /// The outcomes of waited-for commands in a run of slots just applied.
+    Outcomes(Vec<SlotOutcome>),
     Failed(String),
 }
 
@@ -100,7 +107,17 @@ pub fn run_apply(
             };
             if next.is_none() || full || !follows {
                 let last = group.last().map_or(applied, |j| j.slot);
-                if let Err(e) = apply_group(&mut exec, std::mem::take(&mut group), &mut cmds) {
+                let mut outcomes = Vec::new();
+                let r = apply_group(
+                    &mut exec,
+                    std::mem::take(&mut group),
+                    &mut cmds,
+                    &mut outcomes,
+                );
+                if !outcomes.is_empty() {
+                    let _ = notify.unbounded_send(Applied::Outcomes(outcomes));
+                }
+                if let Err(e) = r {
                     tracing::error!(replica = shared.id, error = %e, "apply failed; this replica stops");
                     let _ = notify.unbounded_send(Applied::Failed(e));
                     return;
@@ -150,11 +167,13 @@ fn advance_durable(
     Ok(())
 }
 
-/// Applies a run of consecutive slots in one RocksDB write and answers their waiting clients.
+/// Applies a run of consecutive slots in one RocksDB write; pushes the outcomes of the
+/// waited-for commands onto `outcomes`.
 fn apply_group(
     exec: &mut KvStoreExecutor,
     group: Vec<ApplyJob>,
     cmds: &mut Vec<Vec<Command>>,
+    outcomes: &mut Vec<SlotOutcome>,
 ) -> Result<(), String> {
     let Some(first) = group.first().map(|j| j.slot) else {
         return Ok(());
@@ -182,35 +201,30 @@ fn apply_group(
         Ok(r) => r,
         Err(e) => {
             for job in group {
-                for (_, w) in job.waiters {
-                    let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, e.to_string())));
+                for i in job.waiting {
+                    let err = ServiceError::new(ErrorCode::Internal, e.to_string());
+                    outcomes.push((job.slot, i, Err(err)));
                 }
             }
             return Err(e.to_string());
         }
     };
-    for ((job, outcomes), bad) in group.into_iter().zip(results).zip(bad) {
-        let Some(outcomes) = outcomes else {
-            // Applied before a restart and re-emitted by the core: nothing to do, and no client
-            // of this incarnation can be waiting for it.
-            for (_, w) in job.waiters {
-                let _ = w.send(Err(ServiceError::new(
+    for ((job, result), bad) in group.into_iter().zip(results).zip(bad) {
+        for i in job.waiting {
+            let o = match &result {
+                // Applied before a restart and re-emitted by the core: no client of this
+                // incarnation can be waiting for it.
+                None => Err(ServiceError::new(
                     ErrorCode::Internal,
                     "slot was applied before",
-                )));
-            }
-            continue;
-        };
-        for (i, w) in job.waiters {
-            let o = if bad.contains(&i) {
-                Outcome::Invalid("undecodable command".into())
-            } else {
-                outcomes
+                )),
+                Some(_) if bad.contains(&i) => Ok(Outcome::Invalid("undecodable command".into())),
+                Some(all) => Ok(all
                     .get(i)
                     .cloned()
-                    .unwrap_or(Outcome::Invalid("missing outcome".into()))
+                    .unwrap_or(Outcome::Invalid("missing outcome".into()))),
             };
-            let _ = w.send(Ok(o));
+            outcomes.push((job.slot, i, o));
         }
     }
     Ok(())

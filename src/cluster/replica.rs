@@ -186,6 +186,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         jobs: p.jobs,
         shared: p.shared.clone(),
         pending: HashMap::new(),
+        applying: HashMap::new(),
         next_request: 1,
         proposals: Vec::new(),
         reads: HashMap::new(),
@@ -380,8 +381,11 @@ struct Shell {
     outbound: Outbound,
     jobs: crossbeam::channel::Sender<ApplyJob>,
     shared: Arc<ReplicaShared>,
-    /// Clients waiting for their command to commit and apply here: request id → waiter.
+    /// Clients waiting for their command to commit: request id → waiter.
     pending: HashMap<u64, Waiter>,
+    /// Clients whose command committed, waiting for the apply thread's outcome:
+    /// (slot, index in the slot) → waiter.
+    applying: HashMap<(u64, usize), Waiter>,
     next_request: u64,
     /// Commands gathered this turn (own clients' and forwarded), proposed together at its end.
     proposals: Vec<Bytes>,
@@ -427,6 +431,13 @@ impl Shell {
                     upto: Slot(self.applied),
                 });
                 self.release_reads();
+            }
+            Ev::Applied(Applied::Outcomes(outcomes)) => {
+                for (slot, i, o) in outcomes {
+                    if let Some(w) = self.applying.remove(&(slot, i)) {
+                        let _ = w.send(o);
+                    }
+                }
             }
             Ev::Applied(Applied::Failed(e)) => return Err(format!("apply failed: {e}")),
             Ev::Fatal(e) => return Err(e),
@@ -555,7 +566,7 @@ impl Shell {
         }
         for (slot, value) in out.committed.drain(..) {
             let commands: Vec<Bytes> = value.commands().to_vec();
-            let mut waiters = Vec::new();
+            let mut waiting = Vec::new();
             // Only a replica with clients waiting needs to look for its own commands.
             let mine = if self.pending.is_empty() {
                 &[][..]
@@ -566,7 +577,8 @@ impl Shell {
                 if let Ok((origin, req, _)) = envelope::decode(c) {
                     if origin == self.id {
                         if let Some(w) = self.pending.remove(&req) {
-                            waiters.push((i, w));
+                            waiting.push(i);
+                            self.applying.insert((slot.0, i), w);
                         }
                     }
                 }
@@ -582,7 +594,7 @@ impl Shell {
                 .send(ApplyJob {
                     slot: slot.0,
                     commands,
-                    waiters,
+                    waiting,
                 })
                 .is_err()
             {
@@ -833,6 +845,12 @@ impl Shell {
     }
 
     fn fail_all_pending(&mut self) {
+        for (_, w) in self.applying.drain() {
+            let _ = w.send(Err(err(
+                ErrorCode::Unavailable,
+                "replica stopped before applying the write; it may or may not apply",
+            )));
+        }
         for (_, w) in self.pending.drain() {
             let _ = w.send(Err(err(
                 ErrorCode::Unavailable,
