@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 use common::{http_get, Server};
 use paxoskv::front::generated::*;
 
-#[test]
-fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
-    let mut server = Server::start(&[]);
-    let mut c = server.client();
-    for i in 0..50 {
+/// Writes k0..kn = v0..vn, each acknowledged.
+fn set_keys(c: &mut common::Client, n: usize) {
+    for i in 0..n {
         let r = c
             .set_key(SetKeyRequest::new(
                 format!("k{i}").into_bytes(),
@@ -24,6 +22,13 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
             .unwrap();
         assert!(r.success, "{r:?}");
     }
+}
+
+#[test]
+fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
+    let mut server = Server::start(&[]);
+    let mut c = server.client();
+    set_keys(&mut c, 50);
     let h = c
         .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
         .unwrap()
@@ -278,19 +283,7 @@ fn sigkill_before_any_memtable_flush_loses_no_acknowledged_write() {
     let mut server =
         Server::start_with_config("[storage]\nmemtable_flush_interval = \"1h\"\n", &[]);
     let keys = 200;
-    {
-        let mut c = server.client();
-        for i in 0..keys {
-            let r = c
-                .set_key(SetKeyRequest::new(
-                    format!("k{i}").into_bytes(),
-                    format!("v{i}").into_bytes(),
-                    None::<String>,
-                ))
-                .unwrap();
-            assert!(r.success, "{r:?}");
-        }
-    }
+    set_keys(&mut server.client(), keys);
     let _ = server.child.kill();
     let _ = server.child.wait();
     let out = Command::new(env!("CARGO_BIN_EXE_paxoskv"))

@@ -63,7 +63,10 @@ pub fn run_apply(
     shared: Arc<ReplicaShared>,
     flush_every: Duration,
 ) {
-    let mut last_flush = Instant::now();
+    let mut flusher = Flusher {
+        last: Instant::now(),
+        every: flush_every,
+    };
     // The last slot processed (applied now, or skipped as applied before a restart).
     let mut applied = 0;
     let mut cmds: Vec<Vec<Command>> = Vec::new();
@@ -72,8 +75,9 @@ pub fn run_apply(
         let wait = if exec.flush_in_progress() {
             IDLE_POLL
         } else if exec.has_unflushed() {
-            flush_every
-                .saturating_sub(last_flush.elapsed())
+            flusher
+                .every
+                .saturating_sub(flusher.last.elapsed())
                 .max(IDLE_POLL)
         } else {
             IDLE_PARK
@@ -81,15 +85,10 @@ pub fn run_apply(
         let first = match jobs.recv_timeout(wait) {
             Ok(j) => j,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                // Idle: make what was applied durable, so WAL segments can be released (not
-                // more often than `flush_every`, so a trickle of writes does not make tiny files).
-                let start = last_flush.elapsed() >= flush_every;
-                if let Err(e) = advance_durable(&mut exec, &shared, start) {
+                // Idle: make what was applied durable, so WAL segments can be released.
+                if let Err(e) = flusher.advance(&mut exec, &shared) {
                     let _ = notify.unbounded_send(Applied::Failed(e));
                     return;
-                }
-                if start {
-                    last_flush = Instant::now();
                 }
                 continue;
             }
@@ -134,13 +133,9 @@ pub fn run_apply(
         if shared.notify_applied.load(Ordering::SeqCst) {
             let _ = notify.unbounded_send(Applied::Upto(applied));
         }
-        let start = last_flush.elapsed() >= flush_every;
-        if let Err(e) = advance_durable(&mut exec, &shared, start) {
+        if let Err(e) = flusher.advance(&mut exec, &shared) {
             let _ = notify.unbounded_send(Applied::Failed(e));
             return;
-        }
-        if start {
-            last_flush = Instant::now();
         }
     }
     match exec.flush() {
@@ -149,22 +144,31 @@ pub fn run_apply(
     }
 }
 
-/// Publishes flush progress; with `start`, begins a flush of what is applied but not durable.
-/// A failed flush is fatal for the replica, like a failed fsync.
-fn advance_durable(
-    exec: &mut KvStoreExecutor,
-    shared: &ReplicaShared,
-    start: bool,
-) -> Result<(), String> {
-    let durable = exec
-        .durable_sequence()
-        .map_err(|e| format!("rocksdb flush: {e}"))?;
-    shared.durable_slot.store(durable.0, Ordering::SeqCst);
-    if start {
-        exec.start_flush()
+/// Starts a memtable flush every `every` (not more often, so a trickle of writes does not make
+/// tiny files) and publishes flush progress as the replica's `durable_slot`.
+struct Flusher {
+    last: Instant,
+    every: Duration,
+}
+
+impl Flusher {
+    /// A failed flush is fatal for the replica, like a failed fsync.
+    fn advance(
+        &mut self,
+        exec: &mut KvStoreExecutor,
+        shared: &ReplicaShared,
+    ) -> Result<(), String> {
+        let durable = exec
+            .durable_sequence()
             .map_err(|e| format!("rocksdb flush: {e}"))?;
+        shared.durable_slot.store(durable.0, Ordering::SeqCst);
+        if self.last.elapsed() >= self.every {
+            self.last = Instant::now();
+            exec.start_flush()
+                .map_err(|e| format!("rocksdb flush: {e}"))?;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Applies a run of consecutive slots in one RocksDB write; pushes the outcomes of the
