@@ -302,6 +302,16 @@ fn sigkill_before_any_memtable_flush_loses_no_acknowledged_write() {
         );
     }
     server.restart();
+    // Request ids of the new run carry a new incarnation, so the replayed slots' requests
+    // (ids of the first run) can never be taken for the new run's.
+    for r in 0..3 {
+        let f = server
+            .dir
+            .path()
+            .join(format!("wal/replica_{r}/incarnation"));
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text.trim(), "2", "{}", f.display());
+    }
     let mut c = server.client();
     for i in 0..keys {
         let deadline = Instant::now() + Duration::from_secs(20);

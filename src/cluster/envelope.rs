@@ -2,7 +2,8 @@
 //! a client (`origin`), that replica's request number, and the encoded `txn::Command`.
 //!
 //! Every replica applies every command; only the origin replica has a client waiting, and it
-//! recognises its own commands by (origin, request) when they commit. Forwarding a command to
+//! recognises its own commands by (origin, request) when they commit. Request ids are unique
+//! across the origin's restarts (`incarnation.rs`). Forwarding a command to
 //! the primary therefore needs no reply message: the origin answers when it applies.
 
 use bytes::{BufMut, Bytes, BytesMut};

@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod envelope;
+pub mod incarnation;
 pub mod replica;
 pub mod service;
 pub mod shared;

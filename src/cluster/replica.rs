@@ -116,6 +116,12 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     }
     drop(decoded);
     let promised = durable.promised;
+    let incarnation = super::incarnation::next_incarnation(&p.wal_dir)?;
+    tracing::info!(
+        replica = p.id,
+        incarnation,
+        "request ids of this run carry incarnation {incarnation}"
+    );
     tracing::info!(
         replica = p.id,
         records = records.len(),
@@ -187,10 +193,11 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         shared: p.shared.clone(),
         pending: HashMap::new(),
         applying: HashMap::new(),
-        next_request: 1,
+        next_request: super::incarnation::first_request_id(incarnation),
         proposals: Vec::new(),
         reads: HashMap::new(),
-        next_read: 1,
+        // Forwarded reads are answered by id: ids of an earlier run must not match.
+        next_read: super::incarnation::first_request_id(incarnation),
         waiting_reads: BTreeMap::new(),
         forwarded_reads: HashMap::new(),
         applied: base,
@@ -381,7 +388,8 @@ struct Shell {
     outbound: Outbound,
     jobs: crossbeam::channel::Sender<ApplyJob>,
     shared: Arc<ReplicaShared>,
-    /// Clients waiting for their command to commit: request id → waiter.
+    /// Clients waiting for their command to commit: request id (incarnation in the high bits,
+    /// see `incarnation.rs`) → waiter.
     pending: HashMap<u64, Waiter>,
     /// Clients whose command committed, waiting for the apply thread's outcome:
     /// (slot, index in the slot) → waiter.
