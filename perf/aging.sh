@@ -8,6 +8,7 @@
 #     `write -c 64 --keys 1000000` for MEASURE on each; the aged store against the fresh one.
 #     The overwrites run for OVERWRITE_TIME (default 60 s; the report says how many were done).
 #
+# PK_KEEP_LOGS=DIR keeps each server's stderr there.
 # Environment (defaults): ROUNDS=10 ROUND=60s BIG_KEYS=1000000 OVERWRITE_TIME=60s MEASURE=20s
 #   CLIENTS=64 PARTS="A B" SKIP_BUILD=0 OUT=perf/results/aging-<date>
 set -euo pipefail

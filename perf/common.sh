@@ -79,6 +79,10 @@ pk_stop_server() {
     wait "$PK_PID" 2>/dev/null || true
   fi
   PK_PID=""
+  if [[ -n "${PK_KEEP_LOGS:-}" && -n "${PK_SERVER_DIR:-}" && -f "$PK_SERVER_DIR/stderr" ]]; then
+    mkdir -p "$PK_KEEP_LOGS"
+    cp "$PK_SERVER_DIR/stderr" "$PK_KEEP_LOGS/server-$(date +%H%M%S).stderr"
+  fi
   if [[ -n "${PK_SERVER_DIR:-}" && -d "$PK_SERVER_DIR" ]]; then rm -rf "$PK_SERVER_DIR"; fi
   PK_SERVER_DIR=""
 }

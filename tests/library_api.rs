@@ -137,3 +137,68 @@ fn a_failed_wal_sync_stops_that_replica_and_the_others_carry_on() {
     drop(replicas);
     store.shutdown();
 }
+
+/// In `serve` the Thrift front runs on replica 0's executor. A fatal error of replica 0 stops
+/// the replica, not the executor: the front keeps answering through the two others.
+#[path = "common/mod.rs"]
+mod common;
+
+#[test]
+fn the_front_outlives_the_replica_whose_executor_hosts_it() {
+    use paxoskv::front::generated::{SetKeyRequest, TTransactionalKVSyncClient};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.thrift.port = 0;
+    let mut store = ReplicatedKvStore::new(cfg.clone()).unwrap();
+    store.start().unwrap();
+    store.wait_for_primary(Duration::from_secs(30)).unwrap();
+    let host = paxoskv::front::FrontHost::Guest(store.front_spawner().unwrap());
+    let front = paxoskv::front::start_front(
+        cfg.thrift.clone(),
+        cfg.metrics.clone(),
+        host,
+        store.service_factory(),
+    )
+    .unwrap();
+    let mut c = common::client(front.addr, false);
+    let put = |c: &mut common::Client, k: &str| {
+        let r = c
+            .set_key(SetKeyRequest::new(
+                k.as_bytes().to_vec(),
+                b"v".to_vec(),
+                None::<String>,
+            ))
+            .unwrap();
+        (r.success, r.error)
+    };
+    assert_eq!(put(&mut c, "before"), (true, None));
+    let replicas = store.local_replicas();
+    replicas[0]
+        .shared
+        .inject_wal_failure
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    while replicas[0].shared.is_running() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "replica 0 kept running after a failed sync"
+        );
+        let _ = put(&mut c, &format!("during{i}"));
+        i += 1;
+    }
+    // Replica 0 is down; the front on its executor still serves, through the majority left.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match put(&mut c, "after") {
+            (true, _) => break,
+            (false, e) => assert!(
+                std::time::Instant::now() < deadline,
+                "the front stopped serving after replica 0 stopped: {e:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(replicas);
+    store.shutdown();
+}

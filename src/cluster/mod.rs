@@ -63,6 +63,9 @@ struct Running {
     local: LocalReplica,
     /// Tasks to start on this replica's executor (the front, in `serve`).
     guests: mpsc::UnboundedSender<Guest>,
+    /// Ends the executor. Until then it keeps running its guests even after the replica
+    /// stopped (a fatal WAL or apply error must not take the front down with it).
+    stop_executor: Option<oneshot::Sender<()>>,
     executor: Option<ExecutorJoinHandle<Result<(), String>>>,
     apply: Option<JoinHandle<()>>,
 }
@@ -221,6 +224,7 @@ impl ReplicatedKvStore {
                 builder = builder.spin_before_park(spin);
             }
             let (guests, mut guest_rx) = mpsc::unbounded::<Guest>();
+            let (stop_executor, stopped) = oneshot::channel::<()>();
             let executor = builder
                 .spawn(move || async move {
                     glommio::spawn_local(async move {
@@ -234,6 +238,8 @@ impl ReplicatedKvStore {
                     if let Err(e) = &r {
                         tracing::error!(replica = id, error = %e, "replica stopped");
                     }
+                    // The front may live on this executor: serve it until the store stops.
+                    let _ = stopped.await;
                     r
                 })
                 .map_err(|e| ClusterError::Start {
@@ -248,6 +254,7 @@ impl ReplicatedKvStore {
                     shared,
                 },
                 guests,
+                stop_executor: Some(stop_executor),
                 executor: Some(executor),
                 apply: Some(apply),
             });
@@ -381,6 +388,11 @@ impl ReplicatedKvStore {
             let _ = r.local.tx.unbounded_send(ClientMsg::Shutdown);
         }
         for r in &mut self.running {
+            if let Some(s) = r.stop_executor.take() {
+                let _ = s.send(());
+            }
+        }
+        for r in &mut self.running {
             if let Some(e) = r.executor.take() {
                 let _ = e.join();
             }
@@ -408,7 +420,6 @@ fn bind_with_retry(addr: &str) -> std::io::Result<std::net::TcpListener> {
     }
 }
 
-/// The CPUs this process may run on (its affinity mask), in order.
 /// The core replica `id` of `n` is pinned to, out of the cores this process may use. With a
 /// core per replica each gets its own. With fewer cores, replica 0 (the first primary, which
 /// the front feeds) keeps the first core to itself and the followers share the rest: the
@@ -425,6 +436,7 @@ pub(crate) fn replica_cpu(id: u32, n: u32, cpus: &[usize]) -> Option<usize> {
     rest.get((id - 1) % rest.len()).copied()
 }
 
+/// The CPUs this process may run on (its affinity mask), in order.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills a zero-initialised cpu_set_t of the size we pass.
     unsafe {
