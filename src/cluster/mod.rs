@@ -275,6 +275,8 @@ impl ReplicatedKvStore {
             proposal_queue_max: c.max_pending_ops as usize,
             lease_enabled: c.read_lease,
             clock_drift_bound_ms: c.clock_drift_bound.as_millis() as u64,
+            // Replica 0 has a core to itself and hosts the front in `serve`.
+            lead_after_start: id == 0,
             ..PaxosConfig::default()
         }
     }

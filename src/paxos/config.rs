@@ -36,6 +36,11 @@ pub struct PaxosConfig {
     /// `compact(upto)` never truncates past what every replica has reported applied.
     /// When false it only waits for the local state machine (laggards then need a snapshot).
     pub compact_wait_for_all_replicas: bool,
+    /// Stand for election first after a start: the first election timeout is half the
+    /// minimum, so when the whole cluster starts together this replica usually becomes the
+    /// primary (the shell puts the front beside it). Safety does not depend on it, and PreVote
+    /// keeps it from disturbing a cluster that already has a primary.
+    pub lead_after_start: bool,
     #[doc(hidden)]
     pub faults: Faults,
 }
@@ -86,6 +91,7 @@ impl Default for PaxosConfig {
             lease_enabled: false,
             clock_drift_bound_ms: 50,
             compact_wait_for_all_replicas: true,
+            lead_after_start: false,
             faults: Faults::default(),
         }
     }

@@ -359,6 +359,11 @@ impl Replica {
             self.last_heard_ms = self.now_ms;
             self.election_timer_start_ms = self.now_ms;
             self.draw_election_timeout();
+            if self.cfg.lead_after_start {
+                // Peers grant a PreVote only once they have heard nothing for the minimum
+                // timeout; standing exactly then puts this replica ahead of every random draw.
+                self.election_timeout_ms = self.cfg.election_timeout_min_ms;
+            }
             let mut committed = Vec::new();
             self.log.advance_commit(&mut committed);
             out.committed.extend(committed);

@@ -234,3 +234,48 @@ fn compaction_point_advances_once_every_replica_applied() {
         assert_eq!(r.safe_compact_upto(), applied, "replica {:?}", r.id());
     }
 }
+
+#[test]
+fn a_replica_that_leads_after_start_times_out_first() {
+    let mut eager = Replica::new(
+        PaxosConfig {
+            replica_id: ReplicaId(0),
+            lead_after_start: true,
+            ..PaxosConfig::default()
+        },
+        DurableState::default(),
+    );
+    let mut others = [replica(1), replica(2)];
+    let min = PaxosConfig::default().election_timeout_min_ms;
+    for r in others.iter_mut().chain(std::iter::once(&mut eager)) {
+        step(
+            r,
+            Input::Tick {
+                now_ms: 0,
+                random: 7,
+            },
+        );
+    }
+    // At the minimum timeout (when peers start granting PreVotes) only the eager replica
+    // stands; the others drew random timeouts above it.
+    let before = step(
+        &mut eager,
+        Input::Tick {
+            now_ms: min - 1,
+            random: 7,
+        },
+    );
+    assert!(before.sends.is_empty(), "{before:?}");
+    let now_ms = min;
+    let out = step(&mut eager, Input::Tick { now_ms, random: 7 });
+    assert!(
+        out.sends
+            .iter()
+            .any(|(_, m)| matches!(m, Message::PreVote { .. })),
+        "{out:?}"
+    );
+    for r in &mut others {
+        let out = step(r, Input::Tick { now_ms, random: 7 });
+        assert!(out.sends.is_empty(), "{out:?}");
+    }
+}

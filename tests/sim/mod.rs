@@ -230,6 +230,8 @@ impl Sim {
             lease_enabled: self.opts.lease,
             clock_drift_bound_ms: DRIFT_MS,
             compact_wait_for_all_replicas: !self.opts.aggressive_compaction,
+            // Like `serve`: replica 0 stands first after every (re)start.
+            lead_after_start: i == 0,
             faults: self.opts.faults.clone(),
         }
     }
