@@ -12,6 +12,7 @@ pub mod incarnation;
 pub mod replica;
 pub mod service;
 pub mod shared;
+mod wal_task;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -1,0 +1,140 @@
+//! A replica's WAL task: appends what the core asked to persist, makes each group durable with
+//! one write (O_DSYNC) or write + fdatasync, reports `Ev::Durable` back to the shell, and drops
+//! segments below the slot the shell says may go. A failed write or sync is fatal: it reports
+//! `Ev::Fatal` and stops, never retrying.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_lite::future::poll_once;
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+
+use super::replica::Ev;
+use super::shared::ReplicaShared;
+use crate::paxos::{self, Record, Slot};
+use crate::wal::{Lsn as WalLsn, Wal};
+
+pub(super) enum WalCmd {
+    Append(paxos::Lsn, Record),
+    Retain(Slot),
+}
+
+/// Owns the WAL: appends what the core asked to persist, syncs once per group, reports back.
+pub(super) async fn run_wal(
+    mut wal: Wal,
+    rx: LocalReceiver<WalCmd>,
+    ev: Rc<LocalSender<Ev>>,
+    mut promised: paxos::Ballot,
+    shared: Arc<ReplicaShared>,
+) {
+    let mut buf = Vec::with_capacity(64 << 10);
+    // (last wal lsn of a sync group, highest slot accepted in or before it)
+    let mut groups: VecDeque<(WalLsn, Slot)> = VecDeque::new();
+    let mut max_slot = Slot(0);
+    // The wal lsn of the latest re-written promise that is durable; segments before it may go.
+    let mut promise_safe = wal.next_lsn();
+    let mut segments = wal.segment_count();
+    while let Some(first) = rx.recv().await {
+        let mut upto: Option<paxos::Lsn> = None;
+        let mut retain: Option<Slot> = None;
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                WalCmd::Append(lsn, rec) => {
+                    match &rec {
+                        Record::Promise { ballot } => promised = promised.max(*ballot),
+                        Record::Accept { slot, ballot, .. } => {
+                            promised = promised.max(*ballot);
+                            max_slot = max_slot.max(*slot);
+                        }
+                    }
+                    buf.clear();
+                    rec.encode(&mut buf);
+                    if let Err(e) = wal.append(&buf) {
+                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        return;
+                    }
+                    upto = Some(lsn);
+                }
+                WalCmd::Retain(s) => retain = Some(s),
+            }
+            next = match poll_once(rx.recv()).await {
+                Some(Some(c)) => Some(c),
+                Some(None) => None,
+                None => None,
+            };
+        }
+        if wal.has_pending() {
+            let written_before = wal.stats.bytes_written;
+            if shared.inject_wal_failure.swap(false, Ordering::SeqCst) {
+                // A failed fsync is never retried: the replica stops, its data untouched.
+                let _ = ev
+                    .send(Ev::Fatal("wal sync: injected failure".into()))
+                    .await;
+                return;
+            }
+            match wal.sync().await {
+                Ok(l) => groups.push_back((l, max_slot)),
+                Err(e) => {
+                    let _ = ev.send(Ev::Fatal(format!("wal sync: {e}"))).await;
+                    return;
+                }
+            }
+            shared.wal_syncs.store(wal.stats.syncs, Ordering::Relaxed);
+            shared
+                .wal_sync_us_total
+                .store(wal.stats.sync_us_total, Ordering::Relaxed);
+            shared
+                .wal_bytes
+                .fetch_add(wal.stats.bytes_written - written_before, Ordering::Relaxed);
+            if wal.segment_count() != segments {
+                // A new segment: re-write the promise into it so older segments can be deleted.
+                segments = wal.segment_count();
+                buf.clear();
+                Record::Promise { ballot: promised }.encode(&mut buf);
+                let rewritten = wal.append(&buf);
+                match (rewritten, wal.sync().await) {
+                    (Ok(l), Ok(_)) => promise_safe = l,
+                    (Err(e), _) => {
+                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        return;
+                    }
+                    (_, Err(e)) => {
+                        let _ = ev.send(Ev::Fatal(format!("wal sync: {e}"))).await;
+                        return;
+                    }
+                }
+            }
+        }
+        if let Some(u) = upto {
+            if ev.send(Ev::Durable(u)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(target) = retain {
+            // Keep every group that may hold an accept above the retained slot.
+            let mut cut: Option<WalLsn> = None;
+            while let Some(&(l, s)) = groups.front() {
+                if s > target || l >= promise_safe {
+                    break;
+                }
+                cut = Some(WalLsn(l.0 + 1));
+                groups.pop_front();
+            }
+            if let Some(c) = cut {
+                match wal.remove_before(c) {
+                    Ok(n) if n > 0 => {
+                        tracing::debug!(replica = shared.id, removed = n, "wal segments removed")
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(replica = shared.id, error = %e, "wal segment removal failed")
+                    }
+                }
+            }
+        }
+    }
+    let _ = wal.close().await;
+}
