@@ -95,11 +95,11 @@ pub fn run_apply(
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
         };
         // Everything waiting, in runs of consecutive slots, one RocksDB write per run.
+        let mut group_commands = first.commands.len();
         let mut group = vec![first];
         loop {
             let next = jobs.try_recv().ok();
-            let full = group.len() >= APPLY_SLOTS_MAX
-                || group.iter().map(|j| j.commands.len()).sum::<usize>() >= APPLY_COMMANDS_MAX;
+            let full = group.len() >= APPLY_SLOTS_MAX || group_commands >= APPLY_COMMANDS_MAX;
             let follows = match (&next, group.last()) {
                 (Some(n), Some(last)) => n.slot == last.slot + 1,
                 _ => false,
@@ -124,7 +124,13 @@ pub fn run_apply(
                 applied = last;
             }
             match next {
-                Some(j) => group.push(j),
+                Some(j) => {
+                    if group.is_empty() {
+                        group_commands = 0;
+                    }
+                    group_commands += j.commands.len();
+                    group.push(j);
+                }
                 None => break,
             }
         }

@@ -83,18 +83,9 @@ where
     let (stop_tx, stop_rx) = futures_channel::oneshot::channel::<()>();
     let (drained_tx, drained_rx) = mpsc::channel::<()>();
     let body = move || async move {
-        let listener = match glommio::net::TcpListener::bind(&addr) {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = tx.send(Err(FrontError::Bind {
-                    addr,
-                    message: e.to_string(),
-                }));
-                return;
-            }
-        };
-        let local = match listener.local_addr() {
-            Ok(a) => a,
+        let bound = glommio::net::TcpListener::bind(&addr).and_then(|l| Ok((l.local_addr()?, l)));
+        let (local, listener) = match bound {
+            Ok(b) => b,
             Err(e) => {
                 let _ = tx.send(Err(FrontError::Bind {
                     addr,

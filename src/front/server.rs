@@ -20,6 +20,7 @@ use super::handlers::{handle, FrontCtx};
 use super::wire::{self, Response};
 use crate::service::KvService;
 use crate::txn::interactive::Session;
+use crate::util::read_buf::ReadBuf;
 
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
@@ -104,16 +105,12 @@ async fn serve_connection<S: KvService>(
     let writer: JoinHandle<Result<(), String>> = glommio::spawn_local(run_writer(rx, wr)).detach();
     let session = Rc::new(RefCell::new(Session::default()));
     let max = ctx.limits.max_message_bytes as usize;
-    // `buf[start..end]` holds bytes read but not yet cut into messages. The buffer is zeroed
-    // only when it grows, never per read.
-    let mut buf: Vec<u8> = vec![0; READ_CHUNK_BYTES];
-    let mut start = 0usize;
-    let mut end = 0usize;
+    let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
     let mut transport: Option<Transport> = None;
     let result = 'conn: loop {
         // Cut and start every complete message in the buffer.
         loop {
-            let pending = &buf[start..end];
+            let pending = buf.pending();
             let t = match transport {
                 Some(t) => t,
                 None => match codec::detect(pending) {
@@ -135,7 +132,7 @@ async fn serve_connection<S: KvService>(
                 Ok(i) => i,
                 Err(e) => break 'conn Err(format!("undecodable message header: {e}")),
             };
-            start += header + body;
+            buf.consume(header + body);
             let reply = match incoming.call {
                 Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),
                 Err(e) => Reply::Exception(e),
@@ -150,32 +147,19 @@ async fn serve_connection<S: KvService>(
                 break 'conn Err("writer stopped".to_string());
             }
         }
-        if start == end {
-            start = 0;
-            end = 0;
-        } else if start > 0 && (start >= READ_CHUNK_BYTES || buf.len() - end < READ_CHUNK_BYTES / 4)
-        {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        let room = READ_CHUNK_BYTES
-            .min(max + 8 - (end - start).min(max))
-            .max(1);
-        if buf.len() - end < room {
-            buf.resize(end + room, 0);
-        }
-        match rd.read(&mut buf[end..]).await {
+        let pending = buf.pending().len();
+        let room = READ_CHUNK_BYTES.min(max + 8 - pending.min(max));
+        match rd.read(buf.spare(room)).await {
             Ok(0) => {
-                if start < end {
+                if !buf.pending().is_empty() {
                     break Err(format!(
                         "connection closed inside a message ({} bytes pending)",
-                        end - start
+                        buf.pending().len()
                     ));
                 }
                 break Ok(());
             }
-            Ok(n) => end += n,
+            Ok(n) => buf.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
             Err(e) => break Err(format!("read failed: {e}")),
         }

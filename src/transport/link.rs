@@ -15,6 +15,7 @@ use zerocopy::FromBytes;
 
 use super::frame::{self, FrameHeader, FrameKind, ACK_BYTES, FRAME_HEADER_BYTES, HELLO_BYTES};
 use super::{Inbound, TransportFaults};
+use crate::util::read_buf::ReadBuf;
 
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
@@ -117,14 +118,12 @@ async fn serve_peer(
             }
         }
     };
-    // `buf[start..end]` holds bytes read but not yet delivered; zeroed only when it grows.
-    let mut buf: Vec<u8> = vec![0; READ_CHUNK_BYTES];
-    let mut start = 0usize;
-    let mut end = 0usize;
+    let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
     loop {
         // Deliver every complete frame in the buffer.
-        while end - start >= FRAME_HEADER_BYTES {
-            let h = FrameHeader::read_from_bytes(&buf[start..start + FRAME_HEADER_BYTES])
+        while buf.pending().len() >= FRAME_HEADER_BYTES {
+            let pending = buf.pending();
+            let h = FrameHeader::read_from_bytes(&pending[..FRAME_HEADER_BYTES])
                 .map_err(|_| "bad frame header")?;
             let len = h.len.get() as usize;
             if len > cfg.max_frame_bytes as usize {
@@ -134,12 +133,12 @@ async fn serve_peer(
             }
             let kind = FrameKind::from_u8(h.kind)
                 .ok_or_else(|| format!("unknown frame kind {}", h.kind))?;
-            if end - start < FRAME_HEADER_BYTES + len {
+            if pending.len() < FRAME_HEADER_BYTES + len {
                 break;
             }
-            let p0 = start + FRAME_HEADER_BYTES;
-            let payload = Bytes::copy_from_slice(&buf[p0..p0 + len]);
-            start = p0 + len;
+            let payload =
+                Bytes::copy_from_slice(&pending[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len]);
+            buf.consume(FRAME_HEADER_BYTES + len);
             if !faults.drop_from(from) {
                 deliver(Inbound {
                     from,
@@ -148,21 +147,9 @@ async fn serve_peer(
                 });
             }
         }
-        if start == end {
-            start = 0;
-            end = 0;
-        } else if start > 0 && (start >= READ_CHUNK_BYTES || buf.len() - end < READ_CHUNK_BYTES / 4)
-        {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-        }
-        if buf.len() - end < READ_CHUNK_BYTES / 4 {
-            buf.resize(end + READ_CHUNK_BYTES, 0);
-        }
-        match stream.read(&mut buf[end..]).await {
+        match stream.read(buf.spare(READ_CHUNK_BYTES / 4)).await {
             Ok(0) => return Ok(()),
-            Ok(n) => end += n,
+            Ok(n) => buf.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }

@@ -7,3 +7,4 @@
 pub mod codec;
 pub mod duration;
 pub mod guest;
+pub mod read_buf;
