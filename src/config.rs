@@ -93,6 +93,17 @@ pub struct ConsensusSection {
     /// How long a request waits for a primary before `NOT_PRIMARY`.
     #[serde(with = "serde_str")]
     pub primary_wait: Duration,
+    /// Command bytes a replica's log keeps for a peer that lags behind (down, slow, or
+    /// partitioned) beyond what the store made durable. Past it the log (and the WAL) is cut
+    /// anyway and the laggard is brought back by a snapshot of a peer's store. Bounds memory
+    /// and WAL disk while a replica is down.
+    pub log_retain_bytes: u64,
+    /// Bytes of keys and values per snapshot chunk (one chunk in flight at a time).
+    pub snapshot_chunk_bytes: u32,
+    /// A snapshot transfer that makes no progress for this long is abandoned (and retried);
+    /// a serving side idle this long releases its RocksDB snapshot.
+    #[serde(with = "serde_str")]
+    pub snapshot_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -115,6 +126,9 @@ pub struct NetworkSection {
     pub shared_secret: Option<String>,
     /// Largest replica-protocol frame accepted.
     pub max_frame_bytes: u32,
+    /// Bytes queued for one peer at most (a peer that is down or slow); frames beyond it are
+    /// dropped and the protocol resends what the peer still needs.
+    pub peer_queue_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +207,9 @@ impl Default for ConsensusSection {
             pipeline_depth: 4,
             max_pending_ops: 65_536,
             primary_wait: Duration::from_secs(2),
+            log_retain_bytes: 256 << 20,
+            snapshot_chunk_bytes: 4 << 20,
+            snapshot_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -208,6 +225,7 @@ impl Default for NetworkSection {
             reconnect_backoff_max: Duration::from_secs(1),
             shared_secret: None,
             max_frame_bytes: 64 << 20,
+            peer_queue_bytes: 64 << 20,
         }
     }
 }
@@ -384,6 +402,10 @@ impl ReplicatedConfig {
             ("consensus.max_batch_bytes", c.max_batch_bytes),
             ("consensus.pipeline_depth", c.pipeline_depth as u64),
             ("consensus.max_pending_ops", c.max_pending_ops as u64),
+            (
+                "consensus.snapshot_chunk_bytes",
+                c.snapshot_chunk_bytes as u64,
+            ),
             ("thrift.max_connections", self.thrift.max_connections as u64),
             (
                 "thrift.max_message_bytes",
@@ -408,6 +430,7 @@ impl ReplicatedConfig {
                 "network.max_frame_bytes",
                 self.network.max_frame_bytes as u64,
             ),
+            ("network.peer_queue_bytes", self.network.peer_queue_bytes),
         ] {
             if v == 0 {
                 return Err(bad(field, v, "must be positive"));
@@ -440,6 +463,16 @@ impl ReplicatedConfig {
                 self.network.max_frame_bytes,
                 "must exceed consensus.max_batch_bytes by at least 1 MiB",
             ));
+        }
+        if (self.network.max_frame_bytes as u64) < c.snapshot_chunk_bytes as u64 + (1 << 20) {
+            return Err(bad(
+                "consensus.snapshot_chunk_bytes",
+                c.snapshot_chunk_bytes,
+                "must be at least 1 MiB below network.max_frame_bytes",
+            ));
+        }
+        if c.snapshot_timeout.is_zero() {
+            return Err(bad("consensus.snapshot_timeout", "0", "must be positive"));
         }
         if self.storage.wal_segment_bytes < c.max_batch_bytes * 2 {
             return Err(bad(

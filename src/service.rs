@@ -61,6 +61,7 @@ impl From<StorageError> for ServiceError {
         let code = match &e {
             StorageError::TooOld { .. } => ErrorCode::TooOld,
             StorageError::FutureVersion { .. } => ErrorCode::InvalidArgument,
+            StorageError::Installing => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         ServiceError::new(code, e.to_string())

@@ -21,7 +21,7 @@ use futures_channel::{mpsc, oneshot};
 use super::envelope;
 use super::shared::ReplicaShared;
 use crate::service::{ErrorCode, ServiceError};
-use crate::storage::KvStoreExecutor;
+use crate::storage::{KvStoreExecutor, SnapshotChunk};
 use crate::txn::{Command, Outcome};
 use crate::types::Sequence;
 
@@ -39,9 +39,29 @@ pub struct ApplyJob {
 /// The outcome of one waited-for command: (slot, index in the slot, outcome).
 pub type SlotOutcome = (u64, usize, Result<Outcome, ServiceError>);
 
+/// What the replica hands its apply thread, in order.
+pub enum ApplyWork {
+    Slot(ApplyJob),
+    /// One chunk of a snapshot from a peer (see `storage::install`).
+    Install(InstallStep),
+}
+
+pub struct InstallStep {
+    pub session: u64,
+    /// The first chunk of a session: the store is emptied before it is written.
+    pub first: bool,
+    pub chunk: SnapshotChunk,
+}
+
 /// What the apply thread tells the replica.
 pub enum Applied {
     Upto(u64),
+    /// A snapshot chunk of `session` is written; `installed` is the slot the store now stands
+    /// at once the last chunk is in (flushed, durable).
+    Install {
+        session: u64,
+        installed: Option<u64>,
+    },
     /// The outcomes of waited-for commands in a run of slots just applied.
     Outcomes(Vec<SlotOutcome>),
     Failed(String),
@@ -58,7 +78,7 @@ const IDLE_PARK: Duration = Duration::from_secs(5);
 
 pub fn run_apply(
     mut exec: KvStoreExecutor,
-    jobs: Receiver<ApplyJob>,
+    jobs: Receiver<ApplyWork>,
     notify: mpsc::UnboundedSender<Applied>,
     shared: Arc<ReplicaShared>,
     flush_every: Duration,
@@ -67,9 +87,15 @@ pub fn run_apply(
         last: Instant::now(),
         every: flush_every,
     };
-    // The last slot processed (applied now, or skipped as applied before a restart).
-    let mut applied = 0;
-    let mut cmds: Vec<Vec<Command>> = Vec::new();
+    let mut a = Applier {
+        cmds: Vec::new(),
+        notify,
+        shared,
+        installing: false,
+        held: Vec::new(),
+    };
+    // An item taken while gathering a run that does not belong to it.
+    let mut lookahead: Option<ApplyWork> = None;
     loop {
         // Idle wake-ups only while there is flush work to watch: an idle server stays asleep.
         let wait = if exec.flush_in_progress() {
@@ -82,46 +108,59 @@ pub fn run_apply(
         } else {
             IDLE_PARK
         };
-        let first = match jobs.recv_timeout(wait) {
-            Ok(j) => j,
-            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                // Idle: make what was applied durable, so WAL segments can be released.
-                if let Err(e) = flusher.advance(&mut exec, &shared) {
-                    let _ = notify.unbounded_send(Applied::Failed(e));
+        let work = match lookahead.take() {
+            Some(w) => w,
+            None => match jobs.recv_timeout(wait) {
+                Ok(j) => j,
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                    // Idle: make what was applied durable, so WAL segments can be released.
+                    if let Err(e) = flusher.advance(&mut exec, &a.shared) {
+                        let _ = a.notify.unbounded_send(Applied::Failed(e));
+                        return;
+                    }
+                    continue;
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+            },
+        };
+        let first = match work {
+            ApplyWork::Install(step) => {
+                if let Err(e) = a.install(&mut exec, step) {
+                    tracing::error!(replica = a.shared.id, error = %e, "snapshot install failed; this replica stops");
+                    let _ = a.notify.unbounded_send(Applied::Failed(e));
                     return;
                 }
                 continue;
             }
-            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+            // The store is incomplete until the install finishes: slots wait for it.
+            ApplyWork::Slot(j) if a.installing => {
+                a.held.push(j);
+                continue;
+            }
+            ApplyWork::Slot(j) => j,
         };
         // Everything waiting, in runs of consecutive slots, one RocksDB write per run.
         let mut group_commands = first.commands.len();
         let mut group = vec![first];
         loop {
-            let next = jobs.try_recv().ok();
+            let next = match jobs.try_recv() {
+                Ok(ApplyWork::Slot(j)) => Some(j),
+                Ok(other) => {
+                    lookahead = Some(other);
+                    None
+                }
+                Err(_) => None,
+            };
             let full = group.len() >= APPLY_SLOTS_MAX || group_commands >= APPLY_COMMANDS_MAX;
             let follows = match (&next, group.last()) {
                 (Some(n), Some(last)) => n.slot == last.slot + 1,
                 _ => false,
             };
             if next.is_none() || full || !follows {
-                let last = group.last().map_or(applied, |j| j.slot);
-                let mut outcomes = Vec::new();
-                let r = apply_group(
-                    &mut exec,
-                    std::mem::take(&mut group),
-                    &mut cmds,
-                    &mut outcomes,
-                );
-                if !outcomes.is_empty() {
-                    let _ = notify.unbounded_send(Applied::Outcomes(outcomes));
-                }
-                if let Err(e) = r {
-                    tracing::error!(replica = shared.id, error = %e, "apply failed; this replica stops");
-                    let _ = notify.unbounded_send(Applied::Failed(e));
+                if let Err(e) = a.apply_run(&mut exec, std::mem::take(&mut group)) {
+                    let _ = a.notify.unbounded_send(Applied::Failed(e));
                     return;
                 }
-                applied = last;
             }
             match next {
                 Some(j) => {
@@ -134,19 +173,96 @@ pub fn run_apply(
                 None => break,
             }
         }
-        shared.applied_slot.store(applied, Ordering::SeqCst);
-        // A cross-thread wake costs more than the apply itself: only when a read waits.
-        if shared.notify_applied.load(Ordering::SeqCst) {
-            let _ = notify.unbounded_send(Applied::Upto(applied));
-        }
-        if let Err(e) = flusher.advance(&mut exec, &shared) {
-            let _ = notify.unbounded_send(Applied::Failed(e));
+        a.published(&exec);
+        if let Err(e) = flusher.advance(&mut exec, &a.shared) {
+            let _ = a.notify.unbounded_send(Applied::Failed(e));
             return;
         }
     }
     match exec.flush() {
-        Ok(s) => shared.durable_slot.store(s.0, Ordering::SeqCst),
-        Err(e) => tracing::warn!(replica = shared.id, error = %e, "final rocksdb flush failed"),
+        Ok(s) => a.shared.durable_slot.store(s.0, Ordering::SeqCst),
+        Err(e) => tracing::warn!(replica = a.shared.id, error = %e, "final rocksdb flush failed"),
+    }
+}
+
+/// The apply thread's state between items.
+struct Applier {
+    cmds: Vec<Vec<Command>>,
+    notify: mpsc::UnboundedSender<Applied>,
+    shared: Arc<ReplicaShared>,
+    /// A snapshot install is under way: the store is incomplete.
+    installing: bool,
+    /// Slots that arrived during an install, applied (or skipped) once it finishes.
+    held: Vec<ApplyJob>,
+}
+
+impl Applier {
+    /// Applies one run of consecutive slots and hands the waited-for outcomes back.
+    fn apply_run(
+        &mut self,
+        exec: &mut KvStoreExecutor,
+        group: Vec<ApplyJob>,
+    ) -> Result<(), String> {
+        let mut outcomes = Vec::new();
+        let r = apply_group(exec, group, &mut self.cmds, &mut outcomes);
+        if !outcomes.is_empty() {
+            let _ = self.notify.unbounded_send(Applied::Outcomes(outcomes));
+        }
+        r.inspect_err(|e| {
+            tracing::error!(replica = self.shared.id, error = %e, "apply failed; this replica stops");
+        })
+    }
+
+    /// Publishes the applied slot (and wakes the replica only when a read waits for it).
+    fn published(&self, exec: &KvStoreExecutor) {
+        let applied = exec.next_expected_sequence().0 - 1;
+        self.shared.applied_slot.store(applied, Ordering::SeqCst);
+        // A cross-thread wake costs more than the apply itself: only when a read waits.
+        if self.shared.notify_applied.load(Ordering::SeqCst) {
+            let _ = self.notify.unbounded_send(Applied::Upto(applied));
+        }
+    }
+
+    /// One step of a snapshot install; after the last, the slots held meanwhile apply on top.
+    fn install(&mut self, exec: &mut KvStoreExecutor, step: InstallStep) -> Result<(), String> {
+        let e = |e: crate::storage::StorageError| format!("snapshot install: {e}");
+        if step.first {
+            exec.install_begin().map_err(e)?;
+            self.installing = true;
+            self.shared.applied_slot.store(0, Ordering::SeqCst);
+            self.shared.durable_slot.store(0, Ordering::SeqCst);
+        }
+        if !self.installing {
+            // A stale step of an install that was restarted: ignore it.
+            return Ok(());
+        }
+        exec.install_chunk(&step.chunk).map_err(e)?;
+        let mut installed = None;
+        if step.chunk.done {
+            exec.install_finish(step.chunk.slot, step.chunk.last_version)
+                .map_err(e)?;
+            self.installing = false;
+            self.shared
+                .durable_slot
+                .store(step.chunk.slot, Ordering::SeqCst);
+            installed = Some(step.chunk.slot);
+            let mut held = std::mem::take(&mut self.held);
+            held.sort_by_key(|j| j.slot);
+            let mut run: Vec<ApplyJob> = Vec::new();
+            for j in held {
+                if run.last().is_some_and(|l| l.slot + 1 != j.slot) {
+                    self.apply_run(exec, std::mem::take(&mut run))?;
+                }
+                run.push(j);
+            }
+            self.apply_run(exec, run)?;
+            self.published(exec);
+        }
+        let _ = self.notify.unbounded_send(Applied::Install {
+            session: step.session,
+            installed,
+        });
+        Ok(())
     }
 }
 

@@ -179,6 +179,11 @@ impl ReplicatedKvStore {
             let endpoint = self.endpoints[id as usize].clone();
             let shared = Arc::new(ReplicaShared::new(id, endpoint, n));
             let reader = p.exec.reader();
+            let snapshot = replica::SnapshotParams {
+                db: p.exec.db().clone(),
+                chunk_bytes: self.config.consensus.snapshot_chunk_bytes as usize,
+                timeout: self.config.consensus.snapshot_timeout,
+            };
             let applied_slot = p.exec.next_expected_sequence().0 - 1;
             shared
                 .applied_slot
@@ -210,6 +215,7 @@ impl ReplicatedKvStore {
                 commit_timeout: self.config.consensus.commit_timeout,
                 applied_slot,
                 jobs: jobs_tx,
+                snapshot,
                 applied_rx,
                 client_rx,
                 shared: shared.clone(),
@@ -276,6 +282,9 @@ impl ReplicatedKvStore {
             proposal_queue_max: c.max_pending_ops as usize,
             lease_enabled: c.read_lease,
             clock_drift_bound_ms: c.clock_drift_bound.as_millis() as u64,
+            log_retain_bytes: c.log_retain_bytes,
+            // A catch-up reply stays well inside the frame limit.
+            catchup_bytes_max: (self.config.network.max_frame_bytes / 4) as usize,
             // Replica 0 has a core to itself and hosts the front in `serve`.
             lead_after_start: id == 0,
             ..PaxosConfig::default()
@@ -294,6 +303,7 @@ impl ReplicatedKvStore {
             connect_timeout: n.connection_timeout,
             backoff_max: n.reconnect_backoff_max,
             queue_frames_max: 65_536,
+            queue_bytes_max: n.peer_queue_bytes as usize,
         }
     }
 

@@ -243,7 +243,7 @@ impl KvService for ClusterService {
             &'static str,
             fn(&LocalReplica) -> u64,
         );
-        let fields: [Field; 14] = [
+        let fields: [Field; 18] = [
             (
                 "paxoskv_replica_up",
                 "gauge",
@@ -302,6 +302,30 @@ impl KvService for ClusterService {
                 "counter",
                 "Commands in committed slots (divide by slots for the batch size).",
                 |r| r.shared.commands.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_log_bytes",
+                "gauge",
+                "Command bytes the replica's in-memory log holds (bounded by consensus.log_retain_bytes beyond the durable store).",
+                |r| r.shared.log_bytes.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_log_start",
+                "gauge",
+                "First slot the replica's log still holds (a peer behind it needs a snapshot).",
+                |r| r.shared.log_start.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_snapshots_installed_total",
+                "counter",
+                "Snapshots of a peer's store installed here.",
+                |r| r.shared.snapshots_installed.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_snapshots_served_total",
+                "counter",
+                "Snapshot transfers this replica started serving to a peer.",
+                |r| r.shared.snapshots_served.load(Relaxed),
             ),
             (
                 "paxoskv_replica_slots_inflight",

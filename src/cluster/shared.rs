@@ -41,6 +41,11 @@ pub struct ReplicaShared {
     pub proposal_batches: AtomicU64,
     /// Slots proposed by this replica (as primary) and not yet chosen.
     pub slots_inflight: AtomicU64,
+    /// Command bytes in the core's in-memory log, and its first slot.
+    pub log_bytes: AtomicU64,
+    pub log_start: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub snapshots_served: AtomicU64,
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
     pub slot_commands: [AtomicU64; SLOT_COMMANDS_BUCKETS.len()],
@@ -75,6 +80,10 @@ impl ReplicaShared {
             wal_bytes: AtomicU64::new(0),
             proposal_batches: AtomicU64::new(0),
             slots_inflight: AtomicU64::new(0),
+            log_bytes: AtomicU64::new(0),
+            log_start: AtomicU64::new(0),
+            snapshots_installed: AtomicU64::new(0),
+            snapshots_served: AtomicU64::new(0),
             slot_commands: Default::default(),
         }
     }

@@ -50,9 +50,11 @@ impl Replica {
             self.send(from, Message::CatchupTruncated { log_start }, out);
             return;
         }
-        let entries = self
-            .log
-            .committed_range(from_slot, self.cfg.catchup_slots_max);
+        let entries = self.log.committed_range(
+            from_slot,
+            self.cfg.catchup_slots_max,
+            self.cfg.catchup_bytes_max,
+        );
         if entries.is_empty() {
             return;
         }

@@ -25,6 +25,8 @@ pub struct PaxosConfig {
     pub proposal_queue_max: usize,
     /// Committed slots per catch-up reply.
     pub catchup_slots_max: usize,
+    /// Command bytes per catch-up reply, at most (one larger slot still goes alone).
+    pub catchup_bytes_max: usize,
     /// Reads waiting for a ReadIndex round; beyond this reads are rejected.
     pub pending_reads_max: usize,
     /// Heartbeat rounds remembered while waiting for their quorum.
@@ -36,6 +38,11 @@ pub struct PaxosConfig {
     /// `compact(upto)` never truncates past what every replica has reported applied.
     /// When false it only waits for the local state machine (laggards then need a snapshot).
     pub compact_wait_for_all_replicas: bool,
+    /// With `compact_wait_for_all_replicas`, the log still keeps at most this many command
+    /// bytes beyond the local compaction point for a lagging replica: past it the log is cut
+    /// anyway and the laggard catches up by snapshot. Bounds memory and WAL disk while a
+    /// replica is down.
+    pub log_retain_bytes: u64,
     /// Stand for election first after a start: the first election timeout is half the
     /// minimum, so when the whole cluster starts together this replica usually becomes the
     /// primary (the shell puts the front beside it). Safety does not depend on it, and PreVote
@@ -86,11 +93,13 @@ impl Default for PaxosConfig {
             batch_bytes_max: 1 << 20,
             proposal_queue_max: 16_384,
             catchup_slots_max: 256,
+            catchup_bytes_max: 8 << 20,
             pending_reads_max: 16_384,
             read_rounds_max: 64,
             lease_enabled: false,
             clock_drift_bound_ms: 50,
             compact_wait_for_all_replicas: true,
+            log_retain_bytes: 256 << 20,
             lead_after_start: false,
             faults: Faults::default(),
         }
@@ -118,6 +127,7 @@ impl PaxosConfig {
             ("batch_bytes_max", self.batch_bytes_max),
             ("proposal_queue_max", self.proposal_queue_max),
             ("catchup_slots_max", self.catchup_slots_max),
+            ("catchup_bytes_max", self.catchup_bytes_max),
             ("pending_reads_max", self.pending_reads_max),
             ("read_rounds_max", self.read_rounds_max),
         ];

@@ -23,6 +23,8 @@ pub(crate) struct Entry {
 #[derive(Debug)]
 pub(crate) struct Log {
     entries: BTreeMap<Slot, Entry>,
+    /// Command bytes of every entry held (kept in step with `entries`).
+    bytes: u64,
     log_start: Slot,
     commit_upto: Slot,
     emitted_upto: Slot,
@@ -44,8 +46,10 @@ impl Log {
                 (*slot, entry)
             })
             .collect();
+        let bytes = total_bytes(&entries);
         Log {
             entries,
+            bytes,
             log_start: base.next(),
             commit_upto: base,
             emitted_upto: base,
@@ -65,6 +69,38 @@ impl Log {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+    /// Command bytes held in memory.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The lowest slot through which the log must be cut so that the entries above it hold at
+    /// most `budget` command bytes (`log_start - 1` when everything fits). Walks only the
+    /// entries that would go.
+    pub fn cut_to_fit(&self, budget: u64) -> Slot {
+        let mut kept = self.bytes;
+        if kept <= budget {
+            return self.log_start.prev();
+        }
+        for (slot, e) in &self.entries {
+            kept -= e.value.size_bytes() as u64;
+            if kept <= budget {
+                return *slot;
+            }
+        }
+        self.entries
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(self.log_start.prev())
+    }
+
+    /// Drops every entry through `upto`, keeping the byte count in step.
+    fn drop_through(&mut self, upto: Slot) {
+        let kept = self.entries.split_off(&upto.next());
+        let dropped = std::mem::replace(&mut self.entries, kept);
+        self.bytes -= total_bytes(&dropped);
+    }
 
     /// Records an acceptance; a chosen entry keeps its value (any later proposal for a
     /// chosen slot carries the same value).
@@ -75,10 +111,12 @@ impl Log {
         match self.entries.get_mut(&slot) {
             Some(e) if e.chosen => e.ballot = e.ballot.max(ballot),
             Some(e) => {
+                self.bytes = self.bytes - e.value.size_bytes() as u64 + value.size_bytes() as u64;
                 e.ballot = ballot;
                 e.value = value;
             }
             None => {
+                self.bytes += value.size_bytes() as u64;
                 self.entries.insert(
                     slot,
                     Entry {
@@ -96,12 +134,17 @@ impl Log {
         if slot < self.log_start {
             return;
         }
-        let e = self.entries.entry(slot).or_insert(Entry {
-            ballot,
-            value: value.clone(),
-            chosen: true,
+        let bytes = &mut self.bytes;
+        let e = self.entries.entry(slot).or_insert_with(|| {
+            *bytes += value.size_bytes() as u64;
+            Entry {
+                ballot,
+                value: value.clone(),
+                chosen: true,
+            }
         });
         if !e.chosen {
+            *bytes = *bytes - e.value.size_bytes() as u64 + value.size_bytes() as u64;
             e.value = value;
             e.ballot = e.ballot.max(ballot);
             e.chosen = true;
@@ -155,7 +198,7 @@ impl Log {
         if upto < self.log_start {
             return;
         }
-        self.entries = self.entries.split_off(&upto.next());
+        self.drop_through(upto);
         self.log_start = upto.next();
     }
 
@@ -164,7 +207,7 @@ impl Log {
         if upto <= self.commit_upto {
             return;
         }
-        self.entries = self.entries.split_off(&upto.next());
+        self.drop_through(upto);
         self.log_start = upto.next();
         self.commit_upto = upto;
         self.emitted_upto = upto;
@@ -185,15 +228,68 @@ impl Log {
             .collect()
     }
 
-    /// Up to `max` committed slots from `from` (contiguous).
-    pub fn committed_range(&self, from: Slot, max: usize) -> Vec<(Slot, Value)> {
+    /// Up to `max` committed slots from `from` (contiguous), and no more than `bytes_max`
+    /// command bytes (the first slot goes even when it alone is larger).
+    pub fn committed_range(&self, from: Slot, max: usize, bytes_max: usize) -> Vec<(Slot, Value)> {
         if from > self.commit_upto {
             return Vec::new();
         }
-        self.entries
-            .range(from..=self.commit_upto)
-            .take(max)
-            .map(|(s, e)| (*s, e.value.clone()))
-            .collect()
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (s, e) in self.entries.range(from..=self.commit_upto).take(max) {
+            bytes += e.value.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push((*s, e.value.clone()));
+        }
+        out
+    }
+}
+
+fn total_bytes(entries: &BTreeMap<Slot, Entry>) -> u64 {
+    entries.values().map(|e| e.value.size_bytes() as u64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::types::Batch;
+    use bytes::Bytes;
+
+    fn value(n: usize) -> Value {
+        Value::Batch(Batch::new(vec![Bytes::from(vec![7u8; n])]))
+    }
+
+    #[test]
+    fn byte_count_follows_accepts_overwrites_and_cuts() {
+        let mut log = Log::recover(&DurableState::default());
+        for s in 1..=10 {
+            log.accept(Slot(s), Ballot(1), value(100));
+        }
+        assert_eq!(log.bytes(), 1000);
+        // A later ballot replaces the value of an unchosen slot.
+        log.accept(Slot(10), Ballot(2), value(40));
+        assert_eq!(log.bytes(), 940);
+        // Keeping at most 250 bytes means cutting through slot 7 (slots 8..=10 hold 240).
+        assert_eq!(log.cut_to_fit(250), Slot(7));
+        assert_eq!(log.cut_to_fit(10_000), Slot(0));
+        let mut committed = Vec::new();
+        for s in 1..=10 {
+            log.mark_chosen(Slot(s), Ballot(2), value(100));
+        }
+        log.advance_commit(&mut committed);
+        log.set_applied(Slot(10));
+        // Learning the chosen value replaces slot 10's 40 bytes with 100.
+        assert_eq!(log.bytes(), 1000);
+        log.compact(Slot(7));
+        assert_eq!(log.len(), 3);
+        assert_eq!(log.bytes(), 300);
+        // Catch-up replies stop at the byte limit, but always carry one slot.
+        assert_eq!(log.committed_range(Slot(8), 100, 150).len(), 1);
+        assert_eq!(log.committed_range(Slot(8), 100, 10).len(), 1);
+        assert_eq!(log.committed_range(Slot(8), 100, 1_000).len(), 3);
+        log.install_snapshot(Slot(20), &mut committed);
+        assert_eq!(log.bytes(), 0);
     }
 }

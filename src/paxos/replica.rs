@@ -378,8 +378,18 @@ impl Replica {
     pub(crate) fn on_compact(&mut self, upto: Slot) {
         let mut upto = upto.min(self.log.applied_upto());
         if self.cfg.compact_wait_for_all_replicas {
-            upto = upto.min(self.safe_compact_upto());
+            // Keep what a lagging replica still needs, but never more than the byte budget:
+            // past it the laggard is served a snapshot instead of an ever-growing log.
+            let for_peers = self
+                .safe_compact_upto()
+                .max(self.log.cut_to_fit(self.cfg.log_retain_bytes));
+            upto = upto.min(for_peers);
         }
         self.log.compact(upto);
+    }
+
+    /// Command bytes the in-memory log holds.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
     }
 }

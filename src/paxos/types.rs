@@ -110,6 +110,14 @@ impl Value {
             Value::Batch(b) => b.commands(),
         }
     }
+
+    /// Command bytes the value holds (what it costs in memory and on the wire, roughly).
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Value::Noop => 0,
+            Value::Batch(b) => b.size_bytes(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,13 @@ impl KvStoreExecutor {
         let oldest = Arc::new(std::sync::atomic::AtomicU64::new(0));
         opts.set_compaction_filter_factory(super::gc::VersionGcFactory::new(oldest.clone()));
         let db = DB::open(&opts, path)?;
+        if Self::discard_partial_install(&db)? {
+            tracing::warn!(
+                path = %path.display(),
+                "the store held a partial snapshot install (a crash interrupted it); it was \
+                 emptied and will be rebuilt from a peer"
+            );
+        }
         let next_sequence =
             Sequence(read_u64(&db, keys::META_APPLIED_SEQUENCE)?.map_or(1, |s| s + 1));
         let last_version = Version(read_u64(&db, keys::META_LAST_VERSION)?.unwrap_or(0));
@@ -128,6 +135,26 @@ impl KvStoreExecutor {
 
     pub fn db(&self) -> &Arc<DB> {
         &self.db
+    }
+
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Makes the executor stand at applied `sequence` and `version` (a snapshot install moved
+    /// the store there) and publishes it to readers.
+    pub(super) fn reset_position(&mut self, sequence: Sequence, version: Version) {
+        self.next_sequence = sequence.next();
+        self.last_version = version;
+        self.durable = sequence;
+        self.flushing = None;
+        self.shared
+            .oldest_version
+            .store(oldest_for(version, &self.options).0, Ordering::SeqCst);
+        self.shared.last_version.store(version.0, Ordering::SeqCst);
+        self.shared
+            .applied_sequence
+            .store(sequence.0, Ordering::SeqCst);
     }
 
     /// Applies batch `sequence`. Returns `Ok(None)` if that batch was already applied (a replay

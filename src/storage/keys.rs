@@ -21,6 +21,10 @@ pub const GC_PREFIX: u8 = 0x02;
 
 pub const META_APPLIED_SEQUENCE: &[u8] = b"\x00applied_sequence";
 pub const META_LAST_VERSION: &[u8] = b"\x00last_version";
+/// Present while a snapshot from a peer is being written: the store is incomplete.
+pub const META_INSTALLING: &[u8] = b"\x00installing";
+/// First key past every key space (the end of a whole-store range delete).
+pub const END_OF_KEYS: &[u8] = &[0x03];
 
 pub const TAG_TOMBSTONE: u8 = 0;
 pub const TAG_PUT: u8 = 1;

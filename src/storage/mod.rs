@@ -7,10 +7,12 @@
 
 pub mod executor;
 pub mod gc;
+pub mod install;
 pub mod keys;
 pub mod reader;
 
 pub use executor::{Durability, KvStoreExecutor, StoreOptions};
+pub use install::{SnapshotChunk, SnapshotSource};
 pub use reader::{KvReader, RangeQuery, RangeResult};
 
 use crate::types::{Sequence, Version};
@@ -35,6 +37,8 @@ pub enum StorageError {
         read_version: Version,
         latest: Version,
     },
+    #[error("this replica is installing a snapshot from a peer; retry")]
+    Installing,
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub struct Shared {
     /// Shared with the GC compaction filter, which reads it when a compaction starts.
     pub oldest_version: Arc<AtomicU64>,
     pub applied_sequence: AtomicU64,
+    /// Odd while a snapshot from a peer is being installed (the store is incomplete), bumped
+    /// again when it is done: a read whose RocksDB snapshot may have seen a partial install
+    /// fails instead of answering from it.
+    pub install_epoch: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -95,17 +99,36 @@ impl KvReader {
         Ok(())
     }
 
+    /// A RocksDB snapshot no install overlaps, with `at` (when given) inside the version
+    /// window as seen after the snapshot was taken.
+    fn snapshot_at(
+        &self,
+        at: Option<Version>,
+    ) -> Result<SnapshotWithThreadMode<'_, DB>, StorageError> {
+        let epoch = self.shared.install_epoch.load(Ordering::SeqCst);
+        if epoch % 2 == 1 {
+            return Err(StorageError::Installing);
+        }
+        let snap = self.db.snapshot();
+        if let Some(at) = at {
+            self.check_version(at)?;
+        }
+        if self.shared.install_epoch.load(Ordering::SeqCst) != epoch {
+            return Err(StorageError::Installing);
+        }
+        Ok(snap)
+    }
+
     /// The value of `key` as of version `at`.
     pub fn get(&self, cf: &str, key: &[u8], at: Version) -> Result<Option<Bytes>, StorageError> {
-        let snap = self.db.snapshot();
-        self.check_version(at)?;
+        let snap = self.snapshot_at(Some(at))?;
         let mut c = Cursor::new(&snap, cf, at);
         c.visible_value(key)
     }
 
     /// The value of `key` at the latest applied version.
     pub fn get_latest(&self, cf: &str, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        let snap = self.db.snapshot();
+        let snap = self.snapshot_at(None)?;
         let at = self.last_version();
         let mut c = Cursor::new(&snap, cf, at);
         c.visible_value(key)
@@ -113,8 +136,7 @@ impl KvReader {
 
     /// A key-selector range read at version `at` (see the module doc for the rules).
     pub fn range(&self, q: &RangeQuery, at: Version) -> Result<RangeResult, StorageError> {
-        let snap = self.db.snapshot();
-        self.check_version(at)?;
+        let snap = self.snapshot_at(Some(at))?;
         let mut c = Cursor::new(&snap, &q.cf, at);
         let start = c.select(&q.begin, !q.begin_or_equal, q.begin_offset)?;
         let end = c.select(&q.end, q.end_or_equal, q.end_offset)?;

@@ -53,6 +53,10 @@ pub enum FrameKind {
     /// A linearizable-read request forwarded to the primary, and its answer.
     ReadIndexRequest,
     ReadIndexResponse,
+    /// A replica that lags behind every peer's log asks for the next chunk of a state-machine
+    /// snapshot, and the answer (see `cluster::replica::snapshot`).
+    SnapshotRequest,
+    SnapshotChunk,
 }
 
 impl FrameKind {
@@ -62,6 +66,8 @@ impl FrameKind {
             FrameKind::Forward => 2,
             FrameKind::ReadIndexRequest => 3,
             FrameKind::ReadIndexResponse => 4,
+            FrameKind::SnapshotRequest => 5,
+            FrameKind::SnapshotChunk => 6,
         }
     }
     pub fn from_u8(v: u8) -> Option<Self> {
@@ -70,6 +76,8 @@ impl FrameKind {
             2 => FrameKind::Forward,
             3 => FrameKind::ReadIndexRequest,
             4 => FrameKind::ReadIndexResponse,
+            5 => FrameKind::SnapshotRequest,
+            6 => FrameKind::SnapshotChunk,
             _ => return None,
         })
     }

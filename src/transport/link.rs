@@ -30,6 +30,9 @@ pub struct TransportConfig {
     pub backoff_max: Duration,
     /// Frames waiting for one peer at most; more are dropped.
     pub queue_frames_max: usize,
+    /// Payload bytes waiting for one peer at most; more are dropped (Paxos resends what
+    /// matters: Accepts on the heartbeat, missing slots by catch-up or snapshot).
+    pub queue_bytes_max: usize,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -161,8 +164,15 @@ const READ_CHUNK_BYTES: usize = 128 << 10;
 
 /// Outbound queues to every peer; frames go out in order per peer, batched into few writes.
 pub struct Outbound {
-    queues: Vec<Option<LocalSender<(FrameKind, Bytes)>>>,
+    queues: Vec<Option<PeerQueue>>,
     faults: Arc<TransportFaults>,
+    bytes_max: usize,
+}
+
+struct PeerQueue {
+    tx: LocalSender<(FrameKind, Bytes)>,
+    /// Payload bytes queued and not yet taken by the writer.
+    queued: Rc<std::cell::Cell<usize>>,
 }
 
 impl Outbound {
@@ -175,19 +185,40 @@ impl Outbound {
                 continue;
             }
             let (tx, rx) = local_channel::new_bounded(cfg.queue_frames_max);
-            glommio::spawn_local(run_peer_writer(cfg.clone(), peer, rx, faults.clone())).detach();
-            queues.push(Some(tx));
+            let queued = Rc::new(std::cell::Cell::new(0));
+            let writer = run_peer_writer(cfg.clone(), peer, rx, queued.clone(), faults.clone());
+            glommio::spawn_local(writer).detach();
+            queues.push(Some(PeerQueue { tx, queued }));
         }
-        Outbound { queues, faults }
+        Outbound {
+            queues,
+            faults,
+            bytes_max: cfg.queue_bytes_max,
+        }
     }
 
-    /// Queues a frame for `to`; dropped if the peer's queue is full or a fault says so.
+    /// Queues a frame for `to`; dropped if the peer's queue is full (by frames or bytes) or a
+    /// fault says so.
     pub fn send(&self, to: u32, kind: FrameKind, payload: Bytes) {
         if self.faults.drop_to(to) {
             return;
         }
         if let Some(Some(q)) = self.queues.get(to as usize) {
-            let _ = q.try_send((kind, payload));
+            let len = payload.len();
+            if q.queued.get() + len > self.bytes_max && q.queued.get() > 0 {
+                return;
+            }
+            if q.tx.try_send((kind, payload)).is_ok() {
+                q.queued.set(q.queued.get() + len);
+            }
+        }
+    }
+
+    /// Payload bytes queued for `to` (0 for itself or an unknown peer).
+    pub fn queued_bytes(&self, to: u32) -> usize {
+        match self.queues.get(to as usize) {
+            Some(Some(q)) => q.queued.get(),
+            _ => 0,
         }
     }
 }
@@ -196,13 +227,18 @@ async fn run_peer_writer(
     cfg: Rc<TransportConfig>,
     peer: u32,
     rx: LocalReceiver<(FrameKind, Bytes)>,
+    queued: Rc<std::cell::Cell<usize>>,
     faults: Arc<TransportFaults>,
 ) {
+    let taken = |p: &Bytes| queued.set(queued.get().saturating_sub(p.len()));
     let mut backoff = BACKOFF_MIN;
     let mut out: Vec<u8> = Vec::with_capacity(256 << 10);
     // Wait for the first frame before dialing: an idle peer link costs nothing.
     let mut first = match rx.recv().await {
-        Some(f) => Some(f),
+        Some(f) => {
+            taken(&f.1);
+            Some(f)
+        }
         None => return,
     };
     loop {
@@ -222,7 +258,10 @@ async fn run_peer_writer(
             let f = match first.take() {
                 Some(f) => f,
                 None => match rx.recv().await {
-                    Some(f) => f,
+                    Some(f) => {
+                        taken(&f.1);
+                        f
+                    }
                     None => return,
                 },
             };
@@ -230,7 +269,10 @@ async fn run_peer_writer(
             frame::encode_frame(&mut out, f.0, &f.1);
             while out.len() < WRITE_BATCH_BYTES_MAX {
                 match poll_once(rx.recv()).await {
-                    Some(Some((k, p))) => frame::encode_frame(&mut out, k, &p),
+                    Some(Some((k, p))) => {
+                        taken(&p);
+                        frame::encode_frame(&mut out, k, &p)
+                    }
                     Some(None) => return,
                     None => break,
                 }

@@ -3,6 +3,8 @@
 //! and removed when its handle drops.
 #![allow(dead_code)]
 
+pub mod nodes;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};

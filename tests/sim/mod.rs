@@ -48,6 +48,8 @@ pub struct SimOptions {
     pub clock_jumps_beyond_drift: bool,
     /// Fraction of reads served by ReadIndex/lease rather than through the log.
     pub read_index_fraction: f64,
+    /// The log's byte budget for lagging replicas (`u64::MAX`: keep all they need).
+    pub log_retain_bytes: u64,
 }
 
 impl SimOptions {
@@ -64,6 +66,12 @@ impl SimOptions {
             clients: rng.gen_range(2..=4),
             clock_jumps_beyond_drift: false,
             read_index_fraction: 0.3,
+            // Some runs cut the log past a lagging replica by bytes (it then needs a snapshot).
+            log_retain_bytes: if rng.gen_bool(0.3) {
+                rng.gen_range(16..4096)
+            } else {
+                u64::MAX
+            },
         }
     }
 }
@@ -231,6 +239,8 @@ impl Sim {
             lease_enabled: self.opts.lease,
             clock_drift_bound_ms: DRIFT_MS,
             compact_wait_for_all_replicas: !self.opts.aggressive_compaction,
+            log_retain_bytes: self.opts.log_retain_bytes,
+            catchup_bytes_max: 2048,
             // Like `serve`: replica 0 stands first after every (re)start.
             lead_after_start: i == 0,
             faults: self.opts.faults.clone(),

@@ -22,8 +22,11 @@ use glommio::channels::local_channel::{self, LocalSender};
 use rand::{Rng, SeedableRng};
 
 mod reads;
+mod snapshot;
 
-use super::apply::{Applied, ApplyJob, Waiter};
+pub use snapshot::SnapshotParams;
+
+use super::apply::{Applied, ApplyJob, ApplyWork, Waiter};
 use super::envelope;
 use super::shared::ReplicaShared;
 use super::wal_task::{run_wal, WalCmd};
@@ -52,6 +55,8 @@ pub(super) enum Ev {
     Tick,
     Durable(paxos::Lsn),
     Applied(Applied),
+    /// A chunk (or refusal) this replica's snapshot thread produced for a peer.
+    SnapshotOut((u32, Bytes)),
     Fatal(String),
 }
 
@@ -68,7 +73,8 @@ enum ReadWaiter {
 const TICK_MIN: Duration = Duration::from_millis(10);
 const DRAIN_EVENTS_MAX: usize = 4096;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(100);
-const COMPACT_EVERY: Duration = Duration::from_secs(1);
+/// How often the log and the WAL are cut (cheap: the core walks only what goes).
+const COMPACT_EVERY: Duration = Duration::from_millis(100);
 
 pub struct ReplicaParams {
     pub id: u32,
@@ -80,7 +86,8 @@ pub struct ReplicaParams {
     pub wal_dsync: bool,
     pub commit_timeout: Duration,
     pub applied_slot: u64,
-    pub jobs: crossbeam::channel::Sender<ApplyJob>,
+    pub jobs: crossbeam::channel::Sender<ApplyWork>,
+    pub snapshot: SnapshotParams,
     pub applied_rx: mpsc::UnboundedReceiver<Applied>,
     pub client_rx: mpsc::UnboundedReceiver<ClientMsg>,
     pub shared: Arc<ReplicaShared>,
@@ -163,6 +170,8 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     let outbound = Outbound::start(tcfg, p.shared.faults.clone());
     forward_stream(p.client_rx, ev_tx.clone(), Ev::Client);
     forward_stream(p.applied_rx, ev_tx.clone(), Ev::Applied);
+    let (snapshot_out, snapshot_rx) = mpsc::unbounded();
+    forward_stream(snapshot_rx, ev_tx.clone(), Ev::SnapshotOut);
     {
         let tx = ev_tx.clone();
         let tick = Duration::from_millis(p.paxos.heartbeat_interval_ms).max(TICK_MIN);
@@ -188,6 +197,10 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         wal: wal_tx,
         outbound,
         jobs: p.jobs,
+        snapshot: p.snapshot,
+        snapshot_out,
+        receiving: None,
+        serving: HashMap::new(),
         shared: p.shared.clone(),
         pending: HashMap::new(),
         applying: HashMap::new(),
@@ -266,7 +279,13 @@ struct Shell {
     rng: rand::rngs::SmallRng,
     wal: LocalSender<WalCmd>,
     outbound: Outbound,
-    jobs: crossbeam::channel::Sender<ApplyJob>,
+    jobs: crossbeam::channel::Sender<ApplyWork>,
+    snapshot: SnapshotParams,
+    snapshot_out: mpsc::UnboundedSender<(u32, Bytes)>,
+    /// The snapshot this replica is installing from a peer, if any.
+    receiving: Option<snapshot::Receiving>,
+    /// Snapshots this replica serves, by peer.
+    serving: HashMap<u32, snapshot::Serving>,
     shared: Arc<ReplicaShared>,
     /// Clients waiting for their command to commit: request id (incarnation in the high bits,
     /// see `incarnation.rs`) → waiter.
@@ -327,7 +346,13 @@ impl Shell {
                     }
                 }
             }
+            Ev::Applied(Applied::Install { session, installed }) => {
+                self.on_install_progress(session, installed)
+            }
             Ev::Applied(Applied::Failed(e)) => return Err(format!("apply failed: {e}")),
+            Ev::SnapshotOut((peer, payload)) => {
+                self.outbound.send(peer, FrameKind::SnapshotChunk, payload)
+            }
             Ev::Fatal(e) => return Err(e),
         }
         Ok(())
@@ -373,6 +398,8 @@ impl Shell {
                     self.step(Input::ReadIndex { id: ReadId(id) });
                 }
             }
+            FrameKind::SnapshotRequest => self.on_snapshot_request(&m),
+            FrameKind::SnapshotChunk => self.on_snapshot_chunk(&m),
             FrameKind::ReadIndexResponse => {
                 if m.payload.len() == 17 {
                     let mut a = [0u8; 8];
@@ -479,11 +506,11 @@ impl Shell {
             self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
             if self
                 .jobs
-                .send(ApplyJob {
+                .send(ApplyWork::Slot(ApplyJob {
                     slot: slot.0,
                     commands,
                     waiting,
-                })
+                }))
                 .is_err()
             {
                 tracing::error!(replica = self.id, "apply thread is gone");
@@ -554,7 +581,7 @@ impl Shell {
     /// A peer truncated slots this replica's log lacks. After a restart the log starts below
     /// what the store applied (to serve lagging peers), so the store itself is often the
     /// snapshot: skip the core ahead to what RocksDB already holds. Only when the peer
-    /// truncated past that is a real snapshot transfer needed, which is not built.
+    /// truncated past that does a snapshot come over the wire (`snapshot.rs`).
     fn on_need_snapshot(&mut self, from: ReplicaId) {
         let store = self
             .store_applied
@@ -569,11 +596,7 @@ impl Shell {
             self.applied = self.applied.max(store);
             self.step(Input::SnapshotInstalled { upto: Slot(store) });
         } else {
-            tracing::error!(
-                replica = self.id,
-                from = from.0,
-                "this replica needs a state-machine snapshot, which is not implemented; it cannot catch up"
-            );
+            self.start_snapshot_install(from);
         }
     }
 
@@ -624,21 +647,33 @@ impl Shell {
                 )));
             }
         }
+        self.expire_snapshot_sessions();
+        self.shared
+            .log_bytes
+            .store(self.core.log_bytes(), Ordering::Relaxed);
+        self.shared
+            .log_start
+            .store(self.core.log_start().0, Ordering::Relaxed);
         if now.duration_since(self.last_compact) >= COMPACT_EVERY {
             self.last_compact = now;
+            // The store is durable through `durable`; the core cuts its log there or lower
+            // (what lagging peers still need, within `consensus.log_retain_bytes`), and the
+            // WAL keeps what the core kept.
             let durable = Slot(self.shared.durable_slot.load(Ordering::SeqCst));
-            let target = durable.min(self.core.safe_compact_upto());
-            tracing::debug!(
-                replica = self.id,
-                durable = durable.0,
-                safe = self.core.safe_compact_upto().0,
-                compacted = self.compacted.0,
-                "compaction check"
-            );
-            if target > self.compacted {
-                self.compacted = target;
-                self.step(Input::Compact { upto: target });
-                let _ = self.wal.try_send(WalCmd::Retain(target));
+            if durable > self.compacted {
+                self.step(Input::Compact { upto: durable });
+                let target = self.core.log_start().prev().min(durable);
+                tracing::debug!(
+                    replica = self.id,
+                    durable = durable.0,
+                    safe = self.core.safe_compact_upto().0,
+                    target = target.0,
+                    "compaction check"
+                );
+                if target > self.compacted {
+                    self.compacted = target;
+                    let _ = self.wal.try_send(WalCmd::Retain(target));
+                }
             }
         }
     }

@@ -1,0 +1,214 @@
+//! A cluster that heals itself and stays bounded, through the real binary in node mode (three
+//! `paxoskv node` processes): a replica down while the others take a GiB of writes, rebuilt by
+//! snapshot; and the survivors' WAL and memory stay within the configured bounds meanwhile.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::client;
+use common::nodes::{eventually, get, set, Cluster, LIVENESS};
+use paxoskv::front::generated::*;
+
+const MIB: u64 = 1 << 20;
+
+/// Bytes of the files under `dir` (0 if it does not exist).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn set_bytes(c: &mut common::Client, k: &str, v: Vec<u8>) -> Result<(), String> {
+    match c.set_key(SetKeyRequest::new(k.as_bytes().to_vec(), v, None::<String>)) {
+        Ok(r) if r.success => Ok(()),
+        Ok(r) => Err(r.error.unwrap_or_default()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A value that does not compress away (RocksDB compresses with LZ4): printable noise
+/// seeded by who wrote it when.
+fn value_of(writer: usize, round: usize, len: usize) -> Vec<u8> {
+    let mut v = format!("w{writer}-r{round}-").into_bytes();
+    let mut x = (writer as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (round as u64 + 1);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.push(b'!' + (x % 90) as u8);
+    }
+    v
+}
+
+const LOG_RETAIN: u64 = 32 * MIB;
+const WAL_SEGMENT: u64 = 16 * MIB;
+
+#[test]
+fn a_replica_down_for_a_gib_of_writes_is_rebuilt_by_snapshot_and_the_survivors_stay_bounded() {
+    let mut cluster = Cluster::start(&format!(
+        "log_retain_bytes = {LOG_RETAIN}\nsnapshot_chunk_bytes = {}\n\
+         [storage]\nwal_segment_bytes = {WAL_SEGMENT}\nmvcc_window_versions = 2000\n\
+         memtable_flush_interval = \"500ms\"\n",
+        MIB
+    ));
+    let primary = cluster.primary();
+    let down = (primary + 1) % 3;
+    let survivor = (primary + 2) % 3;
+    cluster.kill(down);
+
+    // 4 writers × 64 keys each, 64 KiB values, until 1 GiB went through.
+    const WRITERS: usize = 4;
+    const KEYS: usize = 64;
+    const VALUE: usize = 64 << 10;
+    const TOTAL: u64 = 1 << 30;
+    let rounds = (TOTAL / (WRITERS * VALUE) as u64) as usize / KEYS + 1;
+    let written = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let addr = cluster.nodes[primary].addr;
+            let written = written.clone();
+            std::thread::spawn(move || {
+                let mut c = client(addr, false);
+                for round in 0..rounds {
+                    for k in 0..KEYS {
+                        let key = format!("w{w}-k{k}");
+                        set_bytes(&mut c, &key, value_of(w, round, VALUE))
+                            .unwrap_or_else(|e| panic!("write {key} round {round}: {e}"));
+                        written.fetch_add(VALUE as u64, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Watch the survivors while the writes go on.
+    let (mut wal_max, mut rss_max, mut data_max) = (0u64, 0u64, 0u64);
+    let pids: Vec<(usize, u32)> = [primary, survivor]
+        .iter()
+        .map(|&i| (i, cluster.nodes[i].child.as_ref().map_or(0, |c| c.id())))
+        .collect();
+    let watcher = {
+        let dirs: Vec<_> = pids.iter().map(|&(i, _)| cluster.node_dir(i)).collect();
+        let pids: Vec<u32> = pids.iter().map(|&(_, p)| p).collect();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let (mut wal, mut rss, mut data) = (0u64, 0u64, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                for (d, p) in dirs.iter().zip(&pids) {
+                    wal = wal.max(dir_bytes(&d.join("wal")));
+                    data = data.max(dir_bytes(&d.join("data")));
+                    rss = rss.max(rss_bytes(*p));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (wal, rss, data)
+        })
+    };
+    for w in writers {
+        w.join().expect("writer");
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Ok((w, r, d)) = watcher.join() {
+        (wal_max, rss_max, data_max) = (w, r, d);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let total = written.load(Ordering::Relaxed);
+    eprintln!(
+        "wrote {} MiB in {secs:.1}s with replica {down} down; survivors' peaks: WAL {} MiB, \
+         RSS {} MiB, RocksDB {} MiB",
+        total / MIB,
+        wal_max / MIB,
+        rss_max / MIB,
+        data_max / MIB
+    );
+    assert!(total >= TOTAL);
+    // The log kept for the dead replica is capped by `log_retain_bytes`; the WAL holds that,
+    // what the store has not flushed yet (one flush interval of writes), and partly filled
+    // and prepared segments.
+    assert!(
+        wal_max <= LOG_RETAIN + 6 * WAL_SEGMENT,
+        "a survivor's WAL reached {} MiB with log_retain_bytes = {} MiB",
+        wal_max / MIB,
+        LOG_RETAIN / MIB
+    );
+    assert!(
+        rss_max < 768 * MIB,
+        "a survivor's RSS reached {} MiB",
+        rss_max / MIB
+    );
+    let log_start = cluster
+        .metric(primary, "paxoskv_replica_log_start")
+        .expect("metrics");
+    assert!(log_start > 1.0, "the primary never cut its log");
+
+    // The dead replica comes back: its log is behind every peer's log start, so it must be
+    // rebuilt from a snapshot, then serve linearizable reads from its own store.
+    let rebuild = Instant::now();
+    cluster.restart(down);
+    let deadline = Instant::now() + LIVENESS * 4;
+    loop {
+        let n = cluster
+            .metric(down, "paxoskv_replica_snapshots_installed_total")
+            .unwrap_or(0.0);
+        if n >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {down} installed no snapshot"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "replica {down} rebuilt by snapshot in {:?}",
+        rebuild.elapsed()
+    );
+    assert!(
+        cluster
+            .metric(primary, "paxoskv_replica_snapshots_served_total")
+            .unwrap_or(0.0)
+            + cluster
+                .metric(survivor, "paxoskv_replica_snapshots_served_total")
+                .unwrap_or(0.0)
+            >= 1.0
+    );
+    let mut c = cluster.client(down);
+    for w in 0..WRITERS {
+        for k in 0..KEYS {
+            let key = format!("w{w}-k{k}");
+            let v = eventually(&cluster, "read on the rebuilt replica", |_| {
+                get(&mut c, &key)
+            })
+            .unwrap_or_else(|| panic!("rebuilt replica misses {key}"));
+            let want = value_of(w, rounds - 1, VALUE);
+            assert_eq!(v.as_bytes(), &want[..], "{key} on the rebuilt replica");
+        }
+    }
+    // It keeps up from the log afterwards.
+    eventually(&cluster, "a write after the rebuild", |c| {
+        set(c, "after", "1")
+    });
+    let v = eventually(&cluster, "read after the rebuild", |_| get(&mut c, "after"));
+    assert_eq!(v.as_deref(), Some("1"));
+}
