@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod envelope;
 pub mod incarnation;
+pub mod rebuild;
 pub mod replica;
 pub mod service;
 pub mod shared;

@@ -243,7 +243,7 @@ impl KvService for ClusterService {
             &'static str,
             fn(&LocalReplica) -> u64,
         );
-        let fields: [Field; 18] = [
+        let fields: [Field; 19] = [
             (
                 "paxoskv_replica_up",
                 "gauge",
@@ -320,6 +320,12 @@ impl KvService for ClusterService {
                 "counter",
                 "Snapshots of a peer's store installed here.",
                 |r| r.shared.snapshots_installed.load(Relaxed),
+            ),
+            (
+                "paxoskv_replica_amnesiac",
+                "gauge",
+                "1 while the replica lacks its durable Paxos state (started on an empty WAL) and does not vote.",
+                |r| r.shared.amnesiac.load(Relaxed) as u64,
             ),
             (
                 "paxoskv_replica_snapshots_served_total",

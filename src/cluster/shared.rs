@@ -45,6 +45,8 @@ pub struct ReplicaShared {
     pub log_bytes: AtomicU64,
     pub log_start: AtomicU64,
     pub snapshots_installed: AtomicU64,
+    /// The replica lost its durable state and does not vote until rebuilt.
+    pub amnesiac: AtomicBool,
     pub snapshots_served: AtomicU64,
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
@@ -83,6 +85,7 @@ impl ReplicaShared {
             log_bytes: AtomicU64::new(0),
             log_start: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
+            amnesiac: AtomicBool::new(false),
             snapshots_served: AtomicU64::new(0),
             slot_commands: Default::default(),
         }

@@ -62,6 +62,8 @@ pub struct Faults {
     pub quorum_of_one: bool,
     /// Start a view change without a PreVote round.
     pub skip_prevote: bool,
+    /// A replica that lost its state votes as if it had not (no amnesia rules).
+    pub ignore_amnesia: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -147,6 +147,7 @@ impl Replica {
             log_start: self.log.log_start(),
             commit_upto: self.log.commit_upto(),
             entries: self.log.promise_entries(from_slot),
+            amnesiac: self.amnesiac,
         };
         self.send_durable(from, promise, out);
     }
@@ -174,13 +175,18 @@ impl Replica {
         if slot.is_none() {
             *slot = Some(promise);
         }
-        if promises.iter().flatten().count() >= quorum {
+        // An amnesiac promise may hide a forgotten vote: it counts only in a quorum made of
+        // such promises alone (every promiser started empty: a cluster's first start).
+        let amnesiac = promises.iter().flatten().filter(|p| p.amnesiac).count();
+        let solid = promises.iter().flatten().count() - amnesiac;
+        if solid >= quorum || amnesiac >= quorum {
+            let bootstrap = solid < quorum;
             let promises: Vec<(ReplicaId, Promised)> = std::mem::take(promises)
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, p)| p.map(|p| (ReplicaId(i as u32), p)))
                 .collect();
-            self.finish_phase1(ballot, promises, out);
+            self.finish_phase1(ballot, promises, bootstrap, out);
         }
     }
 
@@ -189,6 +195,7 @@ impl Replica {
         &mut self,
         ballot: Ballot,
         promises: Vec<(ReplicaId, Promised)>,
+        bootstrap: bool,
         out: &mut Outputs,
     ) {
         let start = self.log.commit_upto().next();
@@ -224,6 +231,9 @@ impl Replica {
             .max(start.prev());
         let n = self.cfg.replica_count;
         let mut primary = PrimaryState::new(ballot, n, last.next(), last, self.now_ms);
+        primary.bootstrap = bootstrap;
+        // Its log now holds everything chosen before this ballot: nothing forgotten matters.
+        self.end_amnesia(out);
         // Peers that promised are alive right now.
         for (from, _) in &promises {
             primary.note_ack(*from, self.now_ms);

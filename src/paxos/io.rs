@@ -52,6 +52,9 @@ pub enum Event {
     /// Committed slots this replica needs were truncated at `from`; install a snapshot from it
     /// and report `Input::SnapshotInstalled`.
     NeedSnapshot { from: ReplicaId },
+    /// An amnesiac replica has rebuilt what it forgot and votes again: the shell may drop its
+    /// durable "rebuilding" marker.
+    Rebuilt,
 }
 
 /// Everything one `step` asks the shell to do. Reuse one value and `clear()` it per turn.

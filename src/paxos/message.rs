@@ -41,6 +41,10 @@ pub enum Message {
         log_start: Slot,
         commit_upto: Slot,
         entries: Vec<PromiseEntry>,
+        /// The promiser lost its durable state (started on an empty WAL) and has not rebuilt
+        /// it yet: it may have forgotten votes, so its promise only counts in a quorum of such
+        /// promises (a cluster's first start).
+        amnesiac: bool,
     },
     /// Phase 2a, with the primary's commit index piggybacked.
     Accept {
@@ -68,6 +72,10 @@ pub enum Message {
         commit_upto: Slot,
         read_seq: u64,
         compact_upto: Slot,
+        /// The highest slot this primary has proposed or recovered (its log end).
+        log_end: Slot,
+        /// This primary was elected by a quorum of amnesiac promises (a cluster's first start).
+        bootstrap: bool,
     },
     HeartbeatAck {
         ballot: Ballot,
@@ -151,11 +159,13 @@ impl Message {
                 log_start,
                 commit_upto,
                 entries,
+                amnesiac,
             } => {
                 put_u8(buf, TAG_PROMISE);
                 put_ballot(buf, *ballot);
                 put_slot(buf, *log_start);
                 put_slot(buf, *commit_upto);
+                put_u8(buf, u8::from(*amnesiac));
                 put_u32(buf, entries.len() as u32);
                 for e in entries {
                     put_slot(buf, e.slot);
@@ -198,12 +208,16 @@ impl Message {
                 commit_upto,
                 read_seq,
                 compact_upto,
+                log_end,
+                bootstrap,
             } => {
                 put_u8(buf, TAG_HEARTBEAT);
                 put_ballot(buf, *ballot);
                 put_slot(buf, *commit_upto);
                 put_u64(buf, *read_seq);
                 put_slot(buf, *compact_upto);
+                put_slot(buf, *log_end);
+                put_u8(buf, u8::from(*bootstrap));
             }
             Message::HeartbeatAck {
                 ballot,
@@ -262,6 +276,7 @@ impl Message {
                 let ballot = r.ballot()?;
                 let log_start = r.slot()?;
                 let commit_upto = r.slot()?;
+                let amnesiac = r.u8()? != 0;
                 let count = r.count(18)?;
                 let mut entries = Vec::with_capacity(count);
                 for _ in 0..count {
@@ -277,6 +292,7 @@ impl Message {
                     log_start,
                     commit_upto,
                     entries,
+                    amnesiac,
                 }
             }
             TAG_ACCEPT => Message::Accept {
@@ -301,6 +317,8 @@ impl Message {
                 commit_upto: r.slot()?,
                 read_seq: r.u64()?,
                 compact_upto: r.slot()?,
+                log_end: r.slot()?,
+                bootstrap: r.u8()? != 0,
             },
             TAG_HEARTBEAT_ACK => Message::HeartbeatAck {
                 ballot: r.ballot()?,
@@ -389,6 +407,7 @@ mod tests {
                             committed: self.next().is_multiple_of(2),
                         })
                         .collect(),
+                    amnesiac: self.next().is_multiple_of(2),
                 },
                 4 => Message::Accept {
                     ballot: b,
@@ -407,6 +426,8 @@ mod tests {
                     commit_upto: s,
                     read_seq: self.next(),
                     compact_upto: Slot(self.next()),
+                    log_end: Slot(self.next()),
+                    bootstrap: self.next().is_multiple_of(2),
                 },
                 9 => Message::HeartbeatAck {
                     ballot: b,

@@ -32,10 +32,16 @@
 //!    replica has reported applied. The shell deletes WAL segments below the same point and
 //!    calls `DurableState::compact` semantics on recovery via `snapshot_upto`.
 //! 9. Leadership transfer: `Input::TransferLeadership { to }`.
+//! 10. Lost state: a replica whose WAL is gone (replaced disk) starts with
+//!     `DurableState::amnesiac` set and does not vote until rebuilt (`amnesia.rs`); the shell
+//!     keeps that flag durable until the core emits `Event::Rebuilt`. The truncation point of
+//!     item 8 also moves past a replica that lags by more than `log_retain_bytes`; it then
+//!     gets `NeedSnapshot`.
 //!
 //! Messages and records encode with `encode(&mut Vec<u8>)` / `decode(&[u8])` (version byte
 //! first, little-endian; framing and CRC belong to the transport and the WAL).
 
+mod amnesia;
 mod catchup;
 mod codec;
 mod config;

@@ -118,6 +118,8 @@ impl Replica {
             commit_upto,
             read_seq: seq,
             compact_upto: p.cluster_applied(me, own_applied),
+            log_end: p.next_slot.prev(),
+            bootstrap: p.bootstrap,
         };
         self.broadcast(&heartbeat, out);
         self.release_reads(out);

@@ -80,6 +80,10 @@ pub struct DurableState {
     pub accepted: BTreeMap<Slot, AcceptedValue>,
     /// Every slot up to here is applied durably by the state machine (snapshot base).
     pub snapshot_upto: Slot,
+    /// The replica lost its durable state (it starts on an empty WAL, or a rebuild it started
+    /// so has not finished): it may have forgotten promises and votes, so it votes only once
+    /// rebuilt (see `Replica`'s amnesia rules). Set by the shell, not by records.
+    pub amnesiac: bool,
 }
 
 impl DurableState {

@@ -39,6 +39,7 @@ pub(crate) struct Promised {
     pub log_start: Slot,
     pub commit_upto: Slot,
     pub entries: Vec<PromiseEntry>,
+    pub amnesiac: bool,
 }
 
 /// One Paxos replica. Drive it with `step`; see the module docs of `paxos` for the contract.
@@ -68,6 +69,11 @@ pub struct Replica {
     pub(crate) snapshot_requested_ms: Option<u64>,
     /// Slot every replica has applied, as last reported by the primary.
     pub(crate) cluster_applied: Slot,
+    /// This replica lost its durable state and has not rebuilt it (see `amnesia.rs`).
+    pub(crate) amnesiac: bool,
+    /// While amnesiac: the ballot of the primary it follows and the slot its commit index
+    /// must reach before it votes again.
+    pub(crate) rebuild_target: Option<(Ballot, Slot)>,
 }
 
 impl Replica {
@@ -95,6 +101,8 @@ impl Replica {
             catchup_requested_ms: None,
             snapshot_requested_ms: None,
             cluster_applied: recovered.snapshot_upto,
+            amnesiac: recovered.amnesiac && !config.faults.ignore_amnesia,
+            rebuild_target: None,
             cfg: config,
         }
     }
@@ -118,6 +126,7 @@ impl Replica {
             Input::Compact { upto } => self.on_compact(upto),
         }
         self.drain_self_inbox(out);
+        self.check_rebuilt(out);
     }
 
     pub fn id(&self) -> ReplicaId {
@@ -182,11 +191,13 @@ impl Replica {
                 log_start,
                 commit_upto,
                 entries,
+                amnesiac,
             } => {
                 let p = Promised {
                     log_start,
                     commit_upto,
                     entries,
+                    amnesiac,
                 };
                 self.on_promise(from, ballot, p, out)
             }
@@ -207,7 +218,12 @@ impl Replica {
                 commit_upto,
                 read_seq,
                 compact_upto,
-            } => self.on_heartbeat(from, ballot, commit_upto, read_seq, compact_upto, out),
+                log_end,
+                bootstrap,
+            } => {
+                self.note_primary_log_end(from, ballot, log_end, bootstrap);
+                self.on_heartbeat(from, ballot, commit_upto, read_seq, compact_upto, out)
+            }
             Message::HeartbeatAck {
                 ballot,
                 read_seq,

@@ -43,6 +43,8 @@ pub(crate) struct PrimaryState {
     pub transfer: Option<(ReplicaId, u64)>,
     pub last_heartbeat_ms: u64,
     pub became_ms: u64,
+    /// Elected by a quorum of amnesiac promises (a cluster's first start).
+    pub bootstrap: bool,
 }
 
 impl PrimaryState {
@@ -64,6 +66,7 @@ impl PrimaryState {
             transfer: None,
             last_heartbeat_ms: now_ms,
             became_ms: now_ms,
+            bootstrap: false,
         }
     }
 
@@ -213,6 +216,12 @@ impl Replica {
             return;
         }
         self.follow(from, ballot, out);
+        if self.amnesiac && from != self.me {
+            // It may have voted differently before it lost its state: no vote until rebuilt.
+            // The slot still reaches it, once chosen, by catch-up.
+            self.learn_commit(from, ballot, commit_upto, out);
+            return;
+        }
         if slot < self.log.log_start() {
             // Already chosen and applied here; nothing to persist.
             self.send(from, Message::Accepted { ballot, slot }, out);

@@ -138,6 +138,7 @@ fn promise_waits_for_durability_and_reports_accepted_values() {
             value: batch(b"a"),
             committed: false,
         }],
+        amnesiac: false,
     };
     assert_eq!(out.sends, vec![(ReplicaId(1), promise)]);
     // The old primary is now refused.
@@ -278,4 +279,187 @@ fn a_replica_that_leads_after_start_times_out_first() {
         let out = step(r, Input::Tick { now_ms, random: 7 });
         assert!(out.sends.is_empty(), "{out:?}");
     }
+}
+
+fn amnesiac(id: u32) -> Replica {
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(id),
+        ..PaxosConfig::default()
+    };
+    let state = DurableState {
+        amnesiac: true,
+        ..DurableState::default()
+    };
+    Replica::new(cfg, state)
+}
+
+#[test]
+fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_commits() {
+    let mut r = amnesiac(1);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let primary = ReplicaId(0);
+    let heartbeat = Message::Heartbeat {
+        ballot: Ballot(3),
+        commit_upto: Slot(0),
+        read_seq: 1,
+        compact_upto: Slot(0),
+        log_end: Slot(5),
+        bootstrap: false,
+    };
+    step(
+        &mut r,
+        Input::Message {
+            from: primary,
+            message: heartbeat,
+        },
+    );
+    let accept = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(6),
+        value: batch(b"a"),
+        commit_upto: Slot(0),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from: primary,
+            message: accept,
+        },
+    );
+    assert!(out.persist.is_empty(), "{out:?}");
+    let out = step(&mut r, Input::Durable { upto_lsn: Lsn(1) });
+    assert!(
+        !out.sends
+            .iter()
+            .any(|(_, m)| matches!(m, Message::Accepted { .. })),
+        "an amnesiac replica voted: {out:?}"
+    );
+    // Catch-up brings slots 1..=6 (slot 6 was proposed after it heard the log end of 5).
+    let entries = (1..=6).map(|s| (Slot(s), batch(b"a"))).collect();
+    let catchup = Message::Catchup {
+        entries,
+        commit_upto: Slot(6),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from: primary,
+            message: catchup,
+        },
+    );
+    assert!(out.events.contains(&Event::Rebuilt), "{out:?}");
+    assert!(!r.is_amnesiac());
+    let accept = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(7),
+        value: batch(b"b"),
+        commit_upto: Slot(6),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from: primary,
+            message: accept,
+        },
+    );
+    assert_eq!(out.persist.len(), 1, "votes again once rebuilt: {out:?}");
+}
+
+#[test]
+fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
+    // Replica 0 remembers (it holds a promise); replica 1 lost its disk.
+    let mut c = Replica::new(
+        PaxosConfig {
+            replica_id: ReplicaId(0),
+            faults: Faults {
+                skip_prevote: true,
+                ..Faults::default()
+            },
+            ..PaxosConfig::default()
+        },
+        DurableState {
+            promised: Ballot(1),
+            ..DurableState::default()
+        },
+    );
+    step(
+        &mut c,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let out = step(
+        &mut c,
+        Input::Tick {
+            now_ms: 10_000,
+            random: 1,
+        },
+    );
+    let ballot = out
+        .sends
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::Prepare { ballot, .. } => Some(*ballot),
+            _ => None,
+        })
+        .expect("a prepare");
+    step(&mut c, Input::Durable { upto_lsn: Lsn(1) });
+    let promise = |amnesiac| Message::Promise {
+        ballot,
+        log_start: Slot(1),
+        commit_upto: Slot(0),
+        entries: Vec::new(),
+        amnesiac,
+    };
+    step(
+        &mut c,
+        Input::Message {
+            from: ReplicaId(1),
+            message: promise(true),
+        },
+    );
+    assert!(!c.is_primary(), "an amnesiac promise completed a quorum");
+    step(
+        &mut c,
+        Input::Message {
+            from: ReplicaId(2),
+            message: promise(false),
+        },
+    );
+    assert!(c.is_primary());
+
+    // Three new replicas (a first start) elect among themselves.
+    let mut n = amnesiac(0);
+    n.cfg.faults.skip_prevote = true;
+    step(
+        &mut n,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    step(
+        &mut n,
+        Input::Tick {
+            now_ms: 10_000,
+            random: 1,
+        },
+    );
+    step(&mut n, Input::Durable { upto_lsn: Lsn(1) });
+    step(
+        &mut n,
+        Input::Message {
+            from: ReplicaId(1),
+            message: promise(true),
+        },
+    );
+    assert!(n.is_primary());
+    assert!(!n.is_amnesiac());
 }

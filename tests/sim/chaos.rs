@@ -86,6 +86,26 @@ impl Sim {
                     node.clock_offset_ms = node.clock_offset_ms.min(DRIFT_MS);
                 }
             }
+            85..=87 if self.opts.disk_wipes => {
+                // A replaced disk: at most one replica without its state at a time, and within
+                // the crash budget.
+                let lost = self
+                    .nodes
+                    .iter()
+                    .filter(|n| match &n.replica {
+                        Some(r) => r.is_amnesiac(),
+                        None => n.rebuilding,
+                    })
+                    .count();
+                if lost == 0 && self.down_count() < n - self.quorum() {
+                    let i = self.rng.gen_range(0..n);
+                    if self.up(i) {
+                        self.wipe(i);
+                        let back = self.rng.gen_range(5..400);
+                        self.schedule(back, Ev::Restart(i));
+                    }
+                }
+            }
             80..=84 => {
                 let p = (0..n).find(|i| {
                     self.nodes[*i]
@@ -108,6 +128,17 @@ impl Sim {
         for row in &mut self.blocked {
             row.iter_mut().for_each(|b| *b = false);
         }
+    }
+
+    /// Crashes node `i` and loses its disk: WAL and state machine.
+    pub(super) fn wipe(&mut self, i: usize) {
+        self.crash(i);
+        self.stats.wipes += 1;
+        // Slots committed with this node's vote are now on fewer disks, by the fault itself.
+        self.opts.check_durability = false;
+        let node = &mut self.nodes[i];
+        node.disk = Default::default();
+        node.sm = Default::default();
     }
 
     pub(super) fn crash(&mut self, i: usize) {

@@ -50,6 +50,9 @@ pub struct SimOptions {
     pub read_index_fraction: f64,
     /// The log's byte budget for lagging replicas (`u64::MAX`: keep all they need).
     pub log_retain_bytes: u64,
+    /// Chaos may wipe a replica's disk (WAL and state machine), one at a time: it restarts
+    /// amnesiac and must rebuild from its peers without ever voting against what it forgot.
+    pub disk_wipes: bool,
 }
 
 impl SimOptions {
@@ -72,6 +75,7 @@ impl SimOptions {
             } else {
                 u64::MAX
             },
+            disk_wipes: rng.gen_bool(0.3),
         }
     }
 }
@@ -85,6 +89,7 @@ pub struct Stats {
     pub view_changes: usize,
     pub crashes: usize,
     pub snapshots: usize,
+    pub wipes: usize,
 }
 
 enum Ev {
@@ -117,6 +122,9 @@ struct Node {
     reads_ready: Vec<(ReadId, Slot)>,
     /// Proposals gathered in the current shell turn (lost if the node crashes first).
     proposals: Vec<bytes::Bytes>,
+    /// The shell's durable "rebuilding" marker: set when the node starts on an empty disk,
+    /// cleared on `Event::Rebuilt`.
+    rebuilding: bool,
 }
 
 struct Outstanding {
@@ -203,6 +211,7 @@ impl Sim {
                 clock_offset_ms: 0,
                 reads_ready: Vec::new(),
                 proposals: Vec::new(),
+                rebuilding: false,
             });
             sim.start_node(i);
             let first = sim.rng.gen_range(0..TICK_MS);
@@ -255,6 +264,11 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.proposals.clear();
         let mut recovered = node.disk.clone();
+        // Like the shell: a start on an empty WAL is amnesiac until the core says rebuilt.
+        if recovered.promised.0 == 0 && recovered.accepted.is_empty() {
+            node.rebuilding = true;
+        }
+        recovered.amnesiac = node.rebuilding;
         recovered.compact(node.sm.applied);
         node.replica = Some(Replica::new(cfg, recovered));
     }
@@ -409,6 +423,7 @@ impl Sim {
                 }
                 Event::PrimaryChanged { .. } => {}
                 Event::NeedSnapshot { from } => self.install_snapshot(i, from.0 as usize, inputs),
+                Event::Rebuilt => self.nodes[i].rebuilding = false,
             }
         }
     }

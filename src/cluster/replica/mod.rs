@@ -112,8 +112,17 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         decoded.push(rec);
     }
     let base = first_wal_slot.map_or(p.applied_slot, |f| p.applied_slot.min(f.saturating_sub(1)));
+    let amnesiac = super::rebuild::amnesiac_at_start(&p.wal_dir, records.is_empty())?;
+    if amnesiac {
+        tracing::info!(
+            replica = p.id,
+            "this replica starts without its durable Paxos state (a new cluster, or a lost \
+             WAL): it does not vote until it has rebuilt from its peers"
+        );
+    }
     let mut durable = DurableState {
         snapshot_upto: Slot(base),
+        amnesiac,
         ..DurableState::default()
     };
     for rec in &decoded {
@@ -197,6 +206,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         wal: wal_tx,
         outbound,
         jobs: p.jobs,
+        wal_dir: p.wal_dir.clone(),
         snapshot: p.snapshot,
         snapshot_out,
         receiving: None,
@@ -220,6 +230,9 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         timeouts: VecDeque::new(),
         stopping: false,
     };
+    sh.shared
+        .amnesiac
+        .store(sh.core.is_amnesiac(), Ordering::SeqCst);
     sh.shared.running.store(true, Ordering::SeqCst);
     let result = loop {
         let Some(ev) = ev_rx.recv().await else {
@@ -280,6 +293,7 @@ struct Shell {
     wal: LocalSender<WalCmd>,
     outbound: Outbound,
     jobs: crossbeam::channel::Sender<ApplyWork>,
+    wal_dir: std::path::PathBuf,
     snapshot: SnapshotParams,
     snapshot_out: mpsc::UnboundedSender<(u32, Bytes)>,
     /// The snapshot this replica is installing from a peer, if any.
@@ -563,6 +577,13 @@ impl Shell {
                         .store(self.core.promised().0, Ordering::SeqCst);
                 }
                 Event::NeedSnapshot { from } => need_snapshot.push(from),
+                Event::Rebuilt => {
+                    tracing::info!(replica = self.id, "rebuilt: this replica votes again");
+                    if let Err(e) = super::rebuild::mark_rebuilt(&self.wal_dir) {
+                        // Harmless: the replica only stays amnesiac after its next restart.
+                        tracing::warn!(replica = self.id, error = %e, "cannot drop the rebuilding marker");
+                    }
+                }
             }
         }
         self.shared
@@ -654,6 +675,9 @@ impl Shell {
         self.shared
             .log_start
             .store(self.core.log_start().0, Ordering::Relaxed);
+        self.shared
+            .amnesiac
+            .store(self.core.is_amnesiac(), Ordering::Relaxed);
         if now.duration_since(self.last_compact) >= COMPACT_EVERY {
             self.last_compact = now;
             // The store is durable through `durable`; the core cuts its log there or lower

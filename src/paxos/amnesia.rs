@@ -1,0 +1,72 @@
+//! Amnesia: a replica that lost its durable state (a replaced disk, a deleted WAL) may have
+//! promised ballots and accepted values it no longer remembers. Voting as if it had not
+//! could let a value that was chosen with its forgotten vote be overwritten. So, until it has
+//! rebuilt what it forgot, an amnesiac replica:
+//! - still promises, but says it is amnesiac; a candidate counts such promises only in a
+//!   quorum made entirely of them (a cluster's first start, where everyone starts empty);
+//!   otherwise it needs a quorum of replicas that remember;
+//! - does not vote in Phase 2 (no `Accepted`); it learns chosen values by catch-up and
+//!   snapshot like any lagging replica.
+//!
+//! It is rebuilt when it becomes primary (its Phase 1 recovered everything chosen), when the
+//! primary it follows was itself elected by amnesiac promises (first start), or once its
+//! commit index passes the slot after the primary's log end as first reported to it in the
+//! primary's ballot: that slot was proposed after this replica came back and chosen without its
+//! vote, which proves the primary's ballot is above every ballot the replica could have
+//! promised, and everything chosen before lies at or below the reported log end. This is the
+//! rule of "Paxos Made Live" (a rebuilding replica waits to observe a complete instance started
+//! after it began rebuilding). It assumes at most one replica of a quorum lost its state.
+//!
+//! Owns: the `impl Replica` helpers for it. The shell keeps the amnesiac flag durable until
+//! `Event::Rebuilt`.
+
+use super::io::{Event, Outputs};
+use super::replica::Replica;
+use super::types::{Ballot, ReplicaId, Slot};
+
+impl Replica {
+    /// True while this replica may have forgotten votes.
+    pub fn is_amnesiac(&self) -> bool {
+        self.amnesiac
+    }
+
+    /// A heartbeat from the primary of `ballot` reported its log end.
+    pub(crate) fn note_primary_log_end(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        log_end: Slot,
+        bootstrap: bool,
+    ) {
+        if !self.amnesiac
+            || ballot < self.promised
+            || ballot.primary(self.cfg.replica_count) != from
+        {
+            return;
+        }
+        if bootstrap {
+            self.rebuild_target = Some((ballot, Slot(0)));
+            return;
+        }
+        if self.rebuild_target.is_none_or(|(b, _)| b != ballot) {
+            self.rebuild_target = Some((ballot, log_end.next()));
+        }
+    }
+
+    /// Ends amnesia once the rebuild target is reached (checked after every step).
+    pub(crate) fn check_rebuilt(&mut self, out: &mut Outputs) {
+        if let Some((ballot, target)) = self.rebuild_target {
+            if self.amnesiac && ballot == self.promised && self.log.commit_upto() >= target {
+                self.end_amnesia(out);
+            }
+        }
+    }
+
+    pub(crate) fn end_amnesia(&mut self, out: &mut Outputs) {
+        self.rebuild_target = None;
+        if self.amnesiac {
+            self.amnesiac = false;
+            out.events.push(Event::Rebuilt);
+        }
+    }
+}
