@@ -63,6 +63,7 @@ fn simulation_seeds_hold_every_invariant() {
                 total.crashes += s.crashes;
                 total.snapshots += s.snapshots;
                 total.wipes += s.wipes;
+                total.promise_parts += s.promise_parts;
             }
             Err(e) => panic!(
                 "seed {seed} failed: {e}\nreplay: SIM_SEED_START={seed} SIM_SEEDS=1 SIM_STEPS={steps} cargo test --release --test simulation simulation_seeds"

@@ -286,6 +286,7 @@ impl ReplicatedKvStore {
             log_retain_bytes: c.log_retain_bytes,
             // A catch-up reply stays well inside the frame limit.
             catchup_bytes_max: (self.config.network.max_frame_bytes / 4) as usize,
+            promise_bytes_max: (self.config.network.max_frame_bytes / 4) as usize,
             // Replica 0 has a core to itself and hosts the front in `serve`.
             lead_after_start: id == 0,
             ..PaxosConfig::default()

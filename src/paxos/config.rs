@@ -27,6 +27,9 @@ pub struct PaxosConfig {
     pub catchup_slots_max: usize,
     /// Command bytes per catch-up reply, at most (one larger slot still goes alone).
     pub catchup_bytes_max: usize,
+    /// Command bytes per Promise message, at most: a promiser with more accepted entries
+    /// sends them in parts (one larger entry still goes alone).
+    pub promise_bytes_max: usize,
     /// Reads waiting for a ReadIndex round; beyond this reads are rejected.
     pub pending_reads_max: usize,
     /// Heartbeat rounds remembered while waiting for their quorum.
@@ -96,6 +99,7 @@ impl Default for PaxosConfig {
             proposal_queue_max: 16_384,
             catchup_slots_max: 256,
             catchup_bytes_max: 8 << 20,
+            promise_bytes_max: 8 << 20,
             pending_reads_max: 16_384,
             read_rounds_max: 64,
             lease_enabled: false,
@@ -130,6 +134,7 @@ impl PaxosConfig {
             ("proposal_queue_max", self.proposal_queue_max),
             ("catchup_slots_max", self.catchup_slots_max),
             ("catchup_bytes_max", self.catchup_bytes_max),
+            ("promise_bytes_max", self.promise_bytes_max),
             ("pending_reads_max", self.pending_reads_max),
             ("read_rounds_max", self.read_rounds_max),
         ];

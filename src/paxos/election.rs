@@ -8,7 +8,7 @@
 //! a slot some promiser truncated is never filled with `Noop` (we ask for a snapshot instead).
 
 use super::io::{Event, Outputs};
-use super::message::Message;
+use super::message::{Message, PromiseEntry};
 use super::record::Record;
 use super::replica::{Promised, Replica, Role};
 use super::replication::PrimaryState;
@@ -21,6 +21,7 @@ impl Replica {
         if let Role::Candidate {
             ballot,
             promises,
+            partial,
             started_ms,
             last_send_ms,
         } = &mut self.role
@@ -33,12 +34,19 @@ impl Replica {
             }
             if now.saturating_sub(*last_send_ms) >= self.cfg.heartbeat_interval_ms {
                 *last_send_ms = now;
-                let missing: Vec<ReplicaId> = (0..self.cfg.replica_count)
+                let start = self.log.commit_upto().next();
+                // A promiser that answered in part is asked again from after its last entry.
+                let missing: Vec<(ReplicaId, Slot)> = (0..self.cfg.replica_count)
                     .filter(|i| promises[*i as usize].is_none())
-                    .map(ReplicaId)
+                    .map(|i| {
+                        let from = partial[i as usize]
+                            .as_ref()
+                            .and_then(|p| p.entries.last())
+                            .map_or(start, |e| e.slot.next());
+                        (ReplicaId(i), from)
+                    })
                     .collect();
-                let from_slot = self.log.commit_upto().next();
-                for to in missing {
+                for (to, from_slot) in missing {
                     self.send(to, Message::Prepare { ballot, from_slot }, out);
                 }
             }
@@ -106,6 +114,7 @@ impl Replica {
         self.role = Role::Candidate {
             ballot,
             promises: (0..self.cfg.replica_count).map(|_| None).collect(),
+            partial: (0..self.cfg.replica_count).map(|_| None).collect(),
             started_ms: self.now_ms,
             last_send_ms: self.now_ms,
         };
@@ -142,12 +151,16 @@ impl Replica {
             self.last_heard_ms = self.now_ms;
             self.election_timer_start_ms = self.now_ms;
         }
+        let (entries, more) = self
+            .log
+            .promise_entries(from_slot, self.cfg.promise_bytes_max);
         let promise = Message::Promise {
             ballot,
             log_start: self.log.log_start(),
             commit_upto: self.log.commit_upto(),
-            entries: self.log.promise_entries(from_slot),
+            entries,
             amnesiac: self.amnesiac,
+            more,
         };
         self.send_durable(from, promise, out);
     }
@@ -156,25 +169,55 @@ impl Replica {
         &mut self,
         from: ReplicaId,
         ballot: Ballot,
-        promise: Promised,
+        mut promise: Promised,
+        more: bool,
         out: &mut Outputs,
     ) {
         let quorum = self.cfg.quorum() as usize;
+        let now = self.now_ms;
         let Role::Candidate {
             ballot: b,
             promises,
+            partial,
+            started_ms,
             ..
         } = &mut self.role
         else {
             return;
         };
-        if *b != ballot {
+        if *b != ballot || promises[from.0 as usize].is_some() {
             return;
         }
-        let slot = &mut promises[from.0 as usize];
-        if slot.is_none() {
-            *slot = Some(promise);
+        // Parts of one promise: gather the entries (by slot; a duplicated part changes
+        // nothing) and ask for the rest. The promiser may have cut its log between parts:
+        // then the merged promise is what it would say now (its log starts at the later
+        // log start, entries below it are not reported), so no slot falls in a gap unnoticed.
+        let earlier = partial[from.0 as usize].take();
+        if let Some(mut p) = earlier {
+            let log_start = p.log_start.max(promise.log_start);
+            let mut by_slot: BTreeMap<Slot, PromiseEntry> =
+                p.entries.drain(..).map(|e| (e.slot, e)).collect();
+            by_slot.extend(promise.entries.drain(..).map(|e| (e.slot, e)));
+            p.entries = by_slot
+                .into_values()
+                .filter(|e| e.slot >= log_start)
+                .collect();
+            p.log_start = log_start;
+            p.commit_upto = p.commit_upto.max(promise.commit_upto);
+            p.amnesiac = promise.amnesiac;
+            promise = p;
         }
+        if more {
+            // A long log takes many parts: Phase 1 that makes progress does not time out.
+            *started_ms = now;
+            let from_slot = promise.entries.last().map(|e| e.slot.next());
+            partial[from.0 as usize] = Some(promise);
+            if let Some(from_slot) = from_slot {
+                self.send(from, Message::Prepare { ballot, from_slot }, out);
+            }
+            return;
+        }
+        promises[from.0 as usize] = Some(promise);
         // An amnesiac promise may hide a forgotten vote: it counts only in a quorum made of
         // such promises alone (every promiser started empty: a cluster's first start).
         let amnesiac = promises.iter().flatten().filter(|p| p.amnesiac).count();

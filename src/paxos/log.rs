@@ -215,17 +215,25 @@ impl Log {
         self.advance_commit(committed);
     }
 
-    /// What a Promise reports: every entry from `from`, flagged when known chosen.
-    pub fn promise_entries(&self, from: Slot) -> Vec<PromiseEntry> {
-        self.entries
-            .range(from.max(self.log_start)..)
-            .map(|(slot, e)| PromiseEntry {
+    /// What a Promise reports: the entries from `from`, flagged when known chosen, up to
+    /// `bytes_max` command bytes (the first entry goes even when larger); true when more
+    /// entries follow (the candidate asks again from after the last one).
+    pub fn promise_entries(&self, from: Slot, bytes_max: usize) -> (Vec<PromiseEntry>, bool) {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (slot, e) in self.entries.range(from.max(self.log_start)..) {
+            bytes += e.value.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                return (out, true);
+            }
+            out.push(PromiseEntry {
                 slot: *slot,
                 ballot: e.ballot,
                 value: e.value.clone(),
                 committed: e.chosen || *slot <= self.commit_upto,
-            })
-            .collect()
+            });
+        }
+        (out, false)
     }
 
     /// Up to `max` committed slots from `from` (contiguous), and no more than `bytes_max`

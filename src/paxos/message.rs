@@ -45,6 +45,9 @@ pub enum Message {
         /// it yet: it may have forgotten votes, so its promise only counts in a quorum of such
         /// promises (a cluster's first start).
         amnesiac: bool,
+        /// The entries were cut by bytes: more follow from after the last one (the candidate
+        /// asks with another Prepare of the same ballot from that slot).
+        more: bool,
     },
     /// Phase 2a, with the primary's commit index piggybacked.
     Accept {
@@ -160,8 +163,10 @@ impl Message {
                 commit_upto,
                 entries,
                 amnesiac,
+                more,
             } => {
                 put_u8(buf, TAG_PROMISE);
+                put_u8(buf, u8::from(*more));
                 put_ballot(buf, *ballot);
                 put_slot(buf, *log_start);
                 put_slot(buf, *commit_upto);
@@ -273,6 +278,7 @@ impl Message {
                 from_slot: r.slot()?,
             },
             TAG_PROMISE => {
+                let more = r.u8()? != 0;
                 let ballot = r.ballot()?;
                 let log_start = r.slot()?;
                 let commit_upto = r.slot()?;
@@ -293,6 +299,7 @@ impl Message {
                     commit_upto,
                     entries,
                     amnesiac,
+                    more,
                 }
             }
             TAG_ACCEPT => Message::Accept {
@@ -408,6 +415,7 @@ mod tests {
                         })
                         .collect(),
                     amnesiac: self.next().is_multiple_of(2),
+                    more: self.next().is_multiple_of(2),
                 },
                 4 => Message::Accept {
                     ballot: b,

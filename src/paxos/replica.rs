@@ -28,6 +28,8 @@ pub(crate) enum Role {
     Candidate {
         ballot: Ballot,
         promises: Vec<Option<Promised>>,
+        /// Promises that arrived in byte-bounded parts, still incomplete.
+        partial: Vec<Option<Promised>>,
         started_ms: u64,
         last_send_ms: u64,
     },
@@ -192,6 +194,7 @@ impl Replica {
                 commit_upto,
                 entries,
                 amnesiac,
+                more,
             } => {
                 let p = Promised {
                     log_start,
@@ -199,7 +202,7 @@ impl Replica {
                     entries,
                     amnesiac,
                 };
-                self.on_promise(from, ballot, p, out)
+                self.on_promise(from, ballot, p, more, out)
             }
             Message::Accept {
                 ballot,

@@ -139,6 +139,7 @@ fn promise_waits_for_durability_and_reports_accepted_values() {
             committed: false,
         }],
         amnesiac: false,
+        more: false,
     };
     assert_eq!(out.sends, vec![(ReplicaId(1), promise)]);
     // The old primary is now refused.
@@ -417,6 +418,7 @@ fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
         commit_upto: Slot(0),
         entries: Vec::new(),
         amnesiac,
+        more: false,
     };
     step(
         &mut c,
@@ -462,4 +464,67 @@ fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
     );
     assert!(n.is_primary());
     assert!(!n.is_amnesiac());
+}
+
+#[test]
+fn a_promise_larger_than_its_byte_limit_comes_in_parts_that_cover_every_entry() {
+    let mut accepted = std::collections::BTreeMap::new();
+    for s in 1..=10u64 {
+        let value = Value::Batch(Batch::new(vec![Bytes::from(vec![b'x'; 100])]));
+        accepted.insert(
+            Slot(s),
+            AcceptedValue {
+                ballot: Ballot(2),
+                value,
+            },
+        );
+    }
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(1),
+        promise_bytes_max: 250,
+        ..PaxosConfig::default()
+    };
+    let state = DurableState {
+        promised: Ballot(2),
+        accepted,
+        ..DurableState::default()
+    };
+    let mut r = Replica::new(cfg, state);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let mut from_slot = Slot(1);
+    let mut seen = Vec::new();
+    for round in 0.. {
+        assert!(round < 10, "parts never ended");
+        let prepare = Message::Prepare {
+            ballot: Ballot(3),
+            from_slot,
+        };
+        let mut out = step(
+            &mut r,
+            Input::Message {
+                from: ReplicaId(0),
+                message: prepare,
+            },
+        );
+        if out.sends.is_empty() {
+            out = step(&mut r, Input::Durable { upto_lsn: Lsn(1) });
+        }
+        let Some((_, Message::Promise { entries, more, .. })) = out.sends.pop() else {
+            panic!("no promise: {out:?}");
+        };
+        let bytes: usize = entries.iter().map(|e| e.value.size_bytes()).sum();
+        assert!(bytes <= 250, "a part of {bytes} bytes");
+        seen.extend(entries.iter().map(|e| e.slot.0));
+        if !more {
+            break;
+        }
+        from_slot = Slot(seen[seen.len() - 1] + 1);
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
 }

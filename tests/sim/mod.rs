@@ -90,6 +90,8 @@ pub struct Stats {
     pub crashes: usize,
     pub snapshots: usize,
     pub wipes: usize,
+    /// Promises cut by bytes (more parts followed).
+    pub promise_parts: usize,
 }
 
 enum Ev {
@@ -250,6 +252,8 @@ impl Sim {
             compact_wait_for_all_replicas: !self.opts.aggressive_compaction,
             log_retain_bytes: self.opts.log_retain_bytes,
             catchup_bytes_max: 2048,
+            // Promises come in parts whenever a log holds more than a few slots.
+            promise_bytes_max: 48,
             // Like `serve`: replica 0 stands first after every (re)start.
             lead_after_start: i == 0,
             faults: self.opts.faults.clone(),
@@ -429,6 +433,9 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, msg: Message) {
+        if matches!(msg, Message::Promise { more: true, .. }) {
+            self.stats.promise_parts += 1;
+        }
         if self.blocked[from][to] {
             return;
         }
