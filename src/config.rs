@@ -481,6 +481,23 @@ impl ReplicatedConfig {
                 "must be at least twice consensus.max_batch_bytes",
             ));
         }
+        // One client command (at most one Thrift message) always gets a slot of its own, so
+        // it must fit a WAL segment and a replica frame, or it would stop every replica.
+        let message = self.thrift.max_message_bytes as u64;
+        if self.storage.wal_segment_bytes < message * 2 {
+            return Err(bad(
+                "storage.wal_segment_bytes",
+                self.storage.wal_segment_bytes,
+                "must be at least twice thrift.max_message_bytes (one command fills a slot)",
+            ));
+        }
+        if (self.network.max_frame_bytes as u64) < message + (1 << 20) {
+            return Err(bad(
+                "network.max_frame_bytes",
+                self.network.max_frame_bytes,
+                "must exceed thrift.max_message_bytes by at least 1 MiB",
+            ));
+        }
         if self.storage.memtable_flush_interval.is_zero() {
             return Err(bad(
                 "storage.memtable_flush_interval",
@@ -601,6 +618,22 @@ mod tests {
             .apply_env(|k| (k == "THRIFT_PORT").then(|| "seventy".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("THRIFT_PORT"), "{err}");
+    }
+
+    #[test]
+    fn one_command_must_fit_a_wal_segment_and_a_replica_frame() {
+        let mut c = ReplicatedConfig::default();
+        c.storage.wal_segment_bytes = 16 << 20;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("storage.wal_segment_bytes") && e.contains("max_message_bytes"),
+            "{e}"
+        );
+        c.thrift.max_message_bytes = 8 << 20;
+        c.validate().unwrap();
+        c.network.max_frame_bytes = 8 << 20;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("network.max_frame_bytes"), "{e}");
     }
 
     #[test]

@@ -68,8 +68,9 @@ fn a_replica_down_for_a_gib_of_writes_is_rebuilt_by_snapshot_and_the_survivors_s
     let mut cluster = Cluster::start(&format!(
         "log_retain_bytes = {LOG_RETAIN}\nsnapshot_chunk_bytes = {}\n\
          [storage]\nwal_segment_bytes = {WAL_SEGMENT}\nmvcc_window_versions = 2000\n\
-         memtable_flush_interval = \"500ms\"\n",
-        MIB
+         memtable_flush_interval = \"500ms\"\n[thrift]\nmax_message_bytes = {}\n",
+        MIB,
+        WAL_SEGMENT / 2
     ));
     let primary = cluster.primary();
     let down = (primary + 1) % 3;
@@ -270,4 +271,41 @@ fn rolling_disk_replacement_rebuilds_every_node_from_its_peers_and_loses_nothing
             assert_eq!(got.as_deref(), Some(v.as_str()), "node {i} at the end");
         }
     }
+}
+
+#[test]
+fn a_read_forwarded_to_a_primary_that_never_answers_times_out_instead_of_hanging() {
+    let cluster = Cluster::start("commit_timeout = \"2s\"\nelection_timeout_min = \"5s\"\n");
+    let p = cluster.primary();
+    let f = (p + 1) % 3;
+    let mut c = cluster.client(f);
+    set(&mut c, "k", "v").unwrap();
+    assert_eq!(get(&mut c, "k").unwrap().as_deref(), Some("v"));
+    // Cut the follower off: it still believes in the primary (the election timeout is long),
+    // forwards the read's ReadIndex, and no answer can come back.
+    let r = c
+        .set_fault_injection(FaultInjectionRequest::new(
+            "partition".to_string(),
+            None,
+            None::<i32>,
+            format!("replica:{f}"),
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    drop(c);
+    let addr = cluster.nodes[f].addr;
+    std::thread::spawn(move || {
+        let mut c = client(addr, false);
+        let _ = tx.send(get(&mut c, "k"));
+    });
+    let answer = rx
+        .recv_timeout(Duration::from_secs(8))
+        .expect("the read hung: no answer within 8 s");
+    assert!(
+        answer.is_err(),
+        "an isolated replica served a linearizable read: {answer:?}"
+    );
+    eprintln!("answer after {:?}: {answer:?}", started.elapsed());
 }

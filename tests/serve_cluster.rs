@@ -190,7 +190,8 @@ fn metrics_endpoint_reports_requests_and_replicas() {
 fn wal_segments_are_released_once_every_replica_applied() {
     // 1 MiB segments and ~6 MiB of writes: without retention each replica keeps 6+ segments.
     let server = Server::start_with_config(
-        "[consensus]\nmax_batch_bytes = 131072\n[storage]\nwal_segment_bytes = 1048576\n",
+        "[consensus]\nmax_batch_bytes = 131072\n[storage]\nwal_segment_bytes = 1048576\n\
+         [thrift]\nmax_message_bytes = 262144\nmax_value_bytes = 131072\n",
         &[],
     );
     let mut c = server.client();

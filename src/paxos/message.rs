@@ -104,6 +104,13 @@ pub enum Message {
     },
 }
 
+/// Ballots at or above this are refused: far beyond any real run (a ballot per election, a
+/// billion elections a second for 290 years), and `next_owned_by` cannot wrap below it.
+pub const BALLOT_LIMIT: u64 = 1 << 63;
+/// Slots at or above this are refused: 2^48 slots is 89 years at 100k slots a second, and a
+/// corrupt slot near `u64::MAX` would make a new primary fill the gap with no-ops forever.
+pub const SLOT_LIMIT: u64 = 1 << 48;
+
 const TAG_PREVOTE: u8 = 1;
 const TAG_PREVOTE_REPLY: u8 = 2;
 const TAG_PREPARE: u8 = 3;
@@ -137,6 +144,52 @@ impl Message {
             Message::CatchupRequest { .. }
             | Message::Catchup { .. }
             | Message::CatchupTruncated { .. } => None,
+        }
+    }
+
+    /// Every ballot and slot the message names is below `BALLOT_LIMIT` / `SLOT_LIMIT`.
+    pub fn is_sane(&self) -> bool {
+        let b = |b: &Ballot| b.0 < BALLOT_LIMIT;
+        let s = |s: &Slot| s.0 < SLOT_LIMIT;
+        if !self.ballot().as_ref().is_none_or(b) {
+            return false;
+        }
+        match self {
+            Message::PreVote { .. }
+            | Message::PreVoteReply { .. }
+            | Message::Nack { .. }
+            | Message::TimeoutNow { .. } => true,
+            Message::Prepare { from_slot, .. } => s(from_slot),
+            Message::Promise {
+                log_start,
+                commit_upto,
+                entries,
+                ..
+            } => {
+                s(log_start) && s(commit_upto) && entries.iter().all(|e| s(&e.slot) && b(&e.ballot))
+            }
+            Message::Accept {
+                slot, commit_upto, ..
+            } => s(slot) && s(commit_upto),
+            Message::Accepted { slot, .. } => s(slot),
+            Message::Commit { commit_upto, .. } => s(commit_upto),
+            Message::Heartbeat {
+                commit_upto,
+                compact_upto,
+                log_end,
+                ..
+            } => s(commit_upto) && s(compact_upto) && s(log_end),
+            Message::HeartbeatAck {
+                commit_upto,
+                applied_upto,
+                ..
+            } => s(commit_upto) && s(applied_upto),
+            Message::CatchupRequest { from_slot } => s(from_slot),
+            Message::Catchup {
+                entries,
+                commit_upto,
+            } => s(commit_upto) && entries.iter().all(|(slot, _)| s(slot)),
+            Message::CatchupTruncated { log_start } => s(log_start),
         }
     }
 

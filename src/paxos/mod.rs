@@ -58,7 +58,7 @@ mod types;
 pub use codec::{DecodeError, CODEC_VERSION};
 pub use config::{ConfigError, Faults, PaxosConfig, REPLICA_COUNT_MAX};
 pub use io::{Event, Input, Outputs, Rejection};
-pub use message::{Message, PromiseEntry};
+pub use message::{Message, PromiseEntry, BALLOT_LIMIT, SLOT_LIMIT};
 pub use record::{AcceptedValue, DurableState, Record};
 pub use replica::Replica;
 pub use types::{Ballot, Batch, Lsn, ReadId, ReplicaId, Slot, Value, View};

@@ -114,7 +114,9 @@ impl Replica {
         match input {
             Input::Tick { now_ms, random } => self.on_tick(now_ms, random, out),
             Input::Message { from, message } => {
-                if from.0 < self.cfg.replica_count && from != self.me {
+                // A message naming an absurd ballot or slot is dropped (a corrupt or buggy
+                // peer must not wrap ballots or make a primary fill 2^62 slots with no-ops).
+                if from.0 < self.cfg.replica_count && from != self.me && message.is_sane() {
                     self.on_message(from, message, out);
                 }
             }

@@ -528,3 +528,51 @@ fn a_promise_larger_than_its_byte_limit_comes_in_parts_that_cover_every_entry() 
     }
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
 }
+
+#[test]
+fn messages_with_absurd_ballots_or_slots_change_nothing() {
+    let mut r = replica(1);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let from = ReplicaId(0);
+    let huge = Message::Prepare {
+        ballot: Ballot(u64::MAX),
+        from_slot: Slot(1),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from,
+            message: huge,
+        },
+    );
+    assert!(out.sends.is_empty() && out.persist.is_empty(), "{out:?}");
+    assert_eq!(r.promised(), Ballot(0));
+    let far = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(1 << 62),
+        value: batch(b"a"),
+        commit_upto: Slot(0),
+    };
+    let out = step(&mut r, Input::Message { from, message: far });
+    assert!(out.sends.is_empty() && out.persist.is_empty(), "{out:?}");
+    // A sane message right after is handled as usual.
+    let prepare = Message::Prepare {
+        ballot: Ballot(3),
+        from_slot: Slot(1),
+    };
+    let out = step(
+        &mut r,
+        Input::Message {
+            from,
+            message: prepare,
+        },
+    );
+    assert_eq!(out.persist.len(), 1);
+    assert_eq!(r.promised(), Ballot(3));
+}

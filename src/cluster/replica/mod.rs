@@ -314,9 +314,10 @@ struct Shell {
     reads: HashMap<u64, ReadWaiter>,
     next_read: u64,
     /// Reads whose index is known, waiting for the store: slot → waiters.
-    waiting_reads: BTreeMap<u64, Vec<ReadWaiter>>,
+    waiting_reads: BTreeMap<u64, Vec<(Instant, ReadWaiter)>>,
     /// Reads this replica forwarded to the primary: id → waiter.
-    forwarded_reads: HashMap<u64, oneshot::Sender<Result<(), ServiceError>>>,
+    /// Reads this replica forwarded to the primary: id → (deadline, waiter).
+    forwarded_reads: HashMap<u64, (Instant, oneshot::Sender<Result<(), ServiceError>>)>,
     applied: u64,
     /// What the store had applied when this replica started (it may be ahead of the core).
     store_applied: u64,
@@ -421,7 +422,7 @@ impl Shell {
                     let id = u64::from_le_bytes(a);
                     a.copy_from_slice(&m.payload[9..17]);
                     let slot = u64::from_le_bytes(a);
-                    if let Some(w) = self.forwarded_reads.remove(&id) {
+                    if let Some((_, w)) = self.forwarded_reads.remove(&id) {
                         if m.payload[8] == 1 {
                             self.read_at(slot, ReadWaiter::Local(w));
                         } else {
@@ -669,6 +670,7 @@ impl Shell {
             }
         }
         self.expire_snapshot_sessions();
+        self.expire_reads(now);
         self.shared
             .log_bytes
             .store(self.core.log_bytes(), Ordering::Relaxed);
@@ -732,7 +734,7 @@ impl Shell {
                 let _ = r.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
             }
         }
-        for (_, w) in self.forwarded_reads.drain() {
+        for (_, (_, w)) in self.forwarded_reads.drain() {
             let _ = w.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
         }
     }

@@ -2,6 +2,7 @@
 //! at the primary), then for this replica's store to apply through the read index.
 
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -21,7 +22,8 @@ impl Shell {
             ) if p.0 != self.id => {
                 let id = self.next_read;
                 self.next_read += 1;
-                self.forwarded_reads.insert(id, reply);
+                let deadline = Instant::now() + self.commit_timeout;
+                self.forwarded_reads.insert(id, (deadline, reply));
                 self.outbound.send(
                     p.0,
                     FrameKind::ReadIndexRequest,
@@ -49,10 +51,30 @@ impl Shell {
         }
     }
 
-    /// Serves `w` once this replica has applied through `slot`.
+    /// Serves `w` once this replica has applied through `slot`; a replica far behind (or
+    /// installing a snapshot) refuses at once with a retryable error instead of letting the
+    /// client wait for it to catch up.
     pub(super) fn read_at(&mut self, slot: u64, w: ReadWaiter) {
+        let behind = slot.saturating_sub(self.applied);
+        if behind > READ_LAG_MAX_SLOTS || (behind > 0 && self.receiving.is_some()) {
+            if let ReadWaiter::Local(r) = w {
+                let _ = r.send(Err(err(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "replica {} is {behind} slots behind the primary (catching up); retry, \
+                         or read through the primary",
+                        self.id
+                    ),
+                )));
+            }
+            return;
+        }
         if self.applied < slot {
-            self.waiting_reads.entry(slot).or_default().push(w);
+            let deadline = Instant::now() + self.commit_timeout;
+            self.waiting_reads
+                .entry(slot)
+                .or_default()
+                .push((deadline, w));
             // Ask the apply thread for wake-ups, then look again: it may have passed `slot`
             // before it saw the request.
             self.shared.notify_applied.store(true, Ordering::SeqCst);
@@ -77,7 +99,7 @@ impl Shell {
             if *entry.key() > self.applied {
                 break;
             }
-            for w in entry.remove() {
+            for (_, w) in entry.remove() {
                 if let ReadWaiter::Local(r) = w {
                     let _ = r.send(Ok(()));
                 }
@@ -87,4 +109,38 @@ impl Shell {
             self.shared.notify_applied.store(false, Ordering::SeqCst);
         }
     }
+
+    /// Reads that waited past `consensus.commit_timeout` (for the primary's answer or for
+    /// this replica's store) get `TIMEOUT` instead of waiting forever.
+    pub(super) fn expire_reads(&mut self, now: Instant) {
+        let expired = |d: &Instant| *d <= now;
+        let lost: Vec<u64> = self
+            .forwarded_reads
+            .iter()
+            .filter(|(_, (d, _))| expired(d))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some((_, r)) = self.forwarded_reads.remove(&id) {
+                let _ = r.send(Err(err(
+                    ErrorCode::Timeout,
+                    "the primary did not confirm the read in time; retry",
+                )));
+            }
+        }
+        for waiters in self.waiting_reads.values_mut() {
+            for (_, w) in waiters.extract_if(.., |(d, _)| expired(d)) {
+                if let ReadWaiter::Local(r) = w {
+                    let _ = r.send(Err(err(
+                        ErrorCode::Timeout,
+                        "this replica did not catch up with the read index in time; retry",
+                    )));
+                }
+            }
+        }
+        self.waiting_reads.retain(|_, v| !v.is_empty());
+    }
 }
+
+/// A read on a replica this many slots behind the read index is refused at once.
+const READ_LAG_MAX_SLOTS: u64 = 100_000;
