@@ -214,6 +214,16 @@ fn a_replica_down_for_a_gib_of_writes_is_rebuilt_by_snapshot_and_the_survivors_s
     assert_eq!(v.as_deref(), Some("1"));
 }
 
+/// A child process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Waits until `f` holds, or fails with `what`.
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + LIVENESS;
@@ -308,4 +318,67 @@ fn a_read_forwarded_to_a_primary_that_never_answers_times_out_instead_of_hanging
         "an isolated replica served a linearizable read: {answer:?}"
     );
     eprintln!("answer after {:?}: {answer:?}", started.elapsed());
+}
+
+#[test]
+fn a_damaged_wal_stops_the_replica_loudly_and_rebuild_restores_it_from_its_peers() {
+    let mut cluster = Cluster::start("");
+    let mut acked = Vec::new();
+    for i in 0..200 {
+        let (k, v) = (format!("key{i}"), format!("value{i}"));
+        eventually(&cluster, "a write", |c| set(c, &k, &v));
+        acked.push((k, v));
+    }
+    let p = cluster.primary();
+    let f = (p + 1) % 3;
+    cluster.kill(f);
+    // Flip one byte early in the replica's active WAL segment: acknowledged records follow.
+    let wal_dir = cluster.node_dir(f).join(format!("wal/replica_{f}"));
+    let mut segments: Vec<_> = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    let active = segments.last().expect("a wal segment").clone();
+    let mut bytes = std::fs::read(&active).unwrap();
+    bytes[100] ^= 0x10;
+    std::fs::write(&active, &bytes).unwrap();
+
+    let (child, _rx) = common::spawn_child(&cluster.nodes[f].args);
+    let mut child = KillOnDrop(child);
+    let deadline = Instant::now() + LIVENESS;
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a replica with a damaged WAL kept running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a damaged WAL must stop the replica");
+
+    // Traffic goes on; then the operator restarts it with --rebuild.
+    for i in 200..250 {
+        let (k, v) = (format!("key{i}"), format!("value{i}"));
+        eventually(&cluster, "a write", |c| set(c, &k, &v));
+        acked.push((k, v));
+    }
+    cluster.nodes[f].args.push("--rebuild".into());
+    cluster.restart(f);
+    let moved = std::fs::read_dir(cluster.node_dir(f).join("wal"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().contains(".moved-"))
+        })
+        .count();
+    assert_eq!(moved, 1, "the damaged WAL is kept aside for inspection");
+    let mut c = cluster.client(f);
+    for (k, v) in &acked {
+        let got = eventually(&cluster, "read on the rebuilt node", |_| get(&mut c, k));
+        assert_eq!(got.as_deref(), Some(v.as_str()), "{k} on the rebuilt node");
+    }
 }

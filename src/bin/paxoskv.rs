@@ -94,6 +94,11 @@ struct NodeArgs {
     /// Every replica's transport address, in id order: host:port,host:port,...
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Move this replica's WAL and data aside (renamed `*.moved-<unix time>`) and rebuild it
+    /// from its peers: for a replica that refuses to start on a damaged WAL or store. It
+    /// starts without a vote until rebuilt, so the other replicas must be up.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 #[derive(Args)]
@@ -205,9 +210,33 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         config.replicated.replica_count = a.peers.len() as u32;
     }
     config.validate()?;
+    if a.rebuild {
+        move_aside(&config.replica_wal_dir(a.id))?;
+        move_aside(&config.replica_data_dir(a.id))?;
+    }
     let stop = signals::block_termination()?;
     let store = ReplicatedKvStore::new_node(config.clone(), a.id)?;
     run_cluster(store, config, stop)
+}
+
+/// Renames `dir` to `<dir>.moved-<unix seconds>` (nothing to do if it does not exist).
+fn move_aside(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut to = dir.as_os_str().to_owned();
+    to.push(format!(".moved-{secs}"));
+    std::fs::rename(dir, &to).with_context(|| format!("cannot move {} aside", dir.display()))?;
+    eprintln!(
+        "paxoskv: moved {} to {}; this replica rebuilds from its peers",
+        dir.display(),
+        std::path::Path::new(&to).display()
+    );
+    Ok(())
 }
 
 /// The start-up sequence: stores and ports (done by `new`), replicas, a primary, then the
@@ -228,6 +257,9 @@ fn run_cluster(
             store.shutdown();
             return Ok(());
         }
+        if let Some(e) = store.all_failed() {
+            anyhow::bail!("every replica of this process stopped: {e}");
+        }
         tracing::warn!("no primary yet (a majority of replicas must be up)");
     }
     let front = paxoskv::front::start_front(
@@ -247,7 +279,15 @@ fn run_cluster(
     if let Some(m) = front.metrics_addr {
         println!("paxoskv metrics on http://{m}/metrics");
     }
-    stop.wait();
+    // A process whose replicas all stopped on a fatal error (a failed fsync, a damaged WAL)
+    // exits non-zero instead of serving errors forever; a supervisor sees it.
+    while !stop.wait_for(Duration::from_millis(500)) {
+        if let Some(e) = store.all_failed() {
+            tracing::error!(error = %e, "every replica of this process stopped; exiting");
+            eprintln!("paxoskv: every replica of this process stopped: {e}");
+            std::process::exit(1);
+        }
+    }
     tracing::info!("shutting down: closing the Thrift port and draining requests in flight");
     let mut front = front;
     if !front.stop_and_drain(Duration::from_secs(5)) {
@@ -282,7 +322,7 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
     if let Some(m) = front.metrics_addr {
         println!("paxoskv metrics on http://{m}/metrics");
     }
-    stop.wait();
+    while !stop.wait_for(Duration::from_secs(3600)) {}
     std::process::exit(0);
 }
 
@@ -380,12 +420,14 @@ mod signals {
         pub fn requested(&self) -> bool {
             self.seen.load(Ordering::SeqCst)
         }
-        pub fn wait(&self) {
+        /// Waits for a termination signal for at most `d`; true once one arrived.
+        pub fn wait_for(&self, d: std::time::Duration) -> bool {
             let (m, cv) = &*self.flag;
-            let mut done = m.lock().unwrap_or_else(|e| e.into_inner());
-            while !*done {
-                done = cv.wait(done).unwrap_or_else(|e| e.into_inner());
-            }
+            let done = m.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, _) = cv
+                .wait_timeout_while(done, d, |done| !*done)
+                .unwrap_or_else(|e| e.into_inner());
+            *done
         }
     }
 

@@ -242,9 +242,11 @@ impl ReplicatedKvStore {
                     })
                     .detach();
                     let id = params.id;
+                    let shared = params.shared.clone();
                     let r = replica::run_replica(params).await;
                     if let Err(e) = &r {
                         tracing::error!(replica = id, error = %e, "replica stopped");
+                        *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
                     }
                     // The front may live on this executor: serve it until the store stops.
                     let _ = stopped.await;
@@ -343,6 +345,27 @@ impl ReplicatedKvStore {
 
     /// Waits until a request could be sent: a local primary, or (one replica per process) a
     /// local replica that knows a primary.
+    /// The error of the first replica, when every local replica stopped on a fatal error.
+    pub fn all_failed(&self) -> Option<String> {
+        let mut first = None;
+        for r in &self.running {
+            let f = r
+                .local
+                .shared
+                .failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match f {
+                Some(e) => {
+                    first.get_or_insert(format!("replica {}: {e}", r.local.id));
+                }
+                None => return None,
+            }
+        }
+        first
+    }
+
     pub fn wait_for_primary(&self, timeout: Duration) -> Option<u32> {
         let deadline = Instant::now() + timeout;
         loop {

@@ -27,6 +27,8 @@ pub struct ReplicaShared {
     pub inject_wal_failure: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
+    /// Why the replica stopped on a fatal error, once it did.
+    pub failure: std::sync::Mutex<Option<String>>,
     /// Unix ms when each peer was last heard from.
     pub last_heard_unix_ms: Vec<AtomicI64>,
     pub started: Instant,
@@ -71,6 +73,7 @@ impl ReplicaShared {
             notify_applied: AtomicBool::new(false),
             inject_wal_failure: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            failure: std::sync::Mutex::new(None),
             last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),
             started: Instant::now(),
             faults: Arc::new(TransportFaults::default()),

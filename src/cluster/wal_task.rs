@@ -27,12 +27,15 @@ pub(super) async fn run_wal(
     rx: LocalReceiver<WalCmd>,
     ev: Rc<LocalSender<Ev>>,
     mut promised: paxos::Ballot,
+    recovered_max_slot: Slot,
     shared: Arc<ReplicaShared>,
 ) {
     let mut buf = Vec::with_capacity(64 << 10);
     // (last wal lsn of a sync group, highest slot accepted in or before it)
     let mut groups: VecDeque<(WalLsn, Slot)> = VecDeque::new();
-    let mut max_slot = Slot(0);
+    // Starts at the highest slot accepted in the recovered segments: a group written after a
+    // restart (say, a lone Promise) must not let a cut drop older segments holding accepts.
+    let mut max_slot = recovered_max_slot;
     // The wal lsn of the latest re-written promise that is durable; segments before it may go.
     let mut promise_safe = wal.next_lsn();
     let mut segments = wal.segment_count();

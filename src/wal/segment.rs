@@ -70,13 +70,72 @@ fn encode_record(out: &mut Vec<u8>, lsn: Lsn, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// The high bit of a record's length word marks the last record of a group commit.
+const GROUP_END: u32 = 1 << 31;
+
+/// Marks the record starting at `start` of `buf` as the last of its group commit.
+fn mark_group_end(buf: &mut [u8], start: usize) {
+    if let Some(w) = buf.get_mut(start..start + 4) {
+        let len = u32::from_le_bytes([w[0], w[1], w[2], w[3]]) | GROUP_END;
+        w.copy_from_slice(&len.to_le_bytes());
+    }
+}
+
+/// A valid record at `pos` of `data` with an LSN in `lsns`: (lsn, end offset, group end).
+fn record_at(data: &[u8], pos: usize, lsns: std::ops::Range<u64>) -> Option<(u64, usize, bool)> {
+    let h = data.get(pos..pos + RECORD_HEADER_BYTES)?;
+    let word = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let len = (word & !GROUP_END) as usize;
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&h[8..16]);
+    let lsn = u64::from_le_bytes(l);
+    if !lsns.contains(&lsn) {
+        return None;
+    }
+    let start = pos + RECORD_HEADER_BYTES;
+    let payload = data.get(start..start.checked_add(len)?)?;
+    let c = crc32c::crc32c_append(crc32c::crc32c(&lsn.to_le_bytes()), payload);
+    (c == crc).then_some((lsn, start + len, word & GROUP_END != 0))
+}
+
+/// After a damaged record at `end` of the active segment: is the damage only a torn tail?
+/// A group commit is written only after the previous one completed, so a torn write can only
+/// hit the last group. If a complete group (one that ends with a group-end record) lies past
+/// the damage and more records follow it, the damaged group was acknowledged: that is
+/// corruption, not a torn tail. Returns the LSN of the first record past the damage that
+/// proves it, if any.
+fn acknowledged_records_after(data: &[u8], end: usize, next: Lsn) -> Option<u64> {
+    let lsns = next.0..next.0.saturating_add(1 << 32);
+    let mut group_end_seen = false;
+    let mut pos = end + 1;
+    while pos + RECORD_HEADER_BYTES <= data.len() {
+        // A record's LSN (bytes 8..16 of its header) is never zero: skip zeroed stretches.
+        let Some(nz) = data[pos + 8..].iter().position(|&b| b != 0) else {
+            break;
+        };
+        pos = (pos + 8 + nz).saturating_sub(15).max(pos);
+        match record_at(data, pos, lsns.clone()) {
+            Some((lsn, rec_end, group_end)) => {
+                if group_end_seen {
+                    return Some(lsn);
+                }
+                group_end_seen = group_end;
+                pos = rec_end;
+            }
+            None => pos += 1,
+        }
+    }
+    None
+}
+
 /// Parses records from `data` starting at `lsn`; returns them and the end offset of the last
 /// valid one. Stops at zero length, a bad CRC, an LSN out of sequence, or the end of `data`.
 fn parse_records(data: &[u8], mut lsn: Lsn, out: &mut Vec<(Lsn, Bytes)>) -> usize {
     let mut pos = 0usize;
     while data.len() - pos >= RECORD_HEADER_BYTES {
         let h = &data[pos..pos + RECORD_HEADER_BYTES];
-        let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        let len = (u32::from_le_bytes([h[0], h[1], h[2], h[3]]) & !GROUP_END) as usize;
         let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
         let mut l = [0u8; 8];
         l.copy_from_slice(&h[8..16]);
@@ -271,6 +330,16 @@ impl Wal {
             next = Lsn(next.0 + (records.len() - before) as u64);
             let is_last = i + 1 == count;
             if is_last {
+                if let Some(lsn) = acknowledged_records_after(&data, end, next) {
+                    return Err(WalError::Corrupt(format!(
+                        "segment {} is damaged at offset {end} (lsn {}), and complete group \
+                         commits follow it (lsn {lsn}): acknowledged records would be lost. \
+                         The replica refuses to start; restart it with --rebuild to move its \
+                         state aside and rebuild it from its peers",
+                        seg.path.display(),
+                        next.0
+                    )));
+                }
                 active = Some((f, end as u64));
             } else {
                 // A full segment's unused end is zeros; anything else means damage mid-log.
@@ -281,7 +350,8 @@ impl Wal {
                     && data.len() - end >= RECORD_HEADER_BYTES
                 {
                     return Err(WalError::Corrupt(format!(
-                        "segment {} is damaged at offset {end}, before the end of the log",
+                        "segment {} is damaged at offset {end}, before the end of the log; \
+                         restart the replica with --rebuild to rebuild it from its peers",
                         seg.path.display()
                     )));
                 }
@@ -420,8 +490,11 @@ impl Wal {
     }
 
     async fn write_pending(&mut self) -> Result<(), WalError> {
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         let starts = std::mem::take(&mut self.pending_starts);
+        if let Some(&last) = starts.last() {
+            mark_group_end(&mut pending, last);
+        }
         let first_lsn = Lsn(self.next_lsn.0 - starts.len() as u64);
         let mut i = 0;
         while i < starts.len() {
@@ -594,6 +667,51 @@ mod tests {
             let (_wal, recs) = Wal::open(&d, 64 << 10, false).await.unwrap();
             assert_eq!(recs.first().unwrap().0, first);
             assert_eq!(recs.last().unwrap().0, Lsn(301));
+        });
+    }
+
+    #[test]
+    fn damage_before_later_acknowledged_group_commits_is_refused_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let d2 = d.clone();
+        run(move || async move {
+            let (mut wal, _) = Wal::open(&d, 64 << 10, false).await.unwrap();
+            // Three group commits of three records each.
+            for g in 0..3u8 {
+                for i in 0..3u8 {
+                    wal.append(&[g * 10 + i; 100]).unwrap();
+                }
+                wal.sync().await.unwrap();
+            }
+            wal.close().await.unwrap();
+        });
+        let seg = std::fs::read_dir(&d2)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(SEGMENT_SUFFIX))
+            .unwrap();
+        let clean = std::fs::read(&seg).unwrap();
+        let rec = 100 + RECORD_HEADER_BYTES;
+        // A flipped byte in the first group: two acknowledged groups follow it.
+        let mut bytes = clean.clone();
+        bytes[rec + RECORD_HEADER_BYTES + 7] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+        let d3 = d2.clone();
+        run(move || async move {
+            match Wal::open(&d3, 64 << 10, true).await {
+                Err(WalError::Corrupt(m)) => assert!(m.contains("--rebuild"), "{m}"),
+                Err(e) => panic!("unexpected error {e}"),
+                Ok((_, recs)) => panic!("damage mid-log was cut silently: {} records", recs.len()),
+            }
+        });
+        // The same damage in the last group is a torn tail: cut it.
+        let mut bytes = clean;
+        bytes[7 * rec + RECORD_HEADER_BYTES + 7] ^= 0x01;
+        std::fs::write(&seg, &bytes).unwrap();
+        run(move || async move {
+            let (_, recs) = Wal::open(&d2, 64 << 10, true).await.unwrap();
+            assert_eq!(recs.len(), 7, "the torn last group is cut at the damage");
         });
     }
 

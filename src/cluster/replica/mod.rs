@@ -130,6 +130,14 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     }
     drop(decoded);
     let promised = durable.promised;
+    // Segments recovered from disk may hold accepts up to here: no cut may drop them before
+    // the store covers that slot.
+    let recovered_max_slot = durable
+        .accepted
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(Slot(0));
     let incarnation = super::incarnation::next_incarnation(&p.wal_dir)?;
     tracing::info!(
         replica = p.id,
@@ -154,6 +162,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         wal_rx,
         ev_tx.clone(),
         promised,
+        recovered_max_slot,
         p.shared.clone(),
     ))
     .detach();
