@@ -89,53 +89,80 @@ fn library_lifecycle_and_restart() {
     store.shutdown();
 }
 
+/// Disk faults, one at a time: the replica that hits one stops cleanly, the two others carry
+/// on, and after a restart on the same directories the stopped replica recovers everything.
 #[test]
-fn a_failed_wal_sync_stops_that_replica_and_the_others_carry_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
-    store.start().unwrap();
-    let primary = store.wait_for_primary(Duration::from_secs(30)).unwrap();
-    store.execute_operation(set("before", "1")).unwrap();
-    let victim = (primary + 1) % 3;
-    let replicas = store.local_replicas();
-    replicas[victim as usize]
-        .shared
-        .inject_wal_failure
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    // The next write reaches the victim's WAL; its sync fails and the victim stops.
-    for i in 0..20 {
-        let o = store
-            .execute_operation(set(&format!("during{i}"), "x"))
-            .unwrap();
-        assert!(matches!(o, Outcome::Committed { .. }), "{o:?}");
+fn a_disk_fault_stops_that_replica_the_others_carry_on_and_it_recovers_after_restart() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    type Hook = fn(&paxoskv::cluster::shared::ReplicaShared) -> &AtomicBool;
+    let faults: [(&str, Hook); 3] = [
+        ("failed WAL fdatasync (EIO)", |s| &s.inject_wal_failure),
+        ("WAL append on a full disk (ENOSPC)", |s| {
+            &s.inject_wal_append_failure
+        }),
+        ("RocksDB write error in apply", |s| &s.inject_store_failure),
+    ];
+    for (what, hook) in faults {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
+        store.start().unwrap();
+        let primary = store.wait_for_primary(Duration::from_secs(30)).unwrap();
+        store.execute_operation(set("before", "1")).unwrap();
+        let victim = (primary + 1) % 3;
+        let replicas = store.local_replicas();
+        hook(&replicas[victim as usize].shared).store(true, SeqCst);
+        // The next writes reach the victim's WAL and store; it stops on the fault.
+        for i in 0..20 {
+            let o = store
+                .execute_operation(set(&format!("during{i}"), "x"))
+                .unwrap();
+            assert!(matches!(o, Outcome::Committed { .. }), "{what}: {o:?}");
+        }
+        let started = std::time::Instant::now();
+        while replicas[victim as usize].shared.is_running() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{what}: the replica kept running"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!store.is_healthy(), "{what}: a stopped replica is reported");
+        // The two others still form a majority and keep committing.
+        let o = store.execute_operation(set("after", "2")).unwrap();
+        assert!(matches!(o, Outcome::Committed { .. }), "{what}: {o:?}");
+        drop(replicas);
+        store.shutdown();
+
+        // Restarted on the same directories, the victim has everything acknowledged.
+        let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
+        store.start().unwrap();
+        store.wait_for_primary(Duration::from_secs(30)).unwrap();
+        store.execute_operation(set("restarted", "3")).unwrap();
+        let replicas = store.local_replicas();
+        let r = &replicas[victim as usize];
+        let started = std::time::Instant::now();
+        while r
+            .reader
+            .get_latest("", b"restarted")
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}: the victim did not catch up after a restart"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for k in ["before", "after", "during0", "during19"] {
+            assert!(
+                r.reader.get_latest("", k.as_bytes()).unwrap().is_some(),
+                "{what}: the victim lost {k}"
+            );
+        }
+        drop(replicas);
+        store.shutdown();
     }
-    let started = std::time::Instant::now();
-    while replicas[victim as usize].shared.is_running() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the replica kept running after a failed sync"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(!store.is_healthy(), "a stopped replica is reported");
-    // The two others still form a majority and keep committing.
-    let o = store.execute_operation(set("after", "2")).unwrap();
-    assert!(matches!(o, Outcome::Committed { .. }), "{o:?}");
-    let live = replicas
-        .iter()
-        .find(|r| r.shared.is_running() && r.id != victim)
-        .unwrap();
-    let started = std::time::Instant::now();
-    while live.reader.get_latest("", b"after").unwrap().is_none() {
-        assert!(started.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(
-        live.reader.get_latest("", b"before").unwrap(),
-        Some(Bytes::from_static(b"1"))
-    );
-    drop(replicas);
-    store.shutdown();
 }
 
 /// In `serve` the Thrift front runs on replica 0's executor. A fatal error of replica 0 stops

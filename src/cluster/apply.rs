@@ -203,6 +203,16 @@ impl Applier {
         exec: &mut KvStoreExecutor,
         group: Vec<ApplyJob>,
     ) -> Result<(), String> {
+        if !group.is_empty()
+            && self
+                .shared
+                .inject_store_failure
+                .swap(false, Ordering::SeqCst)
+        {
+            let e = "rocksdb: IO error: injected write failure".to_string();
+            tracing::error!(replica = self.shared.id, error = %e, "apply failed; this replica stops");
+            return Err(e);
+        }
         let mut outcomes = Vec::new();
         let r = apply_group(exec, group, &mut self.cmds, &mut outcomes);
         if !outcomes.is_empty() {

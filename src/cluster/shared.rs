@@ -25,6 +25,12 @@ pub struct ReplicaShared {
     /// Test hook: the next WAL group commit fails as a failed fdatasync would.
     #[doc(hidden)]
     pub inject_wal_failure: AtomicBool,
+    /// Test hook: the next WAL append fails as a full disk (ENOSPC) would.
+    #[doc(hidden)]
+    pub inject_wal_append_failure: AtomicBool,
+    /// Test hook: the next RocksDB write of the apply thread fails as an I/O error would.
+    #[doc(hidden)]
+    pub inject_store_failure: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
     /// Why the replica stopped on a fatal error, once it did.
@@ -72,6 +78,8 @@ impl ReplicaShared {
             durable_slot: AtomicU64::new(0),
             notify_applied: AtomicBool::new(false),
             inject_wal_failure: AtomicBool::new(false),
+            inject_wal_append_failure: AtomicBool::new(false),
+            inject_store_failure: AtomicBool::new(false),
             running: AtomicBool::new(false),
             failure: std::sync::Mutex::new(None),
             last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),

@@ -55,6 +55,14 @@ pub(super) async fn run_wal(
                     }
                     buf.clear();
                     rec.encode(&mut buf);
+                    if shared
+                        .inject_wal_append_failure
+                        .swap(false, Ordering::SeqCst)
+                    {
+                        let e = "No space left on device (os error 28, injected)";
+                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        return;
+                    }
                     if let Err(e) = wal.append(&buf) {
                         let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
                         return;
