@@ -104,6 +104,10 @@ pub struct ConsensusSection {
     /// a serving side idle this long releases its RocksDB snapshot.
     #[serde(with = "serde_str")]
     pub snapshot_timeout: Duration,
+    /// Committed slots a replica may hold that its store has not applied yet; past it the
+    /// replica refuses new client writes with `UNAVAILABLE` until apply catches up (the apply
+    /// queue stays bounded instead of growing while RocksDB falls behind).
+    pub max_apply_lag_slots: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -210,6 +214,7 @@ impl Default for ConsensusSection {
             log_retain_bytes: 256 << 20,
             snapshot_chunk_bytes: 4 << 20,
             snapshot_timeout: Duration::from_secs(10),
+            max_apply_lag_slots: 16_384,
         }
     }
 }
@@ -402,6 +407,7 @@ impl ReplicatedConfig {
             ("consensus.max_batch_bytes", c.max_batch_bytes),
             ("consensus.pipeline_depth", c.pipeline_depth as u64),
             ("consensus.max_pending_ops", c.max_pending_ops as u64),
+            ("consensus.max_apply_lag_slots", c.max_apply_lag_slots),
             (
                 "consensus.snapshot_chunk_bytes",
                 c.snapshot_chunk_bytes as u64,

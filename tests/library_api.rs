@@ -229,3 +229,56 @@ fn the_front_outlives_the_replica_whose_executor_hosts_it() {
     drop(replicas);
     store.shutdown();
 }
+
+#[test]
+fn writes_are_refused_while_the_store_lags_the_log_beyond_its_bound() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.consensus.max_apply_lag_slots = 4;
+    let mut store = ReplicatedKvStore::new(cfg).unwrap();
+    store.start().unwrap();
+    let primary = store.wait_for_primary(Duration::from_secs(30)).unwrap();
+    store.execute_operation(set("before", "1")).unwrap();
+    let replicas = store.local_replicas();
+    let shared = replicas[primary as usize].shared.clone();
+    shared.pause_apply.store(true, SeqCst);
+    let store = std::sync::Arc::new(store);
+    let mut writers = Vec::new();
+    for i in 0..12 {
+        let s = store.clone();
+        writers.push(std::thread::spawn(move || {
+            s.execute_operation(set(&format!("k{i}"), "v"))
+        }));
+        // Apart enough that each write gets a slot of its own.
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    shared.pause_apply.store(false, SeqCst);
+    let results: Vec<_> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    let refused = results
+        .iter()
+        .filter(|r| {
+            r.as_ref().is_err_and(|e| {
+                e.code == paxoskv::service::ErrorCode::Unavailable
+                    && e.message.contains("max_apply_lag_slots")
+            })
+        })
+        .count();
+    let committed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Outcome::Committed { .. })))
+        .count();
+    assert!(
+        refused >= 1,
+        "nothing refused while apply lagged: {results:?}"
+    );
+    assert!(
+        committed >= 4,
+        "writes within the bound wait and commit: {results:?}"
+    );
+    assert_eq!(refused + committed, results.len(), "{results:?}");
+    drop(replicas);
+    if let Ok(store) = std::sync::Arc::try_unwrap(store) {
+        store.shutdown();
+    }
+}

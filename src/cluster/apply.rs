@@ -203,6 +203,9 @@ impl Applier {
         exec: &mut KvStoreExecutor,
         group: Vec<ApplyJob>,
     ) -> Result<(), String> {
+        while self.shared.pause_apply.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if !group.is_empty()
             && self
                 .shared

@@ -214,6 +214,7 @@ impl ReplicatedKvStore {
                 wal_segment_bytes: self.config.storage.wal_segment_bytes,
                 wal_dsync: self.config.storage.wal_dsync,
                 commit_timeout: self.config.consensus.commit_timeout,
+                max_apply_lag_slots: self.config.consensus.max_apply_lag_slots,
                 applied_slot,
                 jobs: jobs_tx,
                 snapshot,

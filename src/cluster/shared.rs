@@ -31,6 +31,9 @@ pub struct ReplicaShared {
     /// Test hook: the next RocksDB write of the apply thread fails as an I/O error would.
     #[doc(hidden)]
     pub inject_store_failure: AtomicBool,
+    /// Test hook: the apply thread applies nothing while this is set.
+    #[doc(hidden)]
+    pub pause_apply: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
     /// Why the replica stopped on a fatal error, once it did.
@@ -80,6 +83,7 @@ impl ReplicaShared {
             inject_wal_failure: AtomicBool::new(false),
             inject_wal_append_failure: AtomicBool::new(false),
             inject_store_failure: AtomicBool::new(false),
+            pause_apply: AtomicBool::new(false),
             running: AtomicBool::new(false),
             failure: std::sync::Mutex::new(None),
             last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),

@@ -85,6 +85,7 @@ pub struct ReplicaParams {
     pub wal_segment_bytes: u64,
     pub wal_dsync: bool,
     pub commit_timeout: Duration,
+    pub max_apply_lag_slots: u64,
     pub applied_slot: u64,
     pub jobs: crossbeam::channel::Sender<ApplyWork>,
     pub snapshot: SnapshotParams,
@@ -233,6 +234,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         applied: base,
         store_applied: p.applied_slot,
         commit_timeout: p.commit_timeout,
+        max_apply_lag_slots: p.max_apply_lag_slots,
         last_housekeeping: Instant::now(),
         last_compact: Instant::now(),
         compacted: Slot(base),
@@ -331,6 +333,7 @@ struct Shell {
     /// What the store had applied when this replica started (it may be ahead of the core).
     store_applied: u64,
     commit_timeout: Duration,
+    max_apply_lag_slots: u64,
     last_housekeeping: Instant,
     last_compact: Instant,
     compacted: Slot,
@@ -449,6 +452,19 @@ impl Shell {
     fn on_client(&mut self, c: ClientMsg) {
         match c {
             ClientMsg::Propose { command, reply } => {
+                let commit = self.shared.commit_slot.load(Ordering::Relaxed);
+                let applied = self.shared.applied_slot.load(Ordering::Relaxed);
+                let lag = commit.saturating_sub(applied);
+                if lag > self.max_apply_lag_slots && self.receiving.is_none() {
+                    let _ = reply.send(Err(err(
+                        ErrorCode::Unavailable,
+                        format!(
+                            "the store is {lag} slots behind the log \
+                             (consensus.max_apply_lag_slots); retry"
+                        ),
+                    )));
+                    return;
+                }
                 let req = self.next_request;
                 self.next_request += 1;
                 self.pending.insert(req, reply);
