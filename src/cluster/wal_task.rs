@@ -149,3 +149,97 @@ pub(super) async fn run_wal(
     }
     let _ = wal.close().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::paxos::{Ballot, Batch, Value};
+    use glommio::channels::local_channel;
+
+    const SEGMENT: u64 = 8 << 10;
+
+    fn accept(slot: u64) -> Vec<u8> {
+        let value = Value::Batch(Batch::new(vec![bytes::Bytes::from(vec![b'v'; 100])]));
+        let mut buf = Vec::new();
+        Record::Accept {
+            slot: Slot(slot),
+            ballot: Ballot(1),
+            value,
+        }
+        .encode(&mut buf);
+        buf
+    }
+
+    /// The slots of the Accept records a WAL in `dir` holds.
+    async fn accepted_slots(dir: &std::path::Path) -> Vec<u64> {
+        let (wal, records) = Wal::open(dir, SEGMENT, false).await.unwrap();
+        let _ = wal.close().await;
+        records
+            .iter()
+            .filter_map(|(_, b)| match Record::decode(b) {
+                Ok(Record::Accept { slot, .. }) => Some(slot.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_group_after_a_restart_cannot_cut_segments_holding_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                // Before the restart: accepts for slots 1..=200 over several segments.
+                let (mut wal, _) = Wal::open(&d, SEGMENT, false).await.unwrap();
+                for s in 1..=200 {
+                    wal.append(&accept(s)).unwrap();
+                }
+                wal.sync().await.unwrap();
+                wal.close().await.unwrap();
+                let before = accepted_slots(&d).await;
+                assert_eq!(before.len(), 200);
+
+                // After it: the store covers only slot 5; the task sees a Promise-only group,
+                // then enough records to rotate (which rewrites the promise), then a cut.
+                let (wal, _) = Wal::open(&d, SEGMENT, false).await.unwrap();
+                let first = wal.next_lsn().0;
+                let (tx, rx) = local_channel::new_unbounded::<WalCmd>();
+                let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
+                let shared = Arc::new(ReplicaShared::new(0, String::new(), 1));
+                let task = glommio::spawn_local(run_wal(
+                    wal,
+                    rx,
+                    Rc::new(ev_tx),
+                    Ballot(1),
+                    Slot(200),
+                    shared,
+                ));
+                let mut lsn = first;
+                let mut send = |rec: Record| {
+                    let cmd = WalCmd::Append(paxos::Lsn(lsn), rec);
+                    lsn += 1;
+                    cmd
+                };
+                let _ = tx.try_send(send(Record::Promise { ballot: Ballot(2) }));
+                let _ = ev_rx.recv().await;
+                for _ in 0..400 {
+                    let _ = tx.try_send(send(Record::Promise { ballot: Ballot(2) }));
+                }
+                let _ = ev_rx.recv().await;
+                let _ = tx.try_send(WalCmd::Retain(Slot(5)));
+                let _ = tx.try_send(send(Record::Promise { ballot: Ballot(2) }));
+                let _ = ev_rx.recv().await;
+                drop(tx);
+                task.await;
+                let after = accepted_slots(&d).await;
+                assert!(
+                    (6..=200).all(|s| after.contains(&s)),
+                    "accepts above the cut were dropped: {} of 195 kept",
+                    after.iter().filter(|s| **s > 5).count()
+                );
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}
