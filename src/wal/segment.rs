@@ -45,6 +45,8 @@ pub struct Wal {
     next_lsn: Lsn,
     durable: Lsn,
     failed: bool,
+    /// Test hook: the next block write writes only half its bytes, as a short write would.
+    short_write_next: bool,
     /// The next segment, being prepared in the background (taken at rotation).
     spare: Option<Spare>,
     pub stats: WalStats,
@@ -430,6 +432,7 @@ impl Wal {
             next_lsn,
             durable: Lsn(next_lsn.0 - 1),
             failed: false,
+            short_write_next: false,
             spare: Some(start_spare(dir, segment_bytes)),
             stats: WalStats::default(),
         }
@@ -452,6 +455,12 @@ impl Wal {
         encode_record(&mut self.pending, lsn, payload);
         self.next_lsn = Lsn(lsn.0 + 1);
         Ok(lsn)
+    }
+
+    /// Test hook: the next write of the log writes only half of its bytes (a short write).
+    #[doc(hidden)]
+    pub fn inject_short_write(&mut self) {
+        self.short_write_next = true;
     }
 
     /// The last LSN known durable.
@@ -538,10 +547,27 @@ impl Wal {
         let keep_from = total - total % a;
         let new_tail = b[keep_from..total].to_vec();
         let path = self.active_path();
-        self.active
+        let buf = if std::mem::take(&mut self.short_write_next) {
+            let half = (padded / 2).div_ceil(a).max(1) * a;
+            let mut short = self.active.alloc_dma_buffer(half.min(padded));
+            let n = short.len();
+            short.as_bytes_mut().copy_from_slice(&buf.as_bytes()[..n]);
+            short
+        } else {
+            buf
+        };
+        let written = self
+            .active
             .write_at(buf, block_start)
             .await
             .map_err(|e| io_err(&path, e))?;
+        if written < padded {
+            // Never assume the rest landed: the records are not durable, and the log stops.
+            return Err(io_err(
+                &path,
+                format!("short write: {written} of {padded} bytes at offset {block_start}"),
+            ));
+        }
         self.stats.bytes_written += padded as u64;
         self.offset += bytes.len() as u64;
         self.tail = new_tail;
@@ -712,6 +738,40 @@ mod tests {
         run(move || async move {
             let (_, recs) = Wal::open(&d2, 64 << 10, true).await.unwrap();
             assert_eq!(recs.len(), 7, "the torn last group is cut at the damage");
+        });
+    }
+
+    #[test]
+    fn a_short_write_fails_the_sync_and_poisons_the_log_and_earlier_records_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        run(move || async move {
+            let (mut wal, _) = Wal::open(&d, 64 << 10, true).await.unwrap();
+            for i in 0..10u8 {
+                wal.append(&[i; 100]).unwrap();
+            }
+            assert_eq!(wal.sync().await.unwrap(), Lsn(10));
+            wal.inject_short_write();
+            for i in 10..40u8 {
+                wal.append(&[i; 100]).unwrap();
+            }
+            match wal.sync().await {
+                Err(WalError::Io { message, .. }) => assert!(message.contains("short write")),
+                other => panic!("a short write was taken for a full one: {other:?}"),
+            }
+            assert!(matches!(wal.append(b"x"), Err(WalError::Failed)));
+            assert!(matches!(wal.sync().await, Err(WalError::Failed)));
+            drop(wal);
+            let (_, recs) = Wal::open(&d, 64 << 10, true).await.unwrap();
+            assert!(
+                recs.len() >= 10,
+                "acknowledged records lost: {}",
+                recs.len()
+            );
+            for (i, (lsn, payload)) in recs.iter().take(10).enumerate() {
+                assert_eq!(*lsn, Lsn(i as u64 + 1));
+                assert_eq!(&payload[..], &[i as u8; 100][..]);
+            }
         });
     }
 
