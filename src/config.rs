@@ -156,8 +156,19 @@ pub struct ThriftSection {
     pub enable_fault_injection: bool,
     /// When set, diagnostic methods require it in `auth_token`.
     pub admin_token: Option<String>,
-    /// getRange results are capped at this many keys even when the client asks for no limit.
+    /// getRange results are capped at this many keys even when the client asks for no limit;
+    /// key-selector offsets beyond it are refused.
     pub max_range_keys: u32,
+    /// A connection that started a message must finish it within this (slow senders are
+    /// closed).
+    #[serde(with = "serde_str")]
+    pub read_timeout: Duration,
+    /// A connection that sends nothing for this long is closed.
+    #[serde(with = "serde_str")]
+    pub idle_timeout: Duration,
+    /// Key bytes of the read conflicts one connection may register (`addReadConflict*`)
+    /// before its next commit; more are refused with `TOO_LARGE`.
+    pub max_session_conflict_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -251,6 +262,9 @@ impl Default for ThriftSection {
             enable_fault_injection: false,
             admin_token: None,
             max_range_keys: 100_000,
+            read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max_session_conflict_bytes: 16 << 20,
         }
     }
 }
@@ -428,6 +442,18 @@ impl ReplicatedConfig {
                 self.thrift.max_open_transactions as u64,
             ),
             ("thrift.max_range_keys", self.thrift.max_range_keys as u64),
+            (
+                "thrift.max_session_conflict_bytes",
+                self.thrift.max_session_conflict_bytes,
+            ),
+            (
+                "thrift.read_timeout",
+                self.thrift.read_timeout.as_millis() as u64,
+            ),
+            (
+                "thrift.idle_timeout",
+                self.thrift.idle_timeout.as_millis() as u64,
+            ),
             (
                 "storage.mvcc_window_versions",
                 self.storage.mvcc_window_versions,

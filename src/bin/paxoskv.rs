@@ -194,7 +194,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let config = effective_config(&a.common)?;
+    let mut config = effective_config(&a.common)?;
+    fit_open_file_limit(&mut config);
     let stop = signals::block_termination()?;
     if a.single {
         return serve_single(config, stop);
@@ -210,6 +211,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         config.replicated.replica_count = a.peers.len() as u32;
     }
     config.validate()?;
+    fit_open_file_limit(&mut config);
     if a.rebuild {
         move_aside(&config.replica_wal_dir(a.id))?;
         move_aside(&config.replica_data_dir(a.id))?;
@@ -217,6 +219,50 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     let stop = signals::block_termination()?;
     let store = ReplicatedKvStore::new_node(config.clone(), a.id)?;
     run_cluster(store, config, stop)
+}
+
+/// File descriptors the stores, WALs and peer links need beside client connections.
+const FDS_FOR_STORES: u64 = 1024;
+
+/// Raises the open-file limit to what `thrift.max_connections` plus the stores need; where
+/// the hard limit does not allow it, lowers `max_connections` instead (with a log line), so a
+/// flood of connections can never leave a WAL rotation without a file descriptor.
+fn fit_open_file_limit(config: &mut ReplicatedConfig) {
+    let need = u64::from(config.thrift.max_connections) + FDS_FOR_STORES;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur >= need {
+        return;
+    }
+    let target = need.min(lim.rlim_max);
+    let raised = libc::rlimit {
+        rlim_cur: target,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    let have = if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        target
+    } else {
+        lim.rlim_cur
+    };
+    if have < need {
+        let fit = have.saturating_sub(FDS_FOR_STORES).max(64) as u32;
+        tracing::warn!(
+            open_files = have,
+            max_connections = fit,
+            "the open-file limit cannot hold thrift.max_connections plus the stores; \
+             max_connections lowered"
+        );
+        config.thrift.max_connections = fit.min(config.thrift.max_connections);
+    } else {
+        tracing::info!(open_files = have, "open-file limit raised");
+    }
 }
 
 /// Renames `dir` to `<dir>.moved-<unix seconds>` (nothing to do if it does not exist).

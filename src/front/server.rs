@@ -149,7 +149,27 @@ async fn serve_connection<S: KvService>(
         }
         let pending = buf.pending().len();
         let room = READ_CHUNK_BYTES.min(max + 8 - pending.min(max));
-        match rd.read(buf.spare(room)).await {
+        // A started message must complete within the read timeout (slow senders hold no
+        // connection for long); a silent connection is closed after the idle timeout.
+        let wait = if pending > 0 {
+            ctx.limits.read_timeout
+        } else {
+            ctx.limits.idle_timeout
+        };
+        let read =
+            futures_lite::future::or(async { Some(rd.read(buf.spare(room)).await) }, async {
+                glommio::timer::sleep(wait).await;
+                None
+            })
+            .await;
+        let Some(read) = read else {
+            break Err(if pending > 0 {
+                format!("message not completed within thrift.read_timeout ({wait:?}); closed")
+            } else {
+                format!("idle for thrift.idle_timeout ({wait:?}); closed")
+            });
+        };
+        match read {
             Ok(0) => {
                 if !buf.pending().is_empty() {
                     break Err(format!(

@@ -110,6 +110,8 @@ impl TxnTable {
 pub struct Session {
     pub read_version: Option<Version>,
     pub read_conflicts: Vec<KeyRange>,
+    /// Key bytes held in `read_conflicts` (bounded by the front).
+    pub read_conflict_bytes: u64,
     pub committed_version: Option<Version>,
     pub last_write: Option<Rc<Fence>>,
 }

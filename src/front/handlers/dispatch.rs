@@ -64,10 +64,10 @@ pub(super) fn dispatch<S: KvService>(
                 ctx.check_key(&r.key)?;
                 Ok(single_key_range(&cf, &Bytes::from(r.key)))
             }) {
-                Ok(range) => {
-                    session.borrow_mut().read_conflicts.push(range);
-                    AddReadConflictResponse::new(true, None::<String>)
-                }
+                Ok(range) => match ctx.register_conflict(session, range) {
+                    Ok(()) => AddReadConflictResponse::new(true, None::<String>),
+                    Err(e) => AddReadConflictResponse::new(false, err_text(&e)),
+                },
                 Err(e) => AddReadConflictResponse::new(false, err_text(&e)),
             };
             ready(Response::AddReadConflict(resp))
@@ -85,10 +85,10 @@ pub(super) fn dispatch<S: KvService>(
                     end: Bytes::from(r.end_key),
                 })
             }) {
-                Ok(range) => {
-                    session.borrow_mut().read_conflicts.push(range);
-                    AddReadConflictRangeResponse::new(true, None::<String>)
-                }
+                Ok(range) => match ctx.register_conflict(session, range) {
+                    Ok(()) => AddReadConflictRangeResponse::new(true, None::<String>),
+                    Err(e) => AddReadConflictRangeResponse::new(false, err_text(&e)),
+                },
                 Err(e) => AddReadConflictRangeResponse::new(false, err_text(&e)),
             };
             ready(Response::AddReadConflictRange(resp))
@@ -97,6 +97,7 @@ pub(super) fn dispatch<S: KvService>(
             // The connection's registered conflicts and pinned read version go with this commit.
             let (pinned, registered) = {
                 let mut s = session.borrow_mut();
+                s.read_conflict_bytes = 0;
                 (s.read_version.take(), std::mem::take(&mut s.read_conflicts))
             };
             let timeout = r

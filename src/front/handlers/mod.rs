@@ -283,6 +283,14 @@ impl<S: KvService> FrontCtx<S> {
         } else {
             (limit as u32).min(cap)
         };
+        for (name, offset) in [("begin_offset", sel.0), ("end_offset", sel.2)] {
+            if offset.is_some_and(|o| o.unsigned_abs() > cap) {
+                return Err(invalid(format!(
+                    "{name} {} is beyond thrift.max_range_keys ({cap})",
+                    offset.unwrap_or(0)
+                )));
+            }
+        }
         Ok(RangeQuery {
             cf: cf_of(cf)?,
             begin: Bytes::from(begin.unwrap_or_default()),
@@ -293,6 +301,28 @@ impl<S: KvService> FrontCtx<S> {
             end_or_equal: sel.3.unwrap_or(false),
             limit,
         })
+    }
+
+    /// Registers a read conflict on the connection's session, within
+    /// `thrift.max_session_conflict_bytes` of keys.
+    fn register_conflict(
+        &self,
+        session: &RefCell<Session>,
+        range: KeyRange,
+    ) -> Result<(), ServiceError> {
+        let mut s = session.borrow_mut();
+        let size = (range.begin.len() + range.end.len()) as u64;
+        let held = s.read_conflict_bytes;
+        let max = self.limits.max_session_conflict_bytes;
+        if held + size > max {
+            return Err(too_large(format!(
+                "this connection already holds {held} bytes of read conflicts \
+                 (thrift.max_session_conflict_bytes = {max}); commit or start over"
+            )));
+        }
+        s.read_conflicts.push(range);
+        s.read_conflict_bytes = held + size;
+        Ok(())
     }
 
     fn check_admin(&self, token: &Option<String>) -> Result<(), String> {

@@ -1,0 +1,170 @@
+//! Limits of the Thrift front that a hostile or careless client must not get past: slow and
+//! silent connections are closed, a session's registered conflicts are bounded, key-selector
+//! offsets are bounded, and the open-file limit fits `max_connections` plus the stores.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use paxoskv::front::generated::*;
+
+/// Waits for the server to close `s`; returns how long that took.
+fn closed_after(mut s: TcpStream, limit: Duration) -> Duration {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 256];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("the connection was still open after {limit:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn slow_and_silent_connections_are_closed_and_others_keep_being_served() {
+    let server = Server::start_with_config(
+        "[thrift]\nread_timeout = \"1s\"\nidle_timeout = \"2s\"\n",
+        &[],
+    );
+    // A client that keeps talking throughout is not affected.
+    let addr = server.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let talking = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut c = common::client(addr, false);
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = c
+                    .set_key(SetKeyRequest::new(
+                        format!("k{n}").into_bytes(),
+                        b"v".to_vec(),
+                        None::<String>,
+                    ))
+                    .map(|r| r.success);
+                assert!(
+                    matches!(r, Ok(true)),
+                    "the talking client was cut off: {r:?}"
+                );
+                n += 1;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            n
+        })
+    };
+    // Slow-loris: three bytes of a frame header, then nothing.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(&[0, 0, 0]).unwrap();
+    let t = closed_after(slow, Duration::from_secs(8));
+    assert!(t < Duration::from_secs(4), "closed only after {t:?}");
+    // A connection that never sends anything goes after the idle timeout.
+    let silent = TcpStream::connect(server.addr).unwrap();
+    let t = closed_after(silent, Duration::from_secs(8));
+    assert!(t >= Duration::from_millis(1500), "closed too early: {t:?}");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = talking.join().expect("the talking client");
+    assert!(n >= 5, "{n} writes");
+}
+
+#[test]
+fn a_session_cannot_register_unbounded_read_conflicts() {
+    let server = Server::start_with_config("[thrift]\nmax_session_conflict_bytes = 4096\n", &[]);
+    let mut c = server.client();
+    let key = vec![b'k'; 500];
+    let mut refused = None;
+    for i in 0..20 {
+        let r = c
+            .add_read_conflict(AddReadConflictRequest::new(key.clone(), None::<String>))
+            .unwrap();
+        if !r.success {
+            refused = Some((i, r.error.unwrap_or_default()));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("20 x 1 KiB of conflicts all accepted with a 4 KiB bound");
+    assert!(i >= 3 && e.contains("TOO_LARGE"), "refused at {i}: {e}");
+    // A commit consumes the registered conflicts; the session can register again.
+    let rv = c
+        .get_read_version(GetReadVersionRequest::new())
+        .unwrap()
+        .read_version;
+    let commit = c
+        .atomic_commit(AtomicCommitRequest::new(
+            rv,
+            vec![Operation::new(
+                "set".to_string(),
+                b"x".to_vec(),
+                b"1".to_vec(),
+                None::<String>,
+            )],
+            Vec::new(),
+            None::<i64>,
+        ))
+        .unwrap();
+    assert!(commit.success, "{commit:?}");
+    let r = c
+        .add_read_conflict(AddReadConflictRequest::new(key, None::<String>))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+}
+
+#[test]
+fn key_selector_offsets_beyond_the_range_cap_are_refused() {
+    let server = Server::start_with_config("[thrift]\nmax_range_keys = 1000\n", &[]);
+    let mut c = server.client();
+    let r = c
+        .get_range(GetRangeRequest::new(
+            b"a".to_vec(),
+            b"z".to_vec(),
+            i32::MAX,
+            true,
+            0,
+            false,
+            10,
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(!r.success);
+    assert!(r.error.unwrap_or_default().contains("begin_offset"));
+    let r = c
+        .get_range(GetRangeRequest::new(
+            b"a".to_vec(),
+            b"z".to_vec(),
+            5,
+            true,
+            -5,
+            false,
+            10,
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+}
+
+#[test]
+fn the_open_file_limit_fits_max_connections_plus_the_stores() {
+    let server = Server::start_with_config("[thrift]\nmax_connections = 3000\n", &[]);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let soft: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files");
+    let hard: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        soft >= (3000 + 1024).min(hard),
+        "open-file limit {soft} (hard {hard}) is below 3000 connections + 1024"
+    );
+}
