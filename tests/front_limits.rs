@@ -168,3 +168,29 @@ fn the_open_file_limit_fits_max_connections_plus_the_stores() {
         "open-file limit {soft} (hard {hard}) is below 3000 connections + 1024"
     );
 }
+
+#[test]
+fn a_message_whose_lengths_lie_is_refused_and_the_server_lives_on() {
+    let server = Server::start(&[]);
+    // Framed, honest frame length, but the method name claims -1 and then 2^31-1 bytes: the
+    // Thrift crate's own reader would allocate (or overflow) on these.
+    for claim in [-1i32, i32::MAX] {
+        let mut msg = 0x8001_0001u32.to_be_bytes().to_vec();
+        msg.extend_from_slice(&claim.to_be_bytes());
+        msg.extend_from_slice(b"setKey");
+        let mut framed = (msg.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&msg);
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(&framed).unwrap();
+        let _ = closed_after(s, Duration::from_secs(10));
+    }
+    let mut c = server.client();
+    let r = c
+        .set_key(SetKeyRequest::new(
+            b"alive".to_vec(),
+            b"yes".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+}

@@ -5,6 +5,7 @@
 //! `handlers` serves each method against a `KvService`, and `server` runs the listener and the
 //! connections. Must not: make consensus or storage decisions.
 
+pub mod bounded_input;
 pub mod codec;
 #[allow(clippy::all, dead_code, unused)]
 #[rustfmt::skip]

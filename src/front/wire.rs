@@ -6,8 +6,8 @@
 //! in the reply (the connection stays usable, since the message's bounds were already known).
 
 use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
-    TMessageIdentifier, TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
+    TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol, TMessageIdentifier, TMessageType,
+    TOutputProtocol, TSerializable, TStructIdentifier, TType,
 };
 use thrift::{ApplicationError, ApplicationErrorKind};
 
@@ -143,7 +143,8 @@ pub struct Incoming {
 /// Decodes one complete binary-protocol message (already bounds-checked by `codec`).
 /// `Err` means even the header is unreadable: the connection must close.
 pub fn decode(msg: &[u8]) -> Result<Incoming, thrift::Error> {
-    let mut p = TBinaryInputProtocol::new(msg, false);
+    // Never the crate's reader: it allocates whatever a length claims (see `bounded_input`).
+    let mut p = super::bounded_input::BoundedInput::new(msg);
     let header = p.read_message_begin()?;
     let name = header.name.clone();
     let call = if !matches!(
