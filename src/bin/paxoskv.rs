@@ -211,6 +211,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
         config.replicated.replica_count = a.peers.len() as u32;
     }
     config.validate()?;
+    refuse_open_network_without_secret(&config)?;
     fit_open_file_limit(&mut config);
     if a.rebuild {
         move_aside(&config.replica_wal_dir(a.id))?;
@@ -219,6 +220,37 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     let stop = signals::block_termination()?;
     let store = ReplicatedKvStore::new_node(config.clone(), a.id)?;
     run_cluster(store, config, stop)
+}
+
+/// Replicas reachable beyond this machine must authenticate each other: with no shared
+/// secret, anyone who reaches a replica port could speak as a replica.
+fn refuse_open_network_without_secret(config: &ReplicatedConfig) -> anyhow::Result<()> {
+    if config
+        .network
+        .shared_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Ok(());
+    }
+    let n = config.replicated.replica_count;
+    for id in 0..n {
+        let addr = config.replica_address(id);
+        let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            anyhow::bail!(
+                "replica {id} is at {addr}, beyond this machine, and no shared secret is set: \
+                 anyone who reaches a replica port could act as a replica. Set \
+                 [network] shared_secret (the same on every node) in the config file"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// File descriptors the stores, WALs and peer links need beside client connections.

@@ -98,28 +98,55 @@ async fn serve_peer(
         let res = match frame::parse_hello(&h) {
             Ok(hh) => {
                 let mut rest =
-                    vec![0u8; hh.cluster_id_len.get() as usize + hh.secret_len.get() as usize];
+                    vec![0u8; hh.cluster_id_len.get() as usize + hh.nonce_len.get() as usize];
                 with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest))
                     .await
                     .map_err(|e| e.to_string())?;
-                frame::check_hello(&hh, &rest, &cfg.cluster_id, &cfg.secret, cfg.replica_count)
+                frame::check_hello(&hh, &rest, &cfg.cluster_id, cfg.replica_count)
             }
             Err(e) => Err(e),
         };
-        match res {
-            Ok(id) => {
-                stream
-                    .write_all(&frame::encode_ack(0))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                id
-            }
+        let (claimed, dialer_nonce) = match res {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection");
                 let _ = stream.write_all(&frame::encode_ack(1)).await;
                 return Err(e.to_string());
             }
+        };
+        // Prove we hold the secret, then make the dialer prove it for the id it claims.
+        let own_nonce = frame::nonce();
+        let ours = frame::proof(
+            &cfg.secret,
+            frame::Role::Listener,
+            &cfg.cluster_id,
+            claimed,
+            cfg.me,
+            &dialer_nonce,
+            &own_nonce,
+        );
+        let mut reply = frame::encode_ack(0);
+        reply.extend_from_slice(&own_nonce);
+        reply.extend_from_slice(&ours);
+        stream.write_all(&reply).await.map_err(|e| e.to_string())?;
+        let mut theirs = [0u8; frame::PROOF_BYTES];
+        with_deadline(cfg.connect_timeout, stream.read_exact(&mut theirs))
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = frame::proof(
+            &cfg.secret,
+            frame::Role::Dialer,
+            &cfg.cluster_id,
+            claimed,
+            cfg.me,
+            &dialer_nonce,
+            &own_nonce,
+        );
+        if let Err(e) = frame::check_proof(&theirs, &want) {
+            tracing::warn!(replica = cfg.me, claimed, error = %e, "refused a replica connection");
+            return Err(e.to_string());
         }
+        claimed
     };
     let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
     loop {
@@ -299,10 +326,11 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
         .await
         .map_err(|e| e.to_string())?;
     let _ = s.set_nodelay(true);
+    let own_nonce = frame::nonce();
     s.write_all(&frame::encode_hello(
         cfg.me as u16,
         &cfg.cluster_id,
-        &cfg.secret,
+        &own_nonce,
     ))
     .await
     .map_err(|e| e.to_string())?;
@@ -311,5 +339,36 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
         .await
         .map_err(|e| e.to_string())?;
     frame::parse_ack(&ack).map_err(|e| e.to_string())?;
+    // The listener proves it holds the secret and is the replica we meant; then we prove it.
+    let mut challenge = [0u8; frame::NONCE_BYTES + frame::PROOF_BYTES];
+    with_deadline(cfg.connect_timeout, s.read_exact(&mut challenge))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (their_nonce, their_proof) = challenge.split_at(frame::NONCE_BYTES);
+    let mut listener_nonce = [0u8; frame::NONCE_BYTES];
+    listener_nonce.copy_from_slice(their_nonce);
+    let want = frame::proof(
+        &cfg.secret,
+        frame::Role::Listener,
+        &cfg.cluster_id,
+        cfg.me,
+        peer,
+        &own_nonce,
+        &listener_nonce,
+    );
+    if let Err(e) = frame::check_proof(their_proof, &want) {
+        tracing::warn!(replica = cfg.me, peer, error = %e, "replica peer failed its handshake proof");
+        return Err(e.to_string());
+    }
+    let ours = frame::proof(
+        &cfg.secret,
+        frame::Role::Dialer,
+        &cfg.cluster_id,
+        cfg.me,
+        peer,
+        &own_nonce,
+        &listener_nonce,
+    );
+    s.write_all(&ours).await.map_err(|e| e.to_string())?;
     Ok(s)
 }
