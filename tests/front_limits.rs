@@ -194,3 +194,44 @@ fn a_message_whose_lengths_lie_is_refused_and_the_server_lives_on() {
         .unwrap();
     assert!(r.success, "{r:?}");
 }
+
+#[test]
+fn fault_injection_validates_its_arguments_and_bounds_its_list() {
+    let server = Server::start(&["--enable-fault-injection"]);
+    let mut c = server.client();
+    let r = c
+        .set_fault_injection(FaultInjectionRequest::new(
+            "delay".to_string(),
+            None,
+            3_600_000,
+            "get".to_string(),
+        ))
+        .unwrap();
+    assert!(!r.success && r.error.unwrap_or_default().contains("duration_ms"));
+    let mut refused = None;
+    for i in 0..100 {
+        let r = c
+            .set_fault_injection(FaultInjectionRequest::new(
+                "delay".to_string(),
+                None,
+                0,
+                format!("op{i}"),
+            ))
+            .unwrap();
+        if !r.success {
+            refused = Some((i, r.error.unwrap_or_default()));
+            break;
+        }
+    }
+    let (i, e) = refused.expect("100 faults accepted");
+    assert!(i == 64 && e.contains("TOO_LARGE"), "refused at {i}: {e}");
+    let r = c
+        .set_fault_injection(FaultInjectionRequest::new(
+            "clear".to_string(),
+            None,
+            None::<i32>,
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(r.success);
+}

@@ -12,6 +12,10 @@ impl From<Result<Option<Bytes>, ServiceError>> for GetResponse {
     }
 }
 
+/// Faults active at once, at most, and the longest delay or error window one may ask for.
+const FAULTS_MAX: usize = 64;
+const FAULT_DURATION_MAX_MS: u64 = 60_000;
+
 pub(super) fn set_fault<S: KvService>(
     ctx: &FrontCtx<S>,
     r: FaultInjectionRequest,
@@ -30,6 +34,12 @@ pub(super) fn set_fault<S: KvService>(
         );
     }
     let ms = r.duration_ms.unwrap_or(0).max(0) as u64;
+    if ms > FAULT_DURATION_MAX_MS {
+        return FaultInjectionResponse::new(
+            false,
+            format!("INVALID_ARGUMENT: duration_ms {ms} is above {FAULT_DURATION_MAX_MS}"),
+        );
+    }
     let kind = match r.fault_type.as_str() {
         "none" | "clear" | "" => {
             ctx.faults.borrow_mut().clear();
@@ -56,6 +66,12 @@ pub(super) fn set_fault<S: KvService>(
         _ => None,
     };
     let target = r.target_operation.filter(|t| !t.is_empty() && t != "*");
+    if ctx.faults.borrow().len() >= FAULTS_MAX {
+        return FaultInjectionResponse::new(
+            false,
+            format!("TOO_LARGE: {FAULTS_MAX} faults are active; clear them first"),
+        );
+    }
     ctx.faults.borrow_mut().push(Fault {
         kind,
         probability: p,

@@ -134,6 +134,18 @@ fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::new(ErrorCode::InvalidArgument, msg)
 }
 
+/// Compares a presented token with the configured one in time that does not depend on where
+/// they differ (a timing side channel would reveal the token byte by byte).
+fn token_matches(given: Option<&str>, want: &str) -> bool {
+    let given = given.unwrap_or("").as_bytes();
+    let want = want.as_bytes();
+    let mut diff = u8::from(given.len() != want.len());
+    for (i, w) in want.iter().enumerate() {
+        diff |= w ^ given.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 fn too_large(msg: impl Into<String>) -> ServiceError {
     ServiceError::new(ErrorCode::TooLarge, msg)
 }
@@ -330,7 +342,7 @@ impl<S: KvService> FrontCtx<S> {
             return Err("diagnostics are disabled (thrift.enable_diagnostics = false)".into());
         }
         match &self.limits.admin_token {
-            Some(t) if token.as_deref() != Some(t.as_str()) => {
+            Some(t) if !token_matches(token.as_deref(), t) => {
                 Err("UNAUTHORIZED: a valid auth_token is required".into())
             }
             _ => Ok(()),
@@ -552,4 +564,23 @@ fn injected_failure(method: &str) -> Option<Response> {
         }),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::token_matches;
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        assert!(token_matches(Some("s3cret"), "s3cret"));
+        for wrong in [
+            None,
+            Some(""),
+            Some("s3cre"),
+            Some("s3cret!"),
+            Some("S3cret"),
+        ] {
+            assert!(!token_matches(wrong, "s3cret"), "{wrong:?}");
+        }
+    }
 }
