@@ -147,6 +147,13 @@ pub struct ThriftSection {
     pub max_value_bytes: u32,
     /// Requests one connection may have in flight at once.
     pub max_in_flight_per_connection: u32,
+    /// Request bytes one connection may have in flight (read, not yet answered); past it the
+    /// connection is not read until replies go out (a client that never reads its replies
+    /// holds at most this much).
+    pub max_in_flight_bytes_per_connection: u64,
+    /// Request bytes in flight over all connections; past it new requests are answered with
+    /// an `UNAVAILABLE` exception at once.
+    pub max_in_flight_bytes_total: u64,
     pub max_open_transactions: u32,
     #[serde(with = "serde_str")]
     pub default_transaction_timeout: Duration,
@@ -256,6 +263,8 @@ impl Default for ThriftSection {
             max_key_bytes: 16 << 10,
             max_value_bytes: 4 << 20,
             max_in_flight_per_connection: 256,
+            max_in_flight_bytes_per_connection: 32 << 20,
+            max_in_flight_bytes_total: 512 << 20,
             max_open_transactions: 100_000,
             default_transaction_timeout: Duration::from_secs(60),
             enable_diagnostics: true,
@@ -442,6 +451,14 @@ impl ReplicatedConfig {
                 self.thrift.max_open_transactions as u64,
             ),
             ("thrift.max_range_keys", self.thrift.max_range_keys as u64),
+            (
+                "thrift.max_in_flight_bytes_per_connection",
+                self.thrift.max_in_flight_bytes_per_connection,
+            ),
+            (
+                "thrift.max_in_flight_bytes_total",
+                self.thrift.max_in_flight_bytes_total,
+            ),
             (
                 "thrift.max_session_conflict_bytes",
                 self.thrift.max_session_conflict_bytes,

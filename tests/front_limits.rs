@@ -235,3 +235,67 @@ fn fault_injection_validates_its_arguments_and_bounds_its_list() {
         .unwrap();
     assert!(r.success);
 }
+
+/// An unframed binary-protocol `setKey` call with a value of `len` bytes.
+fn set_key_message(seq: i32, len: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(len + 64);
+    b.extend_from_slice(&0x8001_0001u32.to_be_bytes());
+    b.extend_from_slice(&6u32.to_be_bytes());
+    b.extend_from_slice(b"setKey");
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&[12, 0, 1, 11, 0, 1]);
+    b.extend_from_slice(&3u32.to_be_bytes());
+    b.extend_from_slice(b"big");
+    b.extend_from_slice(&[11, 0, 2]);
+    b.extend_from_slice(&(len as u32).to_be_bytes());
+    b.resize(b.len() + len, b'v');
+    b.extend_from_slice(&[0, 0]);
+    b
+}
+
+#[test]
+fn request_bytes_in_flight_over_the_whole_front_are_bounded() {
+    let server = Server::start_with_config(
+        "[thrift]\nmax_in_flight_bytes_total = 1048576\n\
+         max_in_flight_bytes_per_connection = 67108864\n",
+        &[],
+    );
+    // Twenty 512 KiB writes pipelined on one connection: once 1 MiB of requests is waiting
+    // for its replies, the next ones are refused at once instead of queued.
+    let mut s = TcpStream::connect(server.addr).unwrap();
+    let mut all = Vec::new();
+    for seq in 0..20 {
+        all.extend_from_slice(&set_key_message(seq, 512 << 10));
+    }
+    s.write_all(&all).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut replies = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Each reply carries the method name; stop once all twenty arrived.
+    while replies.windows(6).filter(|w| *w == b"setKey").count() < 20 {
+        assert!(Instant::now() < deadline, "replies did not all arrive");
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => replies.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&replies);
+    let refused = text.matches("max_in_flight_bytes_total").count();
+    assert!(
+        refused >= 1,
+        "twenty pipelined 512 KiB writes all queued past a 1 MiB bound"
+    );
+    assert!(refused < 20, "every write was refused");
+    // Once answered, the bytes are released: a new client is served.
+    let mut c = server.client();
+    let r = c
+        .set_key(SetKeyRequest::new(
+            b"k".to_vec(),
+            b"v".to_vec(),
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+}

@@ -34,6 +34,31 @@ struct Outgoing {
     sequence: i32,
     framed: bool,
     reply: Reply,
+    /// Request bytes this call holds until its reply is written.
+    bytes: u64,
+}
+
+/// Request bytes in flight on one connection and over the whole front, released as replies
+/// go out; the reader waits on `progress` while the connection is over its bound.
+struct InFlight<S> {
+    ctx: Rc<FrontCtx<S>>,
+    conn: Cell<u64>,
+    progress: glommio::channels::local_channel::LocalSender<()>,
+}
+
+impl<S> InFlight<S> {
+    fn take(&self, n: u64) {
+        self.conn.set(self.conn.get() + n);
+        self.ctx
+            .in_flight_bytes
+            .set(self.ctx.in_flight_bytes.get() + n);
+    }
+    fn release(&self, n: u64) {
+        self.conn.set(self.conn.get().saturating_sub(n));
+        let total = &self.ctx.in_flight_bytes;
+        total.set(total.get().saturating_sub(n));
+        let _ = self.progress.try_send(());
+    }
 }
 
 /// Accepts connections until the listener fails; each connection is served by its own task.
@@ -102,7 +127,14 @@ async fn serve_connection<S: KvService>(
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Outgoing>(
         ctx.limits.max_in_flight_per_connection as usize,
     );
-    let writer: JoinHandle<Result<(), String>> = glommio::spawn_local(run_writer(rx, wr)).detach();
+    let (progress, progress_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
+    let inflight = Rc::new(InFlight {
+        ctx: ctx.clone(),
+        conn: Cell::new(0),
+        progress,
+    });
+    let writer: JoinHandle<Result<(), String>> =
+        glommio::spawn_local(run_writer(rx, wr, inflight.clone())).detach();
     let session = Rc::new(RefCell::new(Session::default()));
     let max = ctx.limits.max_message_bytes as usize;
     let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
@@ -133,18 +165,34 @@ async fn serve_connection<S: KvService>(
                 Err(e) => break 'conn Err(format!("undecodable message header: {e}")),
             };
             buf.consume(header + body);
+            let bytes = (header + body) as u64;
+            let overloaded =
+                ctx.in_flight_bytes.get() + bytes > ctx.limits.max_in_flight_bytes_total;
             let reply = match incoming.call {
+                Ok(_) if overloaded => Reply::Exception(ApplicationError::new(
+                    thrift::ApplicationErrorKind::Unknown,
+                    "UNAVAILABLE: too many request bytes in flight on this server \
+                     (thrift.max_in_flight_bytes_total); retry",
+                )),
                 Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),
                 Err(e) => Reply::Exception(e),
             };
+            inflight.take(bytes);
             let out = Outgoing {
                 name: incoming.name,
                 sequence: incoming.sequence,
                 framed: t == Transport::Framed,
                 reply,
+                bytes,
             };
             if tx.send(out).await.is_err() {
                 break 'conn Err("writer stopped".to_string());
+            }
+            // A client that does not read its replies stops being read.
+            while inflight.conn.get() > ctx.limits.max_in_flight_bytes_per_connection {
+                if progress_rx.recv().await.is_none() {
+                    break 'conn Err("writer stopped".to_string());
+                }
             }
         }
         let pending = buf.pending().len();
@@ -186,14 +234,19 @@ async fn serve_connection<S: KvService>(
     };
     drop(tx);
     let written = writer.await.unwrap_or(Ok(()));
+    // Whatever was never answered no longer counts against the front.
+    inflight.release(inflight.conn.get());
     result.and(written)
 }
 
 /// Writes replies in request order, coalescing those already done into one write.
-async fn run_writer<W: futures_lite::AsyncWrite + Unpin>(
+async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
     rx: glommio::channels::local_channel::LocalReceiver<Outgoing>,
     mut wr: W,
+    inflight: Rc<InFlight<S>>,
 ) -> Result<(), String> {
+    // Bytes of requests whose replies are encoded in `out` but not written yet.
+    let mut encoded = 0u64;
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut next = rx.recv().await;
     while let Some(mut item) = next.take() {
@@ -204,6 +257,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin>(
                     None => {
                         // Not ready: send what is ready before waiting on it.
                         flush(&mut wr, &mut out).await?;
+                        inflight.release(std::mem::take(&mut encoded));
                         Ok(task.await)
                     }
                 },
@@ -215,19 +269,24 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin>(
                     wire::encode_exception(&mut out, &item.name, item.sequence, &e, item.framed)
                 }
             }
+            encoded += item.bytes;
             match poll_once(rx.recv()).await {
                 Some(Some(i)) => item = i,
                 Some(None) => {
                     flush(&mut wr, &mut out).await?;
+                    inflight.release(std::mem::take(&mut encoded));
                     return Ok(());
                 }
                 None => break,
             }
         }
         flush(&mut wr, &mut out).await?;
+        inflight.release(std::mem::take(&mut encoded));
         next = rx.recv().await;
     }
-    flush(&mut wr, &mut out).await
+    flush(&mut wr, &mut out).await?;
+    inflight.release(encoded);
+    Ok(())
 }
 
 async fn flush<W: futures_lite::AsyncWrite + Unpin>(

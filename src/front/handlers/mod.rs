@@ -83,6 +83,8 @@ pub struct FrontCtx<S> {
     pub stats: FrontStats,
     faults: RefCell<Vec<Fault>>,
     rng: Cell<u64>,
+    /// Request bytes read and not yet answered, over every connection of this front.
+    pub in_flight_bytes: Cell<u64>,
 }
 
 impl<S: KvService> FrontCtx<S> {
@@ -100,6 +102,7 @@ impl<S: KvService> FrontCtx<S> {
             stats: FrontStats::default(),
             faults: RefCell::new(Vec::new()),
             rng: Cell::new(salt | 1),
+            in_flight_bytes: Cell::new(0),
         }
     }
 
