@@ -61,6 +61,44 @@ impl<S> InFlight<S> {
     }
 }
 
+/// One connection's side of the idle sweep: when it last read, and the signal that closes it.
+struct IdleWatch {
+    last_active: Rc<Cell<std::time::Instant>>,
+    closer: futures_channel::oneshot::Receiver<()>,
+}
+
+type IdleRegistry = Rc<
+    RefCell<
+        std::collections::HashMap<
+            u64,
+            (
+                Rc<Cell<std::time::Instant>>,
+                futures_channel::oneshot::Sender<()>,
+            ),
+        >,
+    >,
+>;
+
+/// Closes connections that read nothing for `idle_timeout`, checking a few times per period.
+async fn sweep_idle(registry: IdleRegistry, idle_timeout: std::time::Duration) {
+    let every = (idle_timeout / 4).max(std::time::Duration::from_millis(50));
+    loop {
+        glommio::timer::sleep(every).await;
+        let now = std::time::Instant::now();
+        let idle: Vec<u64> = registry
+            .borrow()
+            .iter()
+            .filter(|(_, (last, _))| now.duration_since(last.get()) >= idle_timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some((_, close)) = registry.borrow_mut().remove(&id) {
+                let _ = close.send(());
+            }
+        }
+    }
+}
+
 /// Accepts connections until the listener fails; each connection is served by its own task.
 /// Returns when `stop` fires (or its sender is dropped): the listener closes, so no new
 /// connection is accepted; connections already open keep being served until the process ends.
@@ -70,6 +108,10 @@ pub async fn run_thrift_listener<S: KvService>(
     stop: futures_channel::oneshot::Receiver<()>,
 ) {
     let open = Rc::new(Cell::new(0u32));
+    let registry: IdleRegistry = Rc::default();
+    let sweeper =
+        glommio::spawn_local(sweep_idle(registry.clone(), ctx.limits.idle_timeout)).detach();
+    let mut next_id = 0u64;
     let mut stop = stop;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -78,6 +120,7 @@ pub async fn run_thrift_listener<S: KvService>(
         })
         .await;
         let Some(accepted) = accepted else {
+            sweeper.cancel();
             return;
         };
         let stream = match accepted {
@@ -100,13 +143,26 @@ pub async fn run_thrift_listener<S: KvService>(
         ctx.metrics.connection_opened();
         let ctx = ctx.clone();
         let open2 = open.clone();
+        next_id += 1;
+        let conn_id = next_id;
+        let last_active = Rc::new(Cell::new(std::time::Instant::now()));
+        let (close, closer) = futures_channel::oneshot::channel();
+        registry
+            .borrow_mut()
+            .insert(conn_id, (last_active.clone(), close));
+        let registry2 = registry.clone();
+        let idle = IdleWatch {
+            last_active,
+            closer,
+        };
         glommio::spawn_local(async move {
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let metrics = ctx.metrics.clone();
-            let res = serve_connection(stream, ctx).await;
+            let res = serve_connection(stream, ctx, idle).await;
+            registry2.borrow_mut().remove(&conn_id);
             if let Err(reason) = &res {
                 tracing::info!(%peer, %reason, "closed thrift connection");
             }
@@ -121,6 +177,7 @@ pub async fn run_thrift_listener<S: KvService>(
 async fn serve_connection<S: KvService>(
     stream: TcpStream,
     ctx: Rc<FrontCtx<S>>,
+    mut idle: IdleWatch,
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let (mut rd, wr) = futures_lite::io::split(stream);
@@ -197,26 +254,41 @@ async fn serve_connection<S: KvService>(
         }
         let pending = buf.pending().len();
         let room = READ_CHUNK_BYTES.min(max + 8 - pending.min(max));
-        // A started message must complete within the read timeout (slow senders hold no
-        // connection for long); a silent connection is closed after the idle timeout.
-        let wait = if pending > 0 {
-            ctx.limits.read_timeout
-        } else {
-            ctx.limits.idle_timeout
-        };
+        // A started message must complete within the read timeout (a timer, armed only then:
+        // slow senders hold no connection for long); a silent connection is closed by the
+        // listener's idle sweep (no timer per read on the hot path).
         let read =
             futures_lite::future::or(async { Some(rd.read(buf.spare(room)).await) }, async {
-                glommio::timer::sleep(wait).await;
+                if pending > 0 {
+                    futures_lite::future::or(
+                        async {
+                            glommio::timer::sleep(ctx.limits.read_timeout).await;
+                        },
+                        async {
+                            let _ = (&mut idle.closer).await;
+                        },
+                    )
+                    .await;
+                } else {
+                    let _ = (&mut idle.closer).await;
+                }
                 None
             })
             .await;
         let Some(read) = read else {
             break Err(if pending > 0 {
-                format!("message not completed within thrift.read_timeout ({wait:?}); closed")
+                format!(
+                    "message not completed within thrift.read_timeout ({:?}); closed",
+                    ctx.limits.read_timeout
+                )
             } else {
-                format!("idle for thrift.idle_timeout ({wait:?}); closed")
+                format!(
+                    "idle for thrift.idle_timeout ({:?}); closed",
+                    ctx.limits.idle_timeout
+                )
             });
         };
+        idle.last_active.set(std::time::Instant::now());
         match read {
             Ok(0) => {
                 if !buf.pending().is_empty() {
