@@ -83,3 +83,55 @@ fn a_node_with_peers_beyond_this_machine_refuses_to_start_without_a_secret() {
         "nothing is written before refusing"
     );
 }
+
+#[test]
+fn a_recorded_handshake_cannot_be_replayed_on_a_replica_port() {
+    use paxoskv::transport::frame::{self, Role, ACK_BYTES, NONCE_BYTES, PROOF_BYTES};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let secret = b"right-secret";
+    let cluster = Cluster::start("[network]\nshared_secret = \"right-secret\"\n");
+    let args = &cluster.nodes[1].args;
+    let peers = &args[args.iter().position(|a| a == "--peers").unwrap() + 1];
+    let addr = peers.split(',').nth(1).unwrap().to_string();
+    // Speak as replica 2 (holding the secret): hello with our nonce, read the listener's
+    // nonce and proof, answer with our proof.
+    let nonce = frame::nonce();
+    let handshake = |answer: Option<[u8; PROOF_BYTES]>| {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&frame::encode_hello(2, "paxoskv", &nonce))
+            .unwrap();
+        let mut reply = [0u8; ACK_BYTES + NONCE_BYTES + PROOF_BYTES];
+        s.read_exact(&mut reply).unwrap();
+        let mut theirs = [0u8; NONCE_BYTES];
+        theirs.copy_from_slice(&reply[ACK_BYTES..ACK_BYTES + NONCE_BYTES]);
+        let listener_proof = frame::proof(secret, Role::Listener, "paxoskv", 2, 1, &nonce, &theirs);
+        assert_eq!(
+            &reply[ACK_BYTES + NONCE_BYTES..],
+            &listener_proof[..],
+            "listener proof"
+        );
+        let ours = answer.unwrap_or_else(|| {
+            frame::proof(secret, Role::Dialer, "paxoskv", 2, 1, &nonce, &theirs)
+        });
+        s.write_all(&ours).unwrap();
+        // Accepted: the link stays open. Refused: the listener closes it.
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut b = [0u8; 1];
+        let open = match s.read(&mut b) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        (ours, open)
+    };
+    let (recorded, open) = handshake(None);
+    assert!(open, "a correct proof was refused");
+    // The same hello and the recorded proof, against a fresh listener nonce: refused.
+    let (_, open) = handshake(Some(recorded));
+    assert!(!open, "a replayed handshake was accepted");
+}
