@@ -21,6 +21,7 @@ use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalSender};
 use rand::{Rng, SeedableRng};
 
+mod housekeeping;
 mod reads;
 mod snapshot;
 
@@ -625,28 +626,6 @@ impl Shell {
         }
     }
 
-    /// A peer truncated slots this replica's log lacks. After a restart the log starts below
-    /// what the store applied (to serve lagging peers), so the store itself is often the
-    /// snapshot: skip the core ahead to what RocksDB already holds. Only when the peer
-    /// truncated past that does a snapshot come over the wire (`snapshot.rs`).
-    fn on_need_snapshot(&mut self, from: ReplicaId) {
-        let store = self
-            .store_applied
-            .max(self.shared.applied_slot.load(Ordering::SeqCst));
-        if store > self.core.commit_upto().0 {
-            tracing::info!(
-                replica = self.id,
-                from = from.0,
-                upto = store,
-                "peer truncated its log; the local store covers it"
-            );
-            self.applied = self.applied.max(store);
-            self.step(Input::SnapshotInstalled { upto: Slot(store) });
-        } else {
-            self.start_snapshot_install(from);
-        }
-    }
-
     fn reject_proposal(&mut self, command: Bytes, why: Rejection) {
         let Ok((origin, req, _)) = envelope::decode(&command) else {
             return;
@@ -673,94 +652,6 @@ impl Shell {
                     }
                 }
             }
-        }
-    }
-
-    fn housekeeping(&mut self) {
-        let now = Instant::now();
-        if now.duration_since(self.last_housekeeping) < HOUSEKEEPING_EVERY {
-            return;
-        }
-        self.last_housekeeping = now;
-        while let Some(&(deadline, req)) = self.timeouts.front() {
-            if deadline > now {
-                break;
-            }
-            self.timeouts.pop_front();
-            if let Some(w) = self.pending.remove(&req) {
-                let _ = w.send(Err(err(
-                    ErrorCode::Timeout,
-                    "not committed within consensus.commit_timeout; the write may or may not apply",
-                )));
-            }
-        }
-        self.expire_snapshot_sessions();
-        self.expire_reads(now);
-        self.shared
-            .log_bytes
-            .store(self.core.log_bytes(), Ordering::Relaxed);
-        self.shared
-            .log_start
-            .store(self.core.log_start().0, Ordering::Relaxed);
-        self.shared
-            .amnesiac
-            .store(self.core.is_amnesiac(), Ordering::Relaxed);
-        if now.duration_since(self.last_compact) >= COMPACT_EVERY {
-            self.last_compact = now;
-            // The store is durable through `durable`; the core cuts its log there or lower
-            // (what lagging peers still need, within `consensus.log_retain_bytes`), and the
-            // WAL keeps what the core kept.
-            let durable = Slot(self.shared.durable_slot.load(Ordering::SeqCst));
-            if durable > self.compacted {
-                self.step(Input::Compact { upto: durable });
-                let target = self.core.log_start().prev().min(durable);
-                tracing::debug!(
-                    replica = self.id,
-                    durable = durable.0,
-                    safe = self.core.safe_compact_upto().0,
-                    target = target.0,
-                    "compaction check"
-                );
-                if target > self.compacted {
-                    self.compacted = target;
-                    let _ = self.wal.try_send(WalCmd::Retain(target));
-                }
-            }
-        }
-    }
-
-    /// The primary changed: commands sent to the old one may or may not commit, and nobody
-    /// will tell this replica which. Their clients get an immediate, honest "unknown" instead
-    /// of waiting for `commit_timeout`; if such a command does commit, it applies as usual.
-    fn abandon_pending(&mut self) {
-        for (_, w) in self.pending.drain() {
-            let _ = w.send(Err(err(
-                ErrorCode::Timeout,
-                "the primary changed before this write committed; it may or may not apply",
-            )));
-        }
-    }
-
-    fn fail_all_pending(&mut self) {
-        for (_, w) in self.applying.drain() {
-            let _ = w.send(Err(err(
-                ErrorCode::Unavailable,
-                "replica stopped before applying the write; it may or may not apply",
-            )));
-        }
-        for (_, w) in self.pending.drain() {
-            let _ = w.send(Err(err(
-                ErrorCode::Unavailable,
-                "replica stopped; the write may or may not apply",
-            )));
-        }
-        for (_, w) in self.reads.drain() {
-            if let ReadWaiter::Local(r) = w {
-                let _ = r.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
-            }
-        }
-        for (_, (_, w)) in self.forwarded_reads.drain() {
-            let _ = w.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
         }
     }
 }

@@ -16,6 +16,7 @@
 //! store stays fenced off meanwhile: `storage::install`).
 
 use std::cell::Cell;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,28 @@ fn spawn_server(
 }
 
 impl Shell {
+    /// A peer truncated slots this replica's log lacks. After a restart the log starts below
+    /// what the store applied (to serve lagging peers), so the store itself is often the
+    /// snapshot: skip the core ahead to what RocksDB already holds. Only when the peer
+    /// truncated past that does a snapshot come over the wire (`snapshot.rs`).
+    pub(super) fn on_need_snapshot(&mut self, from: ReplicaId) {
+        let store = self
+            .store_applied
+            .max(self.shared.applied_slot.load(Ordering::SeqCst));
+        if store > self.core.commit_upto().0 {
+            tracing::info!(
+                replica = self.id,
+                from = from.0,
+                upto = store,
+                "peer truncated its log; the local store covers it"
+            );
+            self.applied = self.applied.max(store);
+            self.step(Input::SnapshotInstalled { upto: Slot(store) });
+        } else {
+            self.start_snapshot_install(from);
+        }
+    }
+
     /// The core says this replica needs a snapshot from `from`.
     pub(super) fn start_snapshot_install(&mut self, from: ReplicaId) {
         if let Some(r) = &self.receiving {
@@ -198,9 +221,7 @@ impl Shell {
             ) {
                 Ok(requests) => {
                     tracing::info!(replica = self.id, to = m.from, "serving a snapshot");
-                    self.shared
-                        .snapshots_served
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.shared.snapshots_served.fetch_add(1, Ordering::Relaxed);
                     self.serving.insert(m.from, Serving { session, requests });
                 }
                 Err(e) => return refuse(self, &e),
@@ -313,7 +334,7 @@ impl Shell {
         self.receiving = None;
         self.shared
             .snapshots_installed
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_add(1, Ordering::Relaxed);
         self.applied = self.applied.max(slot);
         self.store_applied = self.store_applied.max(slot);
         self.step(Input::SnapshotInstalled { upto: Slot(slot) });
