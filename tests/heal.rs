@@ -214,16 +214,6 @@ fn a_replica_down_for_a_gib_of_writes_is_rebuilt_by_snapshot_and_the_survivors_s
     assert_eq!(v.as_deref(), Some("1"));
 }
 
-/// A child process killed when the test ends, even by a panic.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits until `f` holds, or fails with `what`.
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + LIVENESS;
@@ -346,7 +336,7 @@ fn a_damaged_wal_stops_the_replica_loudly_and_rebuild_restores_it_from_its_peers
     std::fs::write(&active, &bytes).unwrap();
 
     let (child, _rx) = common::spawn_child(&cluster.nodes[f].args);
-    let mut child = KillOnDrop(child);
+    let mut child = common::KillOnDrop(child);
     let deadline = Instant::now() + LIVENESS;
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {

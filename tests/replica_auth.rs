@@ -23,7 +23,7 @@ fn only_nodes_that_prove_the_shared_secret_join_the_cluster() {
     let at = args.iter().position(|a| a == "--config").unwrap();
     args[at + 1] = cfg.display().to_string();
     let (child, rx) = common::spawn_child(&args);
-    let mut child = scopeguard(child);
+    let mut child = common::KillOnDrop(child);
     assert!(
         rx.recv_timeout(Duration::from_secs(8)).is_err(),
         "a node with the wrong secret joined the cluster"
@@ -43,17 +43,6 @@ fn only_nodes_that_prove_the_shared_secret_join_the_cluster() {
         get(&mut c, "k2")
     });
     assert_eq!(v.as_deref(), Some("v2"));
-}
-
-struct Guard(std::process::Child);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-fn scopeguard(c: std::process::Child) -> Guard {
-    Guard(c)
 }
 
 #[test]

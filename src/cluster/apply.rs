@@ -203,15 +203,10 @@ impl Applier {
         exec: &mut KvStoreExecutor,
         group: Vec<ApplyJob>,
     ) -> Result<(), String> {
-        while self.shared.pause_apply.load(Ordering::SeqCst) {
+        while self.shared.pause_apply.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        if !group.is_empty()
-            && self
-                .shared
-                .inject_store_failure
-                .swap(false, Ordering::SeqCst)
-        {
+        if !group.is_empty() && ReplicaShared::take_fault(&self.shared.inject_store_failure) {
             let e = "rocksdb: IO error: injected write failure".to_string();
             tracing::error!(replica = self.shared.id, error = %e, "apply failed; this replica stops");
             return Err(e);

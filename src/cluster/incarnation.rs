@@ -42,9 +42,7 @@ pub fn next_incarnation(dir: &Path) -> Result<u64, String> {
     f.write_all(format!("{next}\n").as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    super::rebuild::sync_dir(dir)?;
     Ok(next)
 }
 

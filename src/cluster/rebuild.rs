@@ -37,7 +37,8 @@ pub fn mark_rebuilt(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), String> {
+/// Makes a directory's entries (a created, renamed or removed file) durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), String> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| format!("{}: {e}", dir.display()))

@@ -120,6 +120,12 @@ impl ReplicaShared {
         self.slot_commands[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Consumes a one-shot test hook: true once after it was armed. A plain load first, so
+    /// the hot paths that ask (every WAL record, every apply run) pay no atomic write.
+    pub fn take_fault(hook: &AtomicBool) -> bool {
+        hook.load(Ordering::Relaxed) && hook.swap(false, Ordering::SeqCst)
+    }
+
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }

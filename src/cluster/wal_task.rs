@@ -55,10 +55,7 @@ pub(super) async fn run_wal(
                     }
                     buf.clear();
                     rec.encode(&mut buf);
-                    if shared
-                        .inject_wal_append_failure
-                        .swap(false, Ordering::SeqCst)
-                    {
+                    if ReplicaShared::take_fault(&shared.inject_wal_append_failure) {
                         let e = "No space left on device (os error 28, injected)";
                         let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
                         return;
@@ -79,7 +76,7 @@ pub(super) async fn run_wal(
         }
         if wal.has_pending() {
             let written_before = wal.stats.bytes_written;
-            if shared.inject_wal_failure.swap(false, Ordering::SeqCst) {
+            if ReplicaShared::take_fault(&shared.inject_wal_failure) {
                 // A failed fsync is never retried: the replica stops, its data untouched.
                 let _ = ev
                     .send(Ev::Fatal("wal sync: injected failure".into()))

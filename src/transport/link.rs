@@ -116,15 +116,7 @@ async fn serve_peer(
         };
         // Prove we hold the secret, then make the dialer prove it for the id it claims.
         let own_nonce = frame::nonce();
-        let ours = frame::proof(
-            &cfg.secret,
-            frame::Role::Listener,
-            &cfg.cluster_id,
-            claimed,
-            cfg.me,
-            &dialer_nonce,
-            &own_nonce,
-        );
+        let (ours, want) = handshake_proofs(cfg, claimed, cfg.me, &dialer_nonce, &own_nonce);
         let mut reply = frame::encode_ack(0);
         reply.extend_from_slice(&own_nonce);
         reply.extend_from_slice(&ours);
@@ -133,15 +125,6 @@ async fn serve_peer(
         with_deadline(cfg.connect_timeout, stream.read_exact(&mut theirs))
             .await
             .map_err(|e| e.to_string())?;
-        let want = frame::proof(
-            &cfg.secret,
-            frame::Role::Dialer,
-            &cfg.cluster_id,
-            claimed,
-            cfg.me,
-            &dialer_nonce,
-            &own_nonce,
-        );
         if let Err(e) = frame::check_proof(&theirs, &want) {
             tracing::warn!(replica = cfg.me, claimed, error = %e, "refused a replica connection");
             return Err(e.to_string());
@@ -316,6 +299,29 @@ async fn run_peer_writer(
     }
 }
 
+/// Both proofs of one handshake, (the listener's, the dialer's): each side sends one and
+/// checks the other.
+fn handshake_proofs(
+    cfg: &TransportConfig,
+    dialer: u32,
+    listener: u32,
+    dialer_nonce: &[u8; frame::NONCE_BYTES],
+    listener_nonce: &[u8; frame::NONCE_BYTES],
+) -> ([u8; frame::PROOF_BYTES], [u8; frame::PROOF_BYTES]) {
+    let proof = |role| {
+        frame::proof(
+            &cfg.secret,
+            role,
+            &cfg.cluster_id,
+            dialer,
+            listener,
+            dialer_nonce,
+            listener_nonce,
+        )
+    };
+    (proof(frame::Role::Listener), proof(frame::Role::Dialer))
+}
+
 async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
     let addr = cfg.peers.get(peer as usize).ok_or("no address for peer")?;
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
@@ -347,28 +353,11 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
     let (their_nonce, their_proof) = challenge.split_at(frame::NONCE_BYTES);
     let mut listener_nonce = [0u8; frame::NONCE_BYTES];
     listener_nonce.copy_from_slice(their_nonce);
-    let want = frame::proof(
-        &cfg.secret,
-        frame::Role::Listener,
-        &cfg.cluster_id,
-        cfg.me,
-        peer,
-        &own_nonce,
-        &listener_nonce,
-    );
+    let (want, ours) = handshake_proofs(cfg, cfg.me, peer, &own_nonce, &listener_nonce);
     if let Err(e) = frame::check_proof(their_proof, &want) {
         tracing::warn!(replica = cfg.me, peer, error = %e, "replica peer failed its handshake proof");
         return Err(e.to_string());
     }
-    let ours = frame::proof(
-        &cfg.secret,
-        frame::Role::Dialer,
-        &cfg.cluster_id,
-        cfg.me,
-        peer,
-        &own_nonce,
-        &listener_nonce,
-    );
     s.write_all(&ours).await.map_err(|e| e.to_string())?;
     Ok(s)
 }

@@ -176,6 +176,16 @@ impl Drop for Server {
     }
 }
 
+/// A child process killed when the test ends, even by a panic.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts the binary; the receiver yields its Thrift address once it reports one.
 pub fn spawn_child(args: &[String]) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
