@@ -61,6 +61,9 @@ pub struct ReplicatedSection {
     /// saves both under load. 0 (the default) never spins, so an idle server uses no CPU.
     #[serde(with = "serde_str")]
     pub spin_before_park: Duration,
+    /// Replicas of this process pinned to the same core (more replicas than cores) run on one
+    /// executor, one thread per core: a frame sent to both wakes one thread, not two.
+    pub executor_per_core: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -212,6 +215,7 @@ impl Default for ReplicatedSection {
             replica_count: 3,
             cluster_id: "paxoskv".to_string(),
             spin_before_park: Duration::ZERO,
+            executor_per_core: true,
         }
     }
 }

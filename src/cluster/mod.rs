@@ -64,7 +64,7 @@ struct Pending {
 struct Running {
     local: LocalReplica,
     /// Tasks to start on this replica's executor (the front, in `serve`).
-    guests: mpsc::UnboundedSender<Guest>,
+    guests: Option<mpsc::UnboundedSender<Guest>>,
     /// Ends the executor. Until then it keeps running its guests even after the replica
     /// stopped (a fatal WAL or apply error must not take the front down with it).
     stop_executor: Option<oneshot::Sender<()>>,
@@ -85,7 +85,7 @@ impl ReplicatedKvStore {
     /// it is handed to without crossing threads. `None` before `start`.
     pub fn front_spawner(&self) -> Option<GuestSpawner> {
         let r = self.running.iter().min_by_key(|r| r.local.id)?;
-        let tx = r.guests.clone();
+        let tx = r.guests.clone()?;
         let id = r.local.id;
         Some(Box::new(move |guest: Guest| {
             tx.unbounded_send(guest)
@@ -171,106 +171,185 @@ impl ReplicatedKvStore {
         })
     }
 
-    /// Starts every local replica on its own executor, pinned to core `id mod ncpu`.
+    /// Starts every local replica, pinned to a core (see `replica_cpu`). Replicas pinned to the
+    /// same core run on one executor (`replicated.executor_per_core`): one thread per core, so
+    /// a frame broadcast to two followers wakes one thread, and one park covers both.
     pub fn start(&mut self) -> Result<(), ClusterError> {
         let cpus = allowed_cpus();
         let n = self.config.replicated.replica_count;
+        let share = self.config.replicated.executor_per_core;
+        // (cpu, replicas' params) per executor, in order of first replica id.
+        let mut groups: Vec<(Option<usize>, Vec<replica::ReplicaParams>)> = Vec::new();
         for p in std::mem::take(&mut self.pending) {
-            let id = p.id;
-            let endpoint = self.endpoints[id as usize].clone();
-            let shared = Arc::new(ReplicaShared::new(id, endpoint, n));
-            let reader = p.exec.reader();
-            let snapshot = replica::SnapshotParams {
-                db: p.exec.db().clone(),
-                chunk_bytes: self.config.consensus.snapshot_chunk_bytes as usize,
-                timeout: self.config.consensus.snapshot_timeout,
-            };
-            let applied_slot = p.exec.next_expected_sequence().0 - 1;
-            shared
-                .applied_slot
-                .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
-            shared
-                .durable_slot
-                .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
-            let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
-            let (applied_tx, applied_rx) = mpsc::unbounded();
-            let (client_tx, client_rx) = mpsc::unbounded();
-            let exec = p.exec;
-            let sh = shared.clone();
-            let flush_every = self.config.storage.memtable_flush_interval;
-            let apply = std::thread::Builder::new()
-                .name(format!("paxoskv-apply-{id}"))
-                .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh, flush_every))
-                .map_err(|e| ClusterError::Start {
-                    id,
-                    message: e.to_string(),
-                })?;
-            let params = replica::ReplicaParams {
-                id,
-                paxos: self.paxos_config(id),
-                transport: self.transport_config(id),
-                listener: p.listener,
-                wal_dir: self.config.replica_wal_dir(id),
-                wal_segment_bytes: self.config.storage.wal_segment_bytes,
-                wal_dsync: self.config.storage.wal_dsync,
-                commit_timeout: self.config.consensus.commit_timeout,
-                max_apply_lag_slots: self.config.consensus.max_apply_lag_slots,
-                applied_slot,
-                jobs: jobs_tx,
-                snapshot,
-                applied_rx,
-                client_rx,
-                shared: shared.clone(),
-            };
-            let placement = match replica_cpu(id, n, &cpus) {
-                Some(cpu) => Placement::Fixed(cpu),
-                None => Placement::Unbound,
-            };
-            let mut builder =
-                LocalExecutorBuilder::new(placement).name(&format!("paxoskv-replica-{id}"));
-            let spin = self.config.replicated.spin_before_park;
-            if !spin.is_zero() {
-                builder = builder.spin_before_park(spin);
+            let (params, local, apply) = self.prepare(p)?;
+            let cpu = replica_cpu(local.id, n, &cpus);
+            match groups
+                .iter_mut()
+                .find(|(c, _)| share && c.is_some() && *c == cpu)
+            {
+                Some((_, members)) => members.push(params),
+                None => groups.push((cpu, vec![params])),
             }
-            let (guests, mut guest_rx) = mpsc::unbounded::<Guest>();
-            let (stop_executor, stopped) = oneshot::channel::<()>();
-            let executor = builder
-                .spawn(move || async move {
-                    glommio::spawn_local(async move {
-                        while let Some(guest) = guest_rx.next().await {
-                            glommio::spawn_local(guest()).detach();
-                        }
-                    })
-                    .detach();
-                    let id = params.id;
-                    let shared = params.shared.clone();
-                    let r = replica::run_replica(params).await;
-                    if let Err(e) = &r {
-                        tracing::error!(replica = id, error = %e, "replica stopped");
-                        *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
-                    }
-                    // The front may live on this executor: serve it until the store stops.
-                    let _ = stopped.await;
-                    r
-                })
-                .map_err(|e| ClusterError::Start {
-                    id,
-                    message: e.to_string(),
-                })?;
             self.running.push(Running {
-                local: LocalReplica {
-                    id,
-                    tx: client_tx,
-                    reader,
-                    shared,
-                },
-                guests,
-                stop_executor: Some(stop_executor),
-                executor: Some(executor),
+                local,
+                guests: None,
+                stop_executor: None,
+                executor: None,
                 apply: Some(apply),
             });
         }
+        for (cpu, members) in groups {
+            let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
+            let (guests, stop_executor, executor) = self.spawn_executor(cpu, members)?;
+            for r in self
+                .running
+                .iter_mut()
+                .filter(|r| ids.contains(&r.local.id))
+            {
+                r.guests = Some(guests.clone());
+            }
+            if let Some(host) = self.running.iter_mut().find(|r| r.local.id == ids[0]) {
+                host.stop_executor = Some(stop_executor);
+                host.executor = Some(executor);
+            }
+        }
         Ok(())
+    }
+
+    /// Everything one replica needs before its executor starts: its apply thread, its handles.
+    fn prepare(
+        &self,
+        p: Pending,
+    ) -> Result<(replica::ReplicaParams, LocalReplica, JoinHandle<()>), ClusterError> {
+        let id = p.id;
+        let n = self.config.replicated.replica_count;
+        let endpoint = self.endpoints[id as usize].clone();
+        let shared = Arc::new(ReplicaShared::new(id, endpoint, n));
+        let reader = p.exec.reader();
+        let snapshot = replica::SnapshotParams {
+            db: p.exec.db().clone(),
+            chunk_bytes: self.config.consensus.snapshot_chunk_bytes as usize,
+            timeout: self.config.consensus.snapshot_timeout,
+        };
+        let applied_slot = p.exec.next_expected_sequence().0 - 1;
+        shared
+            .applied_slot
+            .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+        shared
+            .durable_slot
+            .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+        let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
+        let (applied_tx, applied_rx) = mpsc::unbounded();
+        let (client_tx, client_rx) = mpsc::unbounded();
+        let exec = p.exec;
+        let sh = shared.clone();
+        let flush_every = self.config.storage.memtable_flush_interval;
+        let apply = std::thread::Builder::new()
+            .name(format!("paxoskv-apply-{id}"))
+            .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh, flush_every))
+            .map_err(|e| ClusterError::Start {
+                id,
+                message: e.to_string(),
+            })?;
+        let params = replica::ReplicaParams {
+            id,
+            paxos: self.paxos_config(id),
+            transport: self.transport_config(id),
+            listener: p.listener,
+            wal_dir: self.config.replica_wal_dir(id),
+            wal_segment_bytes: self.config.storage.wal_segment_bytes,
+            wal_dsync: self.config.storage.wal_dsync,
+            commit_timeout: self.config.consensus.commit_timeout,
+            max_apply_lag_slots: self.config.consensus.max_apply_lag_slots,
+            applied_slot,
+            jobs: jobs_tx,
+            snapshot,
+            applied_rx,
+            client_rx,
+            shared: shared.clone(),
+        };
+        let local = LocalReplica {
+            id,
+            tx: client_tx,
+            reader,
+            shared,
+        };
+        Ok((params, local, apply))
+    }
+
+    /// One executor on `cpu` running `members` (one replica each, as local tasks) and any
+    /// guests sent to it, until it is told to stop.
+    #[allow(clippy::type_complexity)]
+    fn spawn_executor(
+        &self,
+        cpu: Option<usize>,
+        members: Vec<replica::ReplicaParams>,
+    ) -> Result<
+        (
+            mpsc::UnboundedSender<Guest>,
+            oneshot::Sender<()>,
+            ExecutorJoinHandle<Result<(), String>>,
+        ),
+        ClusterError,
+    > {
+        let first = members.first().map(|m| m.id).unwrap_or(0);
+        let name = members
+            .iter()
+            .map(|m| m.id.to_string())
+            .collect::<Vec<_>>()
+            .join("+");
+        let placement = match cpu {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let mut builder =
+            LocalExecutorBuilder::new(placement).name(&format!("paxoskv-replica-{name}"));
+        let spin = self.config.replicated.spin_before_park;
+        if !spin.is_zero() {
+            builder = builder.spin_before_park(spin);
+        }
+        let (guests, mut guest_rx) = mpsc::unbounded::<Guest>();
+        let (stop_executor, stopped) = oneshot::channel::<()>();
+        let executor = builder
+            .spawn(move || async move {
+                glommio::spawn_local(async move {
+                    while let Some(guest) = guest_rx.next().await {
+                        glommio::spawn_local(guest()).detach();
+                    }
+                })
+                .detach();
+                let tasks: Vec<_> = members
+                    .into_iter()
+                    .map(|params| {
+                        glommio::spawn_local(async move {
+                            let id = params.id;
+                            let shared = params.shared.clone();
+                            let r = replica::run_replica(params).await;
+                            if let Err(e) = &r {
+                                tracing::error!(replica = id, error = %e, "replica stopped");
+                                *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(e.clone());
+                            }
+                            r
+                        })
+                    })
+                    .collect();
+                let mut result = Ok(());
+                for t in tasks {
+                    let r = t.await;
+                    if result.is_ok() {
+                        result = r;
+                    }
+                }
+                // The front may live on this executor: serve it until the store stops.
+                let _ = stopped.await;
+                result
+            })
+            .map_err(|e| ClusterError::Start {
+                id: first,
+                message: e.to_string(),
+            })?;
+        Ok((guests, stop_executor, executor))
     }
 
     fn paxos_config(&self, id: u32) -> PaxosConfig {
