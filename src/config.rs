@@ -136,6 +136,27 @@ pub struct NetworkSection {
     /// Bytes queued for one peer at most (a peer that is down or slow); frames beyond it are
     /// dropped and the protocol resends what the peer still needs.
     pub peer_queue_bytes: u64,
+    /// Mutual TLS 1.3 on replica links: the cluster CA (PEM) every node's certificate is
+    /// checked against, and this node's certificate and key. All three or none. A replica's
+    /// certificate must name `replica-<id>.paxoskv` (`paxoskv certs` makes such a set);
+    /// `{id}` in `tls_cert`/`tls_key` stands for the replica's id (so `serve`, which runs every
+    /// replica, can give each its own).
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NetworkSection {
+    /// Replica `id`'s link TLS files, when configured.
+    pub fn tls_files(&self, id: u32) -> Option<crate::tls::TlsFiles> {
+        let for_id =
+            |p: &PathBuf| PathBuf::from(p.to_string_lossy().replace("{id}", &id.to_string()));
+        Some(crate::tls::TlsFiles {
+            ca: self.tls_ca.clone()?,
+            cert: for_id(self.tls_cert.as_ref()?),
+            key: for_id(self.tls_key.as_ref()?),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -143,6 +164,10 @@ pub struct NetworkSection {
 pub struct ThriftSection {
     pub port: u16,
     pub bind_address: String,
+    /// TLS on the Thrift port: this server's certificate chain and key (PEM). Both or none;
+    /// with them every client connection must start with a TLS handshake.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub max_connections: u32,
     /// Largest Thrift message (framed or unframed) accepted; larger ones close the connection.
     pub max_message_bytes: u32,
@@ -253,6 +278,9 @@ impl Default for NetworkSection {
             shared_secret: None,
             max_frame_bytes: 64 << 20,
             peer_queue_bytes: 64 << 20,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -262,6 +290,8 @@ impl Default for ThriftSection {
         ThriftSection {
             port: 9091,
             bind_address: "127.0.0.1".to_string(),
+            tls_cert: None,
+            tls_key: None,
             max_connections: 4096,
             max_message_bytes: 16 << 20,
             max_key_bytes: 16 << 10,
@@ -406,6 +436,22 @@ impl ReplicatedConfig {
                 "replicated.spin_before_park",
                 format!("{:?}", r.spin_before_park),
                 "must be at most 10ms (a spinning executor takes its core from everything else)",
+            ));
+        }
+        let n = &self.network;
+        let tls = [&n.tls_ca, &n.tls_cert, &n.tls_key];
+        if tls.iter().any(|f| f.is_some()) && tls.iter().any(|f| f.is_none()) {
+            return Err(bad(
+                "network.tls_ca/tls_cert/tls_key",
+                "partly set",
+                "set all three (the cluster CA, this node's certificate and its key) or none",
+            ));
+        }
+        if self.thrift.tls_cert.is_some() != self.thrift.tls_key.is_some() {
+            return Err(bad(
+                "thrift.tls_cert/tls_key",
+                "partly set",
+                "set both (the front's certificate and its key) or neither",
             ));
         }
         let c = &self.consensus;

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod paxos;
 pub mod service;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod txn;
 pub mod types;

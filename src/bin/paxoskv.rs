@@ -42,6 +42,22 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Make a dev CA and TLS certificates: one per replica (named replica-<id>.paxoskv, for
+    /// [network] tls_*) and one for the Thrift front (for [thrift] tls_*).
+    Certs(CertsArgs),
+}
+
+#[derive(Args)]
+struct CertsArgs {
+    /// Directory to write ca.pem, ca.key, replica-<i>.pem/.key and front.pem/.key into.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Number of replicas.
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// Extra names (DNS names or IP addresses) every certificate carries, e.g. the hosts.
+    #[arg(long = "host")]
+    hosts: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -186,6 +202,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", effective_config(&a)?.to_toml());
             Ok(())
         }
+        Command::Certs(a) => {
+            for f in paxoskv::tls::make_dev_certs(&a.dir, a.replicas, &a.hosts)? {
+                println!("wrote {}", f.display());
+            }
+            Ok(())
+        }
         Command::Serve(a) => serve(a),
         Command::Node(a) => node(a),
         Command::Inspect(a) => inspect(a),
@@ -222,14 +244,15 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     run_cluster(store, config, stop)
 }
 
-/// Replicas reachable beyond this machine must authenticate each other: with no shared
-/// secret, anyone who reaches a replica port could speak as a replica.
+/// Replicas reachable beyond this machine must authenticate each other: with neither TLS nor
+/// a shared secret, anyone who reaches a replica port could speak as a replica.
 fn refuse_open_network_without_secret(config: &ReplicatedConfig) -> anyhow::Result<()> {
-    if config
-        .network
-        .shared_secret
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
+    if config.network.tls_files(0).is_some()
+        || config
+            .network
+            .shared_secret
+            .as_deref()
+            .is_some_and(|s| !s.is_empty())
     {
         return Ok(());
     }
@@ -244,9 +267,10 @@ fn refuse_open_network_without_secret(config: &ReplicatedConfig) -> anyhow::Resu
                 .is_ok_and(|ip| ip.is_loopback());
         if !loopback {
             anyhow::bail!(
-                "replica {id} is at {addr}, beyond this machine, and no shared secret is set: \
-                 anyone who reaches a replica port could act as a replica. Set \
-                 [network] shared_secret (the same on every node) in the config file"
+                "replica {id} is at {addr}, beyond this machine, and replica links have neither \
+                 TLS nor a shared secret: anyone who reaches a replica port could act as a \
+                 replica. Set [network] tls_ca, tls_cert and tls_key (`paxoskv certs` makes a \
+                 set) or [network] shared_secret (the same on every node) in the config file"
             );
         }
     }

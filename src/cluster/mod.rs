@@ -53,6 +53,8 @@ pub enum ClusterError {
     },
     #[error("replica {id}: {message}")]
     Start { id: u32, message: String },
+    #[error("replica links: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 struct Pending {
@@ -74,6 +76,8 @@ struct Running {
 
 pub struct ReplicatedKvStore {
     config: ReplicatedConfig,
+    /// Each local replica's link TLS (`[network] tls_*`), by id; `None`: plain TCP.
+    tls: Vec<Option<crate::tls::ReplicaTls>>,
     endpoints: Vec<String>,
     pending: Vec<Pending>,
     running: Vec<Running>,
@@ -113,6 +117,12 @@ impl ReplicatedKvStore {
     fn build(config: ReplicatedConfig, ids: &[u32]) -> Result<Self, ClusterError> {
         config.validate()?;
         let n = config.replicated.replica_count;
+        let mut tls = vec![None; n as usize];
+        for &id in ids {
+            if let Some(files) = config.network.tls_files(id) {
+                tls[id as usize] = Some(crate::tls::ReplicaTls::load(&files)?);
+            }
+        }
         let mut endpoints: Vec<String> = (0..n).map(|i| config.replica_address(i)).collect();
         let mut pending = Vec::new();
         for &id in ids {
@@ -165,6 +175,7 @@ impl ReplicatedKvStore {
         }
         Ok(ReplicatedKvStore {
             config,
+            tls,
             endpoints,
             pending,
             running: Vec::new(),
@@ -388,6 +399,7 @@ impl ReplicatedKvStore {
             backoff_max: n.reconnect_backoff_max,
             queue_frames_max: 65_536,
             queue_bytes_max: n.peer_queue_bytes as usize,
+            tls: self.tls.get(id as usize).cloned().flatten(),
         }
     }
 

@@ -61,6 +61,8 @@ pub enum FrontError {
     Bind { addr: String, message: String },
     #[error("cannot start the front executor: {0}")]
     Executor(String),
+    #[error("thrift TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Starts the front where `host` says. `make_service` runs on the executor that hosts it.
@@ -76,6 +78,10 @@ where
     F: FnOnce() -> S + Send + 'static,
 {
     let addr = format!("{}:{}", limits.bind_address, limits.port);
+    let tls = match (&limits.tls_cert, &limits.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::front_acceptor(cert, key)?),
+        _ => None,
+    };
     let metrics_bind = metrics_cfg
         .enabled
         .then(|| format!("{}:{}", metrics_cfg.bind_address, metrics_cfg.port));
@@ -119,7 +125,7 @@ where
         };
         let ctx = Rc::new(handlers::FrontCtx::new(service, limits, metrics));
         let _ = tx.send(Ok((local, metrics_addr)));
-        server::run_thrift_listener(listener, ctx.clone(), stop_rx).await;
+        server::run_thrift_listener(listener, ctx.clone(), tls, stop_rx).await;
         // Stopping: wait for the requests in flight, then report drained. The executor
         // keeps running (open connections stay served) until the process exits.
         while ctx.stats.in_flight.get() > 0 {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use futures_lite::future::poll_once;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use thrift::ApplicationError;
 
@@ -105,6 +105,7 @@ async fn sweep_idle(registry: IdleRegistry, idle_timeout: std::time::Duration) {
 pub async fn run_thrift_listener<S: KvService>(
     listener: TcpListener,
     ctx: Rc<FrontCtx<S>>,
+    tls: Option<futures_rustls::TlsAcceptor>,
     stop: futures_channel::oneshot::Receiver<()>,
 ) {
     let open = Rc::new(Cell::new(0u32));
@@ -155,13 +156,35 @@ pub async fn run_thrift_listener<S: KvService>(
             last_active,
             closer,
         };
+        let tls = tls.clone();
         glommio::spawn_local(async move {
             let peer = stream
                 .peer_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default();
             let metrics = ctx.metrics.clone();
-            let res = serve_connection(stream, ctx, idle).await;
+            let _ = stream.set_nodelay(true);
+            let res = match tls {
+                None => serve_connection(stream, ctx, idle).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like any started message (thrift.read_timeout).
+                    let timeout = ctx.limits.read_timeout;
+                    let shake = futures_lite::future::or(
+                        async { Some(acceptor.accept(stream).await) },
+                        async {
+                            glommio::timer::sleep(timeout).await;
+                            None
+                        },
+                    );
+                    match shake.await {
+                        Some(Ok(tls_stream)) => serve_connection(tls_stream, ctx, idle).await,
+                        Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                        None => Err(format!(
+                            "TLS handshake not completed within thrift.read_timeout ({timeout:?})"
+                        )),
+                    }
+                }
+            };
             registry2.borrow_mut().remove(&conn_id);
             if let Err(reason) = &res {
                 tracing::info!(%peer, %reason, "closed thrift connection");
@@ -174,12 +197,15 @@ pub async fn run_thrift_listener<S: KvService>(
 }
 
 /// Serves one connection until the peer closes it or sends something unusable.
-async fn serve_connection<S: KvService>(
-    stream: TcpStream,
+async fn serve_connection<S, IO>(
+    stream: IO,
     ctx: Rc<FrontCtx<S>>,
     mut idle: IdleWatch,
-) -> Result<(), String> {
-    let _ = stream.set_nodelay(true);
+) -> Result<(), String>
+where
+    S: KvService,
+    IO: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
+{
     let (mut rd, wr) = futures_lite::io::split(stream);
     let (tx, rx) = glommio::channels::local_channel::new_bounded::<Outgoing>(
         ctx.limits.max_in_flight_per_connection as usize,
@@ -368,7 +394,11 @@ async fn flush<W: futures_lite::AsyncWrite + Unpin>(
     if out.is_empty() {
         return Ok(());
     }
-    let r = wr.write_all(out).await;
+    let r = match wr.write_all(out).await {
+        // A TLS stream may keep records buffered until flushed; a plain socket has none.
+        Ok(()) => wr.flush().await,
+        Err(e) => Err(e),
+    };
     out.clear();
     r.map_err(|e| format!("write failed: {e}"))
 }

@@ -107,6 +107,8 @@ pub enum HandshakeError {
     TooLong,
     #[error("peer refused the handshake (status {0})")]
     Refused(u16),
+    #[error("{0}")]
+    Certificate(String),
 }
 
 pub fn encode_frame(out: &mut Vec<u8>, kind: FrameKind, payload: &[u8]) {

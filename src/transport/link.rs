@@ -33,7 +33,14 @@ pub struct TransportConfig {
     /// Payload bytes waiting for one peer at most; more are dropped (Paxos resends what
     /// matters: Accepts on the heartbeat, missing slots by catch-up or snapshot).
     pub queue_bytes_max: usize,
+    /// Mutual TLS on every link (`[network] tls_*`); `None`: plain TCP.
+    pub tls: Option<crate::tls::ReplicaTls>,
 }
+
+/// A link's byte stream: plain TCP, or TLS over it.
+pub(crate) trait LinkIo: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin {}
+impl<T: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> LinkIo for T {}
+type Link = Box<dyn LinkIo>;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const WRITE_BATCH_BYTES_MAX: usize = 4 << 20;
@@ -84,12 +91,26 @@ pub async fn run_listener<F>(
 }
 
 async fn serve_peer(
-    mut stream: TcpStream,
+    stream: TcpStream,
     cfg: &TransportConfig,
     faults: &TransportFaults,
     deliver: &dyn Fn(Inbound),
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
+    let (mut stream, peer_certs): (Link, _) = match &cfg.tls {
+        None => (Box::new(stream), None),
+        Some(tls) => {
+            let s = with_deadline(cfg.connect_timeout, tls.acceptor.accept(stream))
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let certs: Option<Vec<_>> = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+            (Box::new(s), certs)
+        }
+    };
     let from = {
         let mut h = [0u8; HELLO_BYTES];
         with_deadline(cfg.connect_timeout, stream.read_exact(&mut h))
@@ -102,7 +123,15 @@ async fn serve_peer(
                 with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest))
                     .await
                     .map_err(|e| e.to_string())?;
-                frame::check_hello(&hh, &rest, &cfg.cluster_id, cfg.replica_count)
+                frame::check_hello(&hh, &rest, &cfg.cluster_id, cfg.replica_count).and_then(
+                    |(claimed, nonce)| match &cfg.tls {
+                        // Under TLS the id a dialer claims must be the one its certificate names.
+                        Some(_) => crate::tls::cert_names_replica(peer_certs.as_deref(), claimed)
+                            .map(|()| (claimed, nonce))
+                            .map_err(frame::HandshakeError::Certificate),
+                        None => Ok((claimed, nonce)),
+                    },
+                )
             }
             Err(e) => Err(e),
         };
@@ -111,6 +140,7 @@ async fn serve_peer(
             Err(e) => {
                 tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection");
                 let _ = stream.write_all(&frame::encode_ack(1)).await;
+                let _ = stream.flush().await;
                 return Err(e.to_string());
             }
         };
@@ -121,6 +151,7 @@ async fn serve_peer(
         reply.extend_from_slice(&own_nonce);
         reply.extend_from_slice(&ours);
         stream.write_all(&reply).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
         let mut theirs = [0u8; frame::PROOF_BYTES];
         with_deadline(cfg.connect_timeout, stream.read_exact(&mut theirs))
             .await
@@ -291,7 +322,11 @@ async fn run_peer_writer(
             if delay > 0 {
                 glommio::timer::sleep(Duration::from_micros(delay)).await;
             }
-            if let Err(e) = stream.write_all(&out).await {
+            let written = match stream.write_all(&out).await {
+                Ok(()) => stream.flush().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
                 tracing::debug!(replica = cfg.me, peer, error = %e, "write to peer failed; reconnecting");
                 break;
             }
@@ -322,16 +357,27 @@ fn handshake_proofs(
     (proof(frame::Role::Listener), proof(frame::Role::Dialer))
 }
 
-async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
+async fn dial(cfg: &TransportConfig, peer: u32) -> Result<Link, String> {
     let addr = cfg.peers.get(peer as usize).ok_or("no address for peer")?;
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
         .map_err(|e| format!("bad peer address {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("peer address {addr} resolves to nothing"))?;
-    let mut s = TcpStream::connect_timeout(addr, cfg.connect_timeout)
+    let tcp = TcpStream::connect_timeout(addr, cfg.connect_timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let _ = s.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    let mut s: Link = match &cfg.tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let name = crate::tls::ReplicaTls::server_name(peer)?;
+            Box::new(
+                with_deadline(cfg.connect_timeout, tls.connector.connect(name, tcp))
+                    .await
+                    .map_err(|e| format!("TLS handshake with replica {peer}: {e}"))?,
+            )
+        }
+    };
     let own_nonce = frame::nonce();
     s.write_all(&frame::encode_hello(
         cfg.me as u16,
@@ -340,6 +386,7 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
     ))
     .await
     .map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     let mut ack = [0u8; ACK_BYTES];
     with_deadline(cfg.connect_timeout, s.read_exact(&mut ack))
         .await
@@ -359,5 +406,6 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<TcpStream, String> {
         return Err(e.to_string());
     }
     s.write_all(&ours).await.map_err(|e| e.to_string())?;
+    s.flush().await.map_err(|e| e.to_string())?;
     Ok(s)
 }

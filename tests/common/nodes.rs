@@ -17,6 +17,17 @@ pub struct Node {
     pub args: Vec<String>,
 }
 
+struct KillPidsOnDrop(Vec<u32>);
+
+impl Drop for KillPidsOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on a child process id this test started; no memory involved.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<Node>,
     pub dir: tempfile::TempDir,
@@ -57,6 +68,8 @@ impl Cluster {
             let (child, rx) = spawn_child(&args);
             pending.push((child, rx, args));
         }
+        // Should one node never report its address, the others must not outlive the test.
+        let mut guard = KillPidsOnDrop(pending.iter().map(|p| p.0.id()).collect());
         let nodes = pending
             .into_iter()
             .map(|(child, rx, args)| {
@@ -69,6 +82,7 @@ impl Cluster {
                 }
             })
             .collect();
+        guard.0.clear();
         Cluster { nodes, dir }
     }
 

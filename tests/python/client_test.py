@@ -1,12 +1,15 @@
 """Drives paxoskv through the Apache Thrift Python client over the unframed (buffered)
 transport, the way existing production clients connect. Exits non-zero on the first failure.
 
-Usage: client_test.py HOST PORT GEN_DIR   (GEN_DIR holds `thrift --gen py` output)
+Usage: client_test.py HOST PORT GEN_DIR [CA_FILE]
+(GEN_DIR holds `thrift --gen py` output; with CA_FILE the connection is TLS through Thrift's
+TSSLSocket, verifying the server's certificate against CA_FILE and its name against HOST.)
 """
 import sys
 import time
 
 host, port, gen = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ca = sys.argv[4] if len(sys.argv) > 4 else None
 sys.path.insert(0, gen)
 
 from thrift.protocol import TBinaryProtocol  # noqa: E402
@@ -14,7 +17,13 @@ from thrift.transport import TSocket, TTransport  # noqa: E402
 from paxoskv import TransactionalKV  # noqa: E402
 from paxoskv.ttypes import *  # noqa: E402,F401,F403
 
-sock = TSocket.TSocket(host, port)
+if ca is None:
+    sock = TSocket.TSocket(host, port)
+else:
+    import ssl  # noqa: E402
+    from thrift.transport import TSSLSocket  # noqa: E402
+
+    sock = TSSLSocket.TSSLSocket(host, port, cert_reqs=ssl.CERT_REQUIRED, ca_certs=ca)
 sock.setTimeout(30000)
 transport = TTransport.TBufferedTransport(sock)
 client = TransactionalKV.Client(TBinaryProtocol.TBinaryProtocol(transport))
