@@ -84,8 +84,21 @@ pub fn detect(buf: &[u8]) -> Result<Option<Transport>, FrameError> {
     )))
 }
 
-/// Finds the first complete message in `buf`.
+/// Finds the first complete message in `buf` (a fresh walk; see `scan_resume`).
 pub fn scan(buf: &[u8], transport: Transport, max: usize) -> Result<Scan, FrameError> {
+    scan_resume(buf, transport, max, &mut ScanState::default())
+}
+
+/// Finds the first complete message in `buf`, resuming the walk `state` holds from an earlier
+/// call on a shorter prefix of the same bytes. Every byte of a message is walked once however
+/// it is split across reads (an unframed message has no length up front, so a fresh walk per
+/// read would be quadratic). Reset `state` (`ScanState::default()`) after a complete message.
+pub fn scan_resume(
+    buf: &[u8],
+    transport: Transport,
+    max: usize,
+    state: &mut ScanState,
+) -> Result<Scan, FrameError> {
     match transport {
         Transport::Framed => {
             if buf.len() < 4 {
@@ -119,7 +132,7 @@ pub fn scan(buf: &[u8], transport: Transport, max: usize) -> Result<Scan, FrameE
         }
         Transport::Unframed => {
             let window = &buf[..buf.len().min(max)];
-            match binary_message_len(window)? {
+            match state.walk(window).map_err(FrameError::Malformed)? {
                 Some(n) => Ok(Scan::Complete { header: 0, body: n }),
                 None if buf.len() >= max => Err(FrameError::TooLarge(buf.len() as u64, max)),
                 None => Ok(Scan::Incomplete),
@@ -130,142 +143,209 @@ pub fn scan(buf: &[u8], transport: Transport, max: usize) -> Result<Scan, FrameE
 
 /// Walks one binary-protocol message; `Ok(None)` when `buf` ends before it does.
 pub fn binary_message_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    let mut w = Walker { buf, pos: 0 };
-    match w.message() {
-        Ok(()) => Ok(Some(w.pos)),
-        Err(Walk::Short) => Ok(None),
-        Err(Walk::Bad(m)) => Err(FrameError::Malformed(m)),
-    }
+    ScanState::default()
+        .walk(buf)
+        .map_err(FrameError::Malformed)
 }
 
-enum Walk {
-    Short,
-    Bad(String),
-}
-
-struct Walker<'a> {
-    buf: &'a [u8],
+/// A walk through one message, stopped where the bytes ran out: the position of the next
+/// item and the containers open around it. Each step (a message header, a field header with
+/// its value's header or whole primitive, a container element) is taken whole or not at all.
+#[derive(Debug, Default)]
+pub struct ScanState {
     pos: usize,
+    started: bool,
+    open: Vec<Open>,
+    /// Bytes examined over the walk's life (for the linearity test).
+    examined: usize,
 }
 
-impl Walker<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], Walk> {
-        if self.buf.len() - self.pos < n {
-            return Err(Walk::Short);
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
+#[derive(Debug)]
+enum Open {
+    Struct,
+    /// A list or set: element type, elements left.
+    Seq(u8, usize),
+    /// A map: key and value types, keys plus values left.
+    Map(u8, u8, usize),
+}
+
+/// What one value at a position is: its bytes when it is whole (a primitive or a string), or
+/// the header of a container to open.
+enum Item {
+    Whole(usize),
+    Opens(usize, Open),
+}
+
+fn be_i32(b: &[u8], at: usize) -> Option<i32> {
+    let s = b.get(at..at + 4)?;
+    Some(i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// A container of `n` elements needs at least `n` bytes per element's minimum size; a count
+/// that cannot fit the bytes a message may still have is a lie, refused at once.
+fn check_room(n: usize, elem: u8, room: usize, what: &str) -> Result<(), String> {
+    let min = match elem {
+        2 | 3 => 1,
+        6 => 2,
+        8 | 11 | 13 | 14 | 15 => 4,
+        4 | 10 => 8,
+        12 => 1,
+        t => return Err(format!("unknown {what} element type {t}")),
+    };
+    if n.saturating_mul(min) > room {
+        return Err(format!("{what} of {n} elements cannot fit the message"));
     }
-    fn u8(&mut self) -> Result<u8, Walk> {
-        Ok(self.take(1)?[0])
-    }
-    fn i32(&mut self) -> Result<i32, Walk> {
-        let b = self.take(4)?;
-        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn len(&mut self, what: &str) -> Result<usize, Walk> {
-        let n = self.i32()?;
-        if n < 0 {
-            return Err(Walk::Bad(format!("negative {what} length {n}")));
-        }
-        Ok(n as usize)
+    Ok(())
+}
+
+impl ScanState {
+    /// Continues the walk over `buf` (which extends what earlier calls saw): `Some(len)` once
+    /// the message is complete, `None` while bytes are missing.
+    fn walk(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
+        let before = self.pos;
+        let r = self.walk_inner(buf);
+        self.examined += self.pos - before;
+        r
     }
 
-    fn message(&mut self) -> Result<(), Walk> {
-        let first = self.i32()?;
-        if first < 0 {
-            let v = first as u32;
-            if v & VERSION_MASK != VERSION_1 {
-                return Err(Walk::Bad(format!("bad protocol version {v:#x}")));
-            }
-            let n = self.len("method name")?;
-            if n > MAX_NAME_BYTES {
-                return Err(Walk::Bad(format!("method name of {n} bytes")));
-            }
-            self.take(n)?;
-            self.take(4)?; // sequence id
-        } else {
-            let n = first as usize;
-            if n > MAX_NAME_BYTES {
-                return Err(Walk::Bad(format!("method name of {n} bytes")));
-            }
-            self.take(n)?;
-            self.take(1)?; // message type
-            self.take(4)?; // sequence id
+    fn walk_inner(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
+        if !self.started {
+            let Some(n) = message_header_len(buf)? else {
+                return Ok(None);
+            };
+            self.pos = n;
+            self.started = true;
+            self.open.push(Open::Struct);
         }
-        self.value(12, 0)
-    }
-
-    fn value(&mut self, ty: u8, depth: usize) -> Result<(), Walk> {
-        if depth > MAX_DEPTH {
-            return Err(Walk::Bad("nesting deeper than 64".into()));
-        }
-        match ty {
-            2 | 3 => {
-                self.take(1)?;
-            }
-            4 | 10 => {
-                self.take(8)?;
-            }
-            6 => {
-                self.take(2)?;
-            }
-            8 => {
-                self.take(4)?;
-            }
-            11 => {
-                let n = self.len("string")?;
-                self.take(n)?;
-            }
-            12 => loop {
-                let t = self.u8()?;
-                if t == 0 {
-                    break;
+        loop {
+            let ty = match self.open.last_mut() {
+                None => return Ok(Some(self.pos)),
+                Some(Open::Struct) => {
+                    let Some(&t) = buf.get(self.pos) else {
+                        return Ok(None);
+                    };
+                    if t == 0 {
+                        self.pos += 1;
+                        self.open.pop();
+                        continue;
+                    }
+                    // A field: type, id, then its value, taken together.
+                    match self.item(buf, self.pos + 3, t)? {
+                        None => return Ok(None),
+                        Some(item) => {
+                            self.take(item)?;
+                            continue;
+                        }
+                    }
                 }
-                self.take(2)?; // field id
-                self.value(t, depth + 1)?;
+                Some(Open::Seq(_, 0)) | Some(Open::Map(_, _, 0)) => {
+                    self.open.pop();
+                    continue;
+                }
+                Some(Open::Seq(e, _)) => *e,
+                Some(Open::Map(k, v, left)) => {
+                    if *left % 2 == 0 {
+                        *k
+                    } else {
+                        *v
+                    }
+                }
+            };
+            match self.item(buf, self.pos, ty)? {
+                None => return Ok(None),
+                Some(item) => {
+                    if let Some(Open::Seq(_, left) | Open::Map(_, _, left)) = self.open.last_mut() {
+                        *left -= 1;
+                    }
+                    self.take(item)?;
+                }
+            }
+        }
+    }
+
+    /// Moves past an item and opens its container, if any.
+    fn take(&mut self, item: Item) -> Result<(), String> {
+        match item {
+            Item::Whole(end) => self.pos = end,
+            Item::Opens(end, open) => {
+                if self.open.len() > MAX_DEPTH {
+                    return Err("nesting deeper than 64".into());
+                }
+                self.pos = end;
+                self.open.push(open);
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of type `ty` starting at `at`: `None` if its bytes (or its container header)
+    /// are not all in `buf` yet.
+    fn item(&self, buf: &[u8], at: usize, ty: u8) -> Result<Option<Item>, String> {
+        let whole = |n: usize| (buf.len() >= at + n).then_some(Item::Whole(at + n));
+        Ok(match ty {
+            2 | 3 => whole(1),
+            4 | 10 => whole(8),
+            6 => whole(2),
+            8 => whole(4),
+            11 => match be_i32(buf, at) {
+                None => None,
+                Some(n) if n < 0 => return Err(format!("negative string length {n}")),
+                Some(n) => whole(4 + n as usize),
             },
-            13 => {
-                let k = self.u8()?;
-                let v = self.u8()?;
-                let n = self.len("map")?;
-                self.check_room(n, k, "map")?;
-                for _ in 0..n {
-                    self.value(k, depth + 1)?;
-                    self.value(v, depth + 1)?;
+            12 => (buf.len() >= at).then_some(Item::Opens(at, Open::Struct)),
+            13 => match (buf.get(at), buf.get(at + 1), be_i32(buf, at + 2)) {
+                (Some(&k), Some(&v), Some(n)) => {
+                    if n < 0 {
+                        return Err(format!("negative map length {n}"));
+                    }
+                    let n = n as usize;
+                    check_room(n, k, usize::MAX, "map")?;
+                    check_room(n, v, usize::MAX, "map")?;
+                    Some(Item::Opens(at + 6, Open::Map(k, v, n.saturating_mul(2))))
                 }
-            }
-            14 | 15 => {
-                let e = self.u8()?;
-                let n = self.len("list")?;
-                self.check_room(n, e, "list")?;
-                for _ in 0..n {
-                    self.value(e, depth + 1)?;
+                _ => None,
+            },
+            14 | 15 => match (buf.get(at), be_i32(buf, at + 1)) {
+                (Some(&e), Some(n)) => {
+                    if n < 0 {
+                        return Err(format!("negative list length {n}"));
+                    }
+                    check_room(n as usize, e, usize::MAX, "list")?;
+                    Some(Item::Opens(at + 5, Open::Seq(e, n as usize)))
                 }
-            }
-            t => return Err(Walk::Bad(format!("unknown field type {t}"))),
-        }
-        Ok(())
+                _ => None,
+            },
+            t => return Err(format!("unknown field type {t}")),
+        })
     }
+}
 
-    /// A container of `n` elements needs at least `n` bytes; refuse counts that cannot fit a
-    /// whole message, so a bogus count cannot spin the walker.
-    fn check_room(&self, n: usize, elem: u8, what: &str) -> Result<(), Walk> {
-        let min = match elem {
-            2 | 3 => 1,
-            6 => 2,
-            8 | 11 | 13 | 14 | 15 => 4,
-            4 | 10 => 8,
-            12 => 1,
-            t => return Err(Walk::Bad(format!("unknown {what} element type {t}"))),
-        };
-        if n.saturating_mul(min) > self.buf.len() - self.pos {
-            // Either truncated so far, or a lie; the caller's size limit settles which.
-            return Err(Walk::Short);
+/// The length of a message's header (strict or not), `None` while it is incomplete.
+fn message_header_len(buf: &[u8]) -> Result<Option<usize>, String> {
+    let Some(first) = be_i32(buf, 0) else {
+        return Ok(None);
+    };
+    let (name_len, after_name) = if first < 0 {
+        let v = first as u32;
+        if v & VERSION_MASK != VERSION_1 {
+            return Err(format!("bad protocol version {v:#x}"));
         }
-        Ok(())
+        let Some(n) = be_i32(buf, 4) else {
+            return Ok(None);
+        };
+        if n < 0 {
+            return Err(format!("negative method name length {n}"));
+        }
+        (n as usize, 4) // sequence id
+    } else {
+        (first as usize, 5) // message type, sequence id
+    };
+    if name_len > MAX_NAME_BYTES {
+        return Err(format!("method name of {name_len} bytes"));
     }
+    let start = if first < 0 { 8 } else { 4 };
+    let end = start + name_len + after_name;
+    Ok((buf.len() >= end).then_some(end))
 }
 
 #[cfg(test)]
@@ -314,6 +394,56 @@ mod tests {
                 body: m.len()
             }
         );
+    }
+
+    /// A message fed a few bytes at a time: the resumed walk finds the same end as one walk
+    /// over the whole message, and walks each byte once (never from the start again).
+    #[test]
+    fn resumed_walk_is_linear_and_agrees_with_a_whole_walk() {
+        // struct { 1: list<i32> of 100k, 2: binary of 64 KiB, 3: map<binary, struct{}> }
+        let mut b = vec![15, 0, 1, 8];
+        b.extend_from_slice(&100_000i32.to_be_bytes());
+        for i in 0..100_000i32 {
+            b.extend_from_slice(&i.to_be_bytes());
+        }
+        b.extend_from_slice(&[11, 0, 2]);
+        b.extend_from_slice(&(64i32 << 10).to_be_bytes());
+        b.resize(b.len() + (64 << 10), 7);
+        b.extend_from_slice(&[13, 0, 3, 11, 12]);
+        b.extend_from_slice(&2i32.to_be_bytes());
+        for k in [b"a", b"b"] {
+            b.extend_from_slice(&1i32.to_be_bytes());
+            b.extend_from_slice(k);
+            b.push(0);
+        }
+        b.push(0);
+        let m = strict_msg("setKey", &b);
+        let whole = scan(&m, Transport::Unframed, 1 << 24).unwrap();
+        assert_eq!(
+            whole,
+            Scan::Complete {
+                header: 0,
+                body: m.len()
+            }
+        );
+        for step in [1usize, 7, 1000, 4096] {
+            let mut st = ScanState::default();
+            let mut end = step;
+            let found = loop {
+                let cut = end.min(m.len());
+                match scan_resume(&m[..cut], Transport::Unframed, 1 << 24, &mut st).unwrap() {
+                    Scan::Complete { body, .. } => break body,
+                    Scan::Incomplete => assert!(cut < m.len(), "complete bytes not found"),
+                }
+                end += step;
+            };
+            assert_eq!(found, m.len(), "step {step}");
+            assert_eq!(
+                st.examined,
+                m.len(),
+                "step {step}: bytes walked more than once"
+            );
+        }
     }
 
     #[test]

@@ -222,6 +222,8 @@ where
     let max = ctx.limits.max_message_bytes as usize;
     let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
     let mut transport: Option<Transport> = None;
+    // The walk through a partly read message, resumed as bytes arrive (linear, not quadratic).
+    let mut scan_state = codec::ScanState::default();
     let result = 'conn: loop {
         // Cut and start every complete message in the buffer.
         loop {
@@ -237,8 +239,11 @@ where
                     Err(e) => break 'conn Err(e.to_string()),
                 },
             };
-            let (header, body) = match codec::scan(pending, t, max) {
-                Ok(Scan::Complete { header, body }) => (header, body),
+            let (header, body) = match codec::scan_resume(pending, t, max, &mut scan_state) {
+                Ok(Scan::Complete { header, body }) => {
+                    scan_state = codec::ScanState::default();
+                    (header, body)
+                }
                 Ok(Scan::Incomplete) => break,
                 Err(e) => break 'conn Err(e.to_string()),
             };
