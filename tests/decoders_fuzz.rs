@@ -152,9 +152,29 @@ fn wal_records_commands_envelopes_and_snapshot_chunks_never_panic() {
     };
     let mut ch = Vec::new();
     chunk.encode(&mut ch);
-    let seeds = vec![r, c.to_vec(), env.to_vec(), ch];
+    // A segment's bytes as recovery reads them: records with LSNs 1 and 2 (the first ends its
+    // group), then zeros.
+    let mut seg = Vec::new();
+    for (lsn, payload, group_end) in [(1u64, &r[..], true), (2, &r[..], false)] {
+        let word = payload.len() as u32 | if group_end { 1 << 31 } else { 0 };
+        seg.extend_from_slice(&word.to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&lsn.to_le_bytes()), payload);
+        seg.extend_from_slice(&crc.to_le_bytes());
+        seg.extend_from_slice(&lsn.to_le_bytes());
+        seg.extend_from_slice(payload);
+    }
+    seg.resize(seg.len() + 64, 0);
+    let (found, end, acked) = paxoskv::wal::recover_segment(&seg, paxoskv::wal::Lsn(1));
+    assert_eq!(found.len(), 2, "the segment seed holds two records");
+    assert_eq!((end, acked), (seg.len() - 64, None));
+    let seeds = vec![r, c.to_vec(), env.to_vec(), ch, seg];
     let n = inputs(&seeds, |b| {
         let _ = Record::decode(b);
+        let (found, end, _) = paxoskv::wal::recover_segment(b, paxoskv::wal::Lsn(1));
+        assert!(end <= b.len());
+        for (i, (lsn, _)) in found.iter().enumerate() {
+            assert_eq!(lsn.0, 1 + i as u64, "records out of sequence");
+        }
         let owned = Bytes::copy_from_slice(b);
         let _ = Command::decode(&owned);
         let _ = envelope::decode(&owned);

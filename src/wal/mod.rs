@@ -13,7 +13,7 @@
 
 mod segment;
 
-pub use segment::{Wal, WalStats};
+pub use segment::{recover_segment, Wal, WalStats};
 
 /// Position of a record in the log; consecutive, starting at 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -131,6 +131,16 @@ fn acknowledged_records_after(data: &[u8], end: usize, next: Lsn) -> Option<u64>
     None
 }
 
+/// What recovery reads from the bytes of a segment whose first record has LSN `first`: the
+/// records in sequence, the offset where they end, and, past damage at that offset, the LSN of
+/// a record that proves the damaged group was acknowledged (corruption, not a torn tail).
+pub fn recover_segment(data: &[u8], first: Lsn) -> (Vec<(Lsn, Bytes)>, usize, Option<u64>) {
+    let mut records = Vec::new();
+    let end = parse_records(data, first, &mut records);
+    let next = Lsn(first.0 + records.len() as u64);
+    (records, end, acknowledged_records_after(data, end, next))
+}
+
 /// Parses records from `data` starting at `lsn`; returns them and the end offset of the last
 /// valid one. Stops at zero length, a bad CRC, an LSN out of sequence, or the end of `data`.
 fn parse_records(data: &[u8], mut lsn: Lsn, out: &mut Vec<(Lsn, Bytes)>) -> usize {
@@ -327,12 +337,12 @@ impl Wal {
                 .read_at_aligned(0, size as usize)
                 .await
                 .map_err(|e| io_err(&seg.path, e))?;
-            let before = records.len();
-            let end = parse_records(&data, next, &mut records);
-            next = Lsn(next.0 + (records.len() - before) as u64);
+            let (found, end, acknowledged_past_damage) = recover_segment(&data, next);
+            next = Lsn(next.0 + found.len() as u64);
+            records.extend(found);
             let is_last = i + 1 == count;
             if is_last {
-                if let Some(lsn) = acknowledged_records_after(&data, end, next) {
+                if let Some(lsn) = acknowledged_past_damage {
                     return Err(WalError::Corrupt(format!(
                         "segment {} is damaged at offset {end} (lsn {}), and complete group \
                          commits follow it (lsn {lsn}): acknowledged records would be lost. \
