@@ -194,6 +194,9 @@ pub struct ThriftSection {
     /// getRange results are capped at this many keys even when the client asks for no limit;
     /// key-selector offsets beyond it are refused.
     pub max_range_keys: u32,
+    /// Key and value bytes one range reply holds at most; a longer range is cut there with
+    /// `has_more` set (at least one pair is always returned).
+    pub max_range_reply_bytes: u64,
     /// A connection that started a message must finish it within this (slow senders are
     /// closed).
     #[serde(with = "serde_str")]
@@ -305,6 +308,7 @@ impl Default for ThriftSection {
             enable_fault_injection: false,
             admin_token: None,
             max_range_keys: 100_000,
+            max_range_reply_bytes: 16 << 20,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_session_conflict_bytes: 16 << 20,
@@ -501,6 +505,10 @@ impl ReplicatedConfig {
                 self.thrift.max_open_transactions as u64,
             ),
             ("thrift.max_range_keys", self.thrift.max_range_keys as u64),
+            (
+                "thrift.max_range_reply_bytes",
+                self.thrift.max_range_reply_bytes,
+            ),
             (
                 "thrift.max_in_flight_bytes_per_connection",
                 self.thrift.max_in_flight_bytes_per_connection,

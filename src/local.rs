@@ -135,7 +135,9 @@ impl KvService for LocalService {
         let at = at.unwrap_or_else(|| self.reader.last_version());
         Ok(match op {
             ReadOp::Get { cf, key } => ReadResult::Value(self.reader.get(&cf, &key, at)?),
-            ReadOp::Range(q) => ReadResult::Range(self.reader.range(&q, at)?),
+            ReadOp::Range(q) => ReadResult::Range(
+                crate::service::range_off_executor(self.reader.clone(), q, at).await?,
+            ),
         })
     }
 

@@ -68,6 +68,19 @@ impl From<StorageError> for ServiceError {
     }
 }
 
+/// Runs a range read on the current glommio executor's blocking pool: a long scan never holds
+/// up the executor's other tasks (every connection of the front, and in `serve` the replica
+/// that shares its thread). Point reads stay inline: one seek, bounded.
+pub async fn range_off_executor(
+    reader: crate::storage::KvReader,
+    q: RangeQuery,
+    at: Version,
+) -> Result<RangeResult, StorageError> {
+    glommio::executor()
+        .spawn_blocking(move || reader.range(&q, at))
+        .await
+}
+
 /// A read: one key or a key-selector range.
 #[derive(Debug, Clone)]
 pub enum ReadOp {

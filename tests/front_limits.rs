@@ -1,6 +1,7 @@
 //! Limits of the Thrift front that a hostile or careless client must not get past: slow and
 //! silent connections are closed, a session's registered conflicts are bounded, key-selector
-//! offsets are bounded, and the open-file limit fits `max_connections` plus the stores.
+//! offsets are bounded, range replies are bounded by bytes, and the open-file limit fits
+//! `max_connections` plus the stores.
 
 mod common;
 
@@ -145,6 +146,66 @@ fn key_selector_offsets_beyond_the_range_cap_are_refused() {
         ))
         .unwrap();
     assert!(r.success, "{r:?}");
+}
+
+/// A range over large values stops at thrift.max_range_reply_bytes with has_more (a client
+/// asking for "no limit" cannot make the server build a reply of every value), and paging from
+/// the last key returned reads the rest.
+#[test]
+fn range_replies_are_bounded_by_bytes_and_paging_reads_the_rest() {
+    let server = Server::start_with_config("[thrift]\nmax_range_reply_bytes = 3000000\n", &[]);
+    let mut c = server.client();
+    let value = vec![b'v'; 1 << 20];
+    for i in 0..10u8 {
+        let r = c
+            .set_key(SetKeyRequest::new(
+                vec![b'r', b'0' + i],
+                value.clone(),
+                None::<String>,
+            ))
+            .unwrap();
+        assert!(r.success, "{r:?}");
+    }
+    let mut begin = b"r".to_vec();
+    let mut or_equal = true;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let r = c
+            .get_range(GetRangeRequest::new(
+                begin.clone(),
+                b"s".to_vec(),
+                0,
+                or_equal,
+                0,
+                false,
+                0,
+                None::<String>,
+            ))
+            .unwrap();
+        assert!(r.success, "{:?}", r.error);
+        pages += 1;
+        let bytes: usize = r
+            .key_values
+            .iter()
+            .map(|kv| kv.key.len() + kv.value.len())
+            .sum();
+        assert!(bytes <= 3_000_000, "a reply of {bytes} bytes");
+        assert!(!r.key_values.is_empty());
+        seen.extend(r.key_values.iter().map(|kv| kv.key.clone()));
+        if !r.has_more {
+            break;
+        }
+        begin = r.key_values.last().unwrap().key.clone();
+        or_equal = false;
+        assert!(pages < 20, "paging does not end");
+    }
+    let want: Vec<Vec<u8>> = (0..10u8).map(|i| vec![b'r', b'0' + i]).collect();
+    assert_eq!(seen, want);
+    assert_eq!(
+        pages, 5,
+        "two 1 MiB pairs fit 3,000,000 bytes, three do not"
+    );
 }
 
 #[test]

@@ -190,7 +190,9 @@ impl KvService for ClusterService {
         };
         Ok(match op {
             ReadOp::Get { cf, key } => ReadResult::Value(reader.get(&cf, &key, at)?),
-            ReadOp::Range(q) => ReadResult::Range(reader.range(&q, at)?),
+            ReadOp::Range(q) => {
+                ReadResult::Range(crate::service::range_off_executor(reader, q, at).await?)
+            }
         })
     }
 

@@ -52,6 +52,9 @@ pub struct RangeQuery {
     pub end_offset: i32,
     /// 0 = no limit.
     pub limit: u32,
+    /// Key and value bytes a result holds at most (0 = no limit); past it the range is cut
+    /// with `has_more` (it always holds at least one pair, so paging makes progress).
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,6 +144,7 @@ impl KvReader {
         let start = c.select(&q.begin, !q.begin_or_equal, q.begin_offset)?;
         let end = c.select(&q.end, q.end_or_equal, q.end_offset)?;
         let mut out = RangeResult::default();
+        let mut bytes = 0u64;
         let Some(mut key) = start else {
             return Ok(out);
         };
@@ -155,6 +159,12 @@ impl KvReader {
                 break;
             }
             let value = c.visible_value(&key)?.unwrap_or_default();
+            let size = (key.len() + value.len()) as u64;
+            if q.max_bytes != 0 && !out.key_values.is_empty() && bytes + size > q.max_bytes {
+                out.has_more = true;
+                break;
+            }
+            bytes += size;
             out.key_values.push((Bytes::from(key.clone()), value));
             match c.next_visible(&key, true)? {
                 Some(k) => key = k,

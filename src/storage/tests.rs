@@ -69,6 +69,7 @@ fn q(begin: &str, end: &str) -> RangeQuery {
         end_or_equal: false,
         end_offset: 0,
         limit: 0,
+        max_bytes: 0,
     }
 }
 
@@ -257,6 +258,20 @@ fn range_selector_rules() {
     assert_eq!(res.key_values.len(), 4);
     assert!(res.has_more);
     assert_eq!(res.key_values[0], (b("a"), b("a")));
+    // A byte bound cuts the range with has_more (each pair here is 2 bytes), never below one pair.
+    let mut x = q("a", "\u{7f}");
+    x.max_bytes = 5;
+    let res = r.range(&x, v).unwrap();
+    assert_eq!(res.key_values.len(), 2);
+    assert!(res.has_more);
+    x.max_bytes = 1;
+    let res = r.range(&x, v).unwrap();
+    assert_eq!(res.key_values.len(), 1);
+    assert!(res.has_more);
+    x.max_bytes = 10;
+    let res = r.range(&x, v).unwrap();
+    assert_eq!(res.key_values.len(), 5);
+    assert!(!res.has_more);
 }
 
 #[test]

@@ -315,6 +315,7 @@ impl<S: KvService> FrontCtx<S> {
             end_offset: sel.2.unwrap_or(0),
             end_or_equal: sel.3.unwrap_or(false),
             limit,
+            max_bytes: self.limits.max_range_reply_bytes,
         })
     }
 
