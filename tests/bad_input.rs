@@ -273,6 +273,7 @@ fn a_pipelined_read_sees_the_writes_sent_before_it_on_its_connection() {
             thrift::OrderedFloat::from(1.0),
             300,
             "setKey".to_string(),
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success);

@@ -72,6 +72,7 @@ fn partitioned_primary_acknowledges_nothing_and_converges_after_healing() {
             None,
             None::<i32>,
             format!("replica:{p}"),
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success, "{r:?}");
@@ -99,6 +100,7 @@ fn partitioned_primary_acknowledges_nothing_and_converges_after_healing() {
             None,
             None::<i32>,
             format!("replica:{p}"),
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success);

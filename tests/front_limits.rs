@@ -266,6 +266,7 @@ fn fault_injection_validates_its_arguments_and_bounds_its_list() {
             None,
             3_600_000,
             "get".to_string(),
+            None::<String>,
         ))
         .unwrap();
     assert!(!r.success && r.error.unwrap_or_default().contains("duration_ms"));
@@ -277,6 +278,7 @@ fn fault_injection_validates_its_arguments_and_bounds_its_list() {
                 None,
                 0,
                 format!("op{i}"),
+                None::<String>,
             ))
             .unwrap();
         if !r.success {
@@ -292,9 +294,33 @@ fn fault_injection_validates_its_arguments_and_bounds_its_list() {
             None,
             None::<i32>,
             None::<String>,
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success);
+}
+
+/// With an admin token configured, fault injection requires it (like the diagnostic methods).
+#[test]
+fn fault_injection_requires_the_admin_token_when_one_is_set() {
+    let server = Server::start(&["--enable-fault-injection", "--admin-token", "s3cret"]);
+    let mut c = server.client();
+    let fault = |token: Option<&str>| {
+        FaultInjectionRequest::new(
+            "delay".to_string(),
+            None,
+            10,
+            "get".to_string(),
+            token.map(str::to_string),
+        )
+    };
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret!")] {
+        let r = c.set_fault_injection(fault(token)).unwrap();
+        assert!(!r.success, "{token:?} was accepted");
+        assert!(r.error.unwrap_or_default().starts_with("UNAUTHORIZED"));
+    }
+    let r = c.set_fault_injection(fault(Some("s3cret"))).unwrap();
+    assert!(r.success, "{:?}", r.error);
 }
 
 /// An unframed binary-protocol `setKey` call with a value of `len` bytes.

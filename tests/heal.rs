@@ -289,6 +289,7 @@ fn a_read_forwarded_to_a_primary_that_never_answers_times_out_instead_of_hanging
             None,
             None::<i32>,
             format!("replica:{f}"),
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success, "{r:?}");

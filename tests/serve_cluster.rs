@@ -81,6 +81,7 @@ fn partitioned_primary_is_replaced_while_the_front_keeps_serving() {
             None,
             None::<i32>,
             format!("replica:{}", leader.node_id),
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success, "{r:?}");
@@ -120,7 +121,8 @@ fn partitioned_primary_is_replaced_while_the_front_keeps_serving() {
             "heal".to_string(),
             None,
             None::<i32>,
-            format!("replica:{}", leader.node_id)
+            format!("replica:{}", leader.node_id),
+            None::<String>
         ))
         .unwrap()
         .success
@@ -249,6 +251,7 @@ fn sigterm_drains_requests_in_flight_before_exiting() {
             thrift::OrderedFloat::from(1.0),
             800,
             "setKey".to_string(),
+            None::<String>,
         ))
         .unwrap();
     assert!(r.success, "{r:?}");

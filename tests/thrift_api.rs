@@ -348,6 +348,7 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
             thrift::OrderedFloat::from(1.0),
             None::<i32>,
             None::<String>,
+            None::<String>,
         ))
         .unwrap();
     assert!(!f.success);
@@ -385,6 +386,7 @@ fn limits_and_admin_token() {
             thrift::OrderedFloat::from(1.0),
             None::<i32>,
             "setKey".to_string(),
+            None::<String>,
         ))
         .unwrap();
     assert!(f.success, "{f:?}");
@@ -408,6 +410,7 @@ fn limits_and_admin_token() {
             "clear".to_string(),
             None,
             None::<i32>,
+            None::<String>,
             None::<String>
         ))
         .unwrap()

@@ -249,6 +249,8 @@ struct FaultInjectionRequest {
   2: optional double probability, // default 0.0
   3: optional i32 duration_ms,    // default 0
   4: optional string target_operation,
+  // paxoskv: required (and checked in constant time) when the server has an admin token.
+  5: optional string auth_token,
 }
 struct FaultInjectionResponse {
   1: required bool success,

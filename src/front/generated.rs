@@ -3221,15 +3221,17 @@ pub struct FaultInjectionRequest {
   pub probability: Option<OrderedFloat<f64>>,
   pub duration_ms: Option<i32>,
   pub target_operation: Option<String>,
+  pub auth_token: Option<String>,
 }
 
 impl FaultInjectionRequest {
-  pub fn new<F2, F3, F4>(fault_type: String, probability: F2, duration_ms: F3, target_operation: F4) -> FaultInjectionRequest where F2: Into<Option<OrderedFloat<f64>>>, F3: Into<Option<i32>>, F4: Into<Option<String>> {
+  pub fn new<F2, F3, F4, F5>(fault_type: String, probability: F2, duration_ms: F3, target_operation: F4, auth_token: F5) -> FaultInjectionRequest where F2: Into<Option<OrderedFloat<f64>>>, F3: Into<Option<i32>>, F4: Into<Option<String>>, F5: Into<Option<String>> {
     FaultInjectionRequest {
       fault_type,
       probability: probability.into(),
       duration_ms: duration_ms.into(),
       target_operation: target_operation.into(),
+      auth_token: auth_token.into(),
     }
   }
 }
@@ -3241,6 +3243,7 @@ impl TSerializable for FaultInjectionRequest {
     let mut f_2: Option<OrderedFloat<f64>> = None;
     let mut f_3: Option<i32> = None;
     let mut f_4: Option<String> = None;
+    let mut f_5: Option<String> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -3264,6 +3267,10 @@ impl TSerializable for FaultInjectionRequest {
           let val = i_prot.read_string()?;
           f_4 = Some(val);
         },
+        5 => {
+          let val = i_prot.read_string()?;
+          f_5 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -3277,6 +3284,7 @@ impl TSerializable for FaultInjectionRequest {
       probability: f_2,
       duration_ms: f_3,
       target_operation: f_4,
+      auth_token: f_5,
     };
     Ok(ret)
   }
@@ -3298,6 +3306,11 @@ impl TSerializable for FaultInjectionRequest {
     }
     if let Some(ref fld_var) = self.target_operation {
       o_prot.write_field_begin(&TFieldIdentifier::new("target_operation", TType::String, 4))?;
+      o_prot.write_string(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.auth_token {
+      o_prot.write_field_begin(&TFieldIdentifier::new("auth_token", TType::String, 5))?;
       o_prot.write_string(fld_var)?;
       o_prot.write_field_end()?
     }

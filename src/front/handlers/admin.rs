@@ -26,6 +26,14 @@ pub(super) fn set_fault<S: KvService>(
             "fault injection is disabled (thrift.enable_fault_injection = false)".to_string(),
         );
     }
+    if let Some(t) = &ctx.limits.admin_token {
+        if !super::token_matches(r.auth_token.as_deref(), t) {
+            return FaultInjectionResponse::new(
+                false,
+                "UNAUTHORIZED: a valid auth_token is required".to_string(),
+            );
+        }
+    }
     let p = r.probability.map(|p| p.0).unwrap_or(0.0);
     if !(0.0..=1.0).contains(&p) {
         return FaultInjectionResponse::new(
