@@ -308,7 +308,7 @@ impl Default for ThriftSection {
             enable_fault_injection: false,
             admin_token: None,
             max_range_keys: 100_000,
-            max_range_reply_bytes: 16 << 20,
+            max_range_reply_bytes: 4 << 20,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_session_conflict_bytes: 16 << 20,
@@ -542,6 +542,14 @@ impl ReplicatedConfig {
             if v == 0 {
                 return Err(bad(field, v, "must be positive"));
             }
+        }
+        if self.thrift.max_range_reply_bytes > self.thrift.max_in_flight_bytes_per_connection {
+            return Err(bad(
+                "thrift.max_range_reply_bytes",
+                self.thrift.max_range_reply_bytes,
+                "must not exceed thrift.max_in_flight_bytes_per_connection (a range call holds \
+                 room for its largest reply there)",
+            ));
         }
         if c.pipeline_depth > 4096 {
             return Err(bad(

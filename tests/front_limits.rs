@@ -208,6 +208,71 @@ fn range_replies_are_bounded_by_bytes_and_paging_reads_the_rest() {
     );
 }
 
+/// A client that pipelines range calls and never reads the replies: each range call holds room
+/// for its largest reply in the connection's in-flight bound, so the server stops reading that
+/// connection instead of building hundreds of unread multi-MiB replies; others are served.
+#[test]
+fn unread_range_replies_stay_within_the_connection_bound() {
+    let server = Server::start_with_config(
+        "[thrift]\nmax_range_reply_bytes = 2200000\nmax_in_flight_bytes_per_connection = 8388608\n",
+        &[],
+    );
+    let mut c = server.client();
+    for i in 0..2u8 {
+        let r = c
+            .set_key(SetKeyRequest::new(
+                vec![b'g', i],
+                vec![b'v'; 1 << 20],
+                None::<String>,
+            ))
+            .unwrap();
+        assert!(r.success, "{r:?}");
+    }
+    let pid = server.child.id();
+    let before = common::rss_bytes(pid);
+    let mut raw = TcpStream::connect(server.addr).unwrap();
+    raw.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sent = 0;
+    for seq in 0..300 {
+        // Each reply would be both 1 MiB pairs: 300 of them, about 600 MiB, unread.
+        if raw.write_all(&get_range_message(seq, b"g", b"h")).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let grown = common::rss_bytes(pid).saturating_sub(before);
+    assert!(
+        grown < 200 << 20,
+        "{sent} unread range calls grew the server by {} MiB",
+        grown >> 20
+    );
+    // Other clients are served meanwhile.
+    let r = server
+        .client()
+        .get(GetRequest::new(vec![b'g', 0], None::<String>))
+        .unwrap();
+    assert_eq!(r.value.len(), 1 << 20);
+    drop(raw);
+}
+
+/// An unframed binary-protocol `getRange` call for keys in `[begin, end)`.
+fn get_range_message(seq: i32, begin: &[u8], end: &[u8]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0x8001_0001u32.to_be_bytes());
+    b.extend_from_slice(&8u32.to_be_bytes());
+    b.extend_from_slice(b"getRange");
+    b.extend_from_slice(&seq.to_be_bytes());
+    b.extend_from_slice(&[12, 0, 1]);
+    for (id, k) in [(1u8, begin), (2, end)] {
+        b.extend_from_slice(&[11, 0, id]);
+        b.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        b.extend_from_slice(k);
+    }
+    b.extend_from_slice(&[0, 0]);
+    b
+}
+
 #[test]
 fn the_open_file_limit_fits_max_connections_plus_the_stores() {
     let server = Server::start_with_config("[thrift]\nmax_connections = 3000\n", &[]);

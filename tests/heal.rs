@@ -29,15 +29,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn set_bytes(c: &mut common::Client, k: &str, v: Vec<u8>) -> Result<(), String> {
     match c.set_key(SetKeyRequest::new(k.as_bytes().to_vec(), v, None::<String>)) {
         Ok(r) if r.success => Ok(()),
@@ -119,7 +110,7 @@ fn a_replica_down_for_a_gib_of_writes_is_rebuilt_by_snapshot_and_the_survivors_s
                 for (d, p) in dirs.iter().zip(&pids) {
                     wal = wal.max(dir_bytes(&d.join("wal")));
                     data = data.max(dir_bytes(&d.join("data")));
-                    rss = rss.max(rss_bytes(*p));
+                    rss = rss.max(common::rss_bytes(*p));
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }

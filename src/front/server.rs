@@ -253,13 +253,20 @@ where
                 Err(e) => break 'conn Err(format!("undecodable message header: {e}")),
             };
             buf.consume(header + body);
-            let bytes = (header + body) as u64;
+            // A range call holds room for its largest reply until that reply is written: the
+            // replies a connection has not read stay within its in-flight bound (and the
+            // front's), not max_in_flight_per_connection times the largest range.
+            let reply_room = match &incoming.call {
+                Ok(c) if c.returns_range() => ctx.limits.max_range_reply_bytes,
+                _ => 0,
+            };
+            let bytes = (header + body) as u64 + reply_room;
             let overloaded =
                 ctx.in_flight_bytes.get() + bytes > ctx.limits.max_in_flight_bytes_total;
             let reply = match incoming.call {
                 Ok(_) if overloaded => Reply::Exception(ApplicationError::new(
                     thrift::ApplicationErrorKind::Unknown,
-                    "UNAVAILABLE: too many request bytes in flight on this server \
+                    "UNAVAILABLE: too many request and range reply bytes in flight on this server \
                      (thrift.max_in_flight_bytes_total); retry",
                 )),
                 Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),

@@ -43,6 +43,12 @@ macro_rules! calls {
                     $(Call::$variant(_) => $method,)*
                 }
             }
+
+            /// Whether the reply carries a range of pairs (up to thrift.max_range_reply_bytes),
+            /// not a reply of about the request's own size.
+            pub fn returns_range(&self) -> bool {
+                matches!(self, Call::GetRange(_) | Call::SnapshotGetRange(_))
+            }
         }
 
         impl Response {
