@@ -100,9 +100,13 @@ async fn serve_peer(
     let (mut stream, peer_certs): (Link, _) = match &cfg.tls {
         None => (Box::new(stream), None),
         Some(tls) => {
-            let s = with_deadline(cfg.connect_timeout, tls.acceptor.accept(stream))
-                .await
-                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let s = match with_deadline(cfg.connect_timeout, tls.acceptor.accept(stream)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection: TLS handshake failed");
+                    return Err(format!("TLS handshake: {e}"));
+                }
+            };
             let certs: Option<Vec<_>> = s
                 .get_ref()
                 .1
@@ -371,11 +375,14 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<Link, String> {
         None => Box::new(tcp),
         Some(tls) => {
             let name = crate::tls::ReplicaTls::server_name(peer)?;
-            Box::new(
-                with_deadline(cfg.connect_timeout, tls.connector.connect(name, tcp))
-                    .await
-                    .map_err(|e| format!("TLS handshake with replica {peer}: {e}"))?,
-            )
+            match with_deadline(cfg.connect_timeout, tls.connector.connect(name, tcp)).await {
+                Ok(s) => Box::new(s),
+                Err(e) => {
+                    // The peer answered but its certificate (or ours) was not accepted.
+                    tracing::warn!(replica = cfg.me, peer, error = %e, "TLS handshake with a replica peer failed");
+                    return Err(format!("TLS handshake with replica {peer}: {e}"));
+                }
+            }
         }
     };
     let own_nonce = frame::nonce();
