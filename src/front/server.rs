@@ -36,6 +36,8 @@ struct Outgoing {
     reply: Reply,
     /// Request bytes this call holds until its reply is written.
     bytes: u64,
+    /// Room held for a range reply in the connection's bound until the reply is written.
+    room: u64,
 }
 
 /// Request bytes in flight on one connection and over the whole front, released as replies
@@ -43,21 +45,30 @@ struct Outgoing {
 struct InFlight<S> {
     ctx: Rc<FrontCtx<S>>,
     conn: Cell<u64>,
+    /// Room held for range replies not yet written (this connection's bound only: other
+    /// clients are never refused for what a range call might return).
+    room: Cell<u64>,
     progress: glommio::channels::local_channel::LocalSender<()>,
 }
 
 impl<S> InFlight<S> {
-    fn take(&self, n: u64) {
+    fn take(&self, n: u64, room: u64) {
         self.conn.set(self.conn.get() + n);
+        self.room.set(self.room.get() + room);
         self.ctx
             .in_flight_bytes
             .set(self.ctx.in_flight_bytes.get() + n);
     }
-    fn release(&self, n: u64) {
+    fn release(&self, n: u64, room: u64) {
         self.conn.set(self.conn.get().saturating_sub(n));
+        self.room.set(self.room.get().saturating_sub(room));
         let total = &self.ctx.in_flight_bytes;
         total.set(total.get().saturating_sub(n));
         let _ = self.progress.try_send(());
+    }
+    /// What counts against the connection's bound.
+    fn held(&self) -> u64 {
+        self.conn.get() + self.room.get()
     }
 }
 
@@ -214,6 +225,7 @@ where
     let inflight = Rc::new(InFlight {
         ctx: ctx.clone(),
         conn: Cell::new(0),
+        room: Cell::new(0),
         progress,
     });
     let writer: JoinHandle<Result<(), String>> =
@@ -254,37 +266,38 @@ where
             };
             buf.consume(header + body);
             // A range call holds room for its largest reply until that reply is written: the
-            // replies a connection has not read stay within its in-flight bound (and the
-            // front's), not max_in_flight_per_connection times the largest range.
-            let reply_room = match &incoming.call {
+            // replies a connection has not read stay within its in-flight bound, not
+            // max_in_flight_per_connection times the largest range.
+            let room = match &incoming.call {
                 Ok(c) if c.returns_range() => ctx.limits.max_range_reply_bytes,
                 _ => 0,
             };
-            let bytes = (header + body) as u64 + reply_room;
+            let bytes = (header + body) as u64;
             let overloaded =
                 ctx.in_flight_bytes.get() + bytes > ctx.limits.max_in_flight_bytes_total;
             let reply = match incoming.call {
                 Ok(_) if overloaded => Reply::Exception(ApplicationError::new(
                     thrift::ApplicationErrorKind::Unknown,
-                    "UNAVAILABLE: too many request and range reply bytes in flight on this server \
+                    "UNAVAILABLE: too many request bytes in flight on this server \
                      (thrift.max_in_flight_bytes_total); retry",
                 )),
                 Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),
                 Err(e) => Reply::Exception(e),
             };
-            inflight.take(bytes);
+            inflight.take(bytes, room);
             let out = Outgoing {
                 name: incoming.name,
                 sequence: incoming.sequence,
                 framed: t == Transport::Framed,
                 reply,
                 bytes,
+                room,
             };
             if tx.send(out).await.is_err() {
                 break 'conn Err("writer stopped".to_string());
             }
             // A client that does not read its replies stops being read.
-            while inflight.conn.get() > ctx.limits.max_in_flight_bytes_per_connection {
+            while inflight.held() > ctx.limits.max_in_flight_bytes_per_connection {
                 if progress_rx.recv().await.is_none() {
                     break 'conn Err("writer stopped".to_string());
                 }
@@ -345,7 +358,7 @@ where
     drop(tx);
     let written = writer.await.unwrap_or(Ok(()));
     // Whatever was never answered no longer counts against the front.
-    inflight.release(inflight.conn.get());
+    inflight.release(inflight.conn.get(), inflight.room.get());
     result.and(written)
 }
 
@@ -355,8 +368,12 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
     mut wr: W,
     inflight: Rc<InFlight<S>>,
 ) -> Result<(), String> {
-    // Bytes of requests whose replies are encoded in `out` but not written yet.
-    let mut encoded = 0u64;
+    // Request bytes and range-reply room of the replies encoded in `out` but not written yet.
+    let mut encoded = (0u64, 0u64);
+    let release = |e: &mut (u64, u64)| {
+        let (n, room) = std::mem::take(e);
+        inflight.release(n, room);
+    };
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut next = rx.recv().await;
     while let Some(mut item) = next.take() {
@@ -367,7 +384,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
                     None => {
                         // Not ready: send what is ready before waiting on it.
                         flush(&mut wr, &mut out).await?;
-                        inflight.release(std::mem::take(&mut encoded));
+                        release(&mut encoded);
                         Ok(task.await)
                     }
                 },
@@ -379,23 +396,24 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
                     wire::encode_exception(&mut out, &item.name, item.sequence, &e, item.framed)
                 }
             }
-            encoded += item.bytes;
+            encoded.0 += item.bytes;
+            encoded.1 += item.room;
             match poll_once(rx.recv()).await {
                 Some(Some(i)) => item = i,
                 Some(None) => {
                     flush(&mut wr, &mut out).await?;
-                    inflight.release(std::mem::take(&mut encoded));
+                    release(&mut encoded);
                     return Ok(());
                 }
                 None => break,
             }
         }
         flush(&mut wr, &mut out).await?;
-        inflight.release(std::mem::take(&mut encoded));
+        release(&mut encoded);
         next = rx.recv().await;
     }
     flush(&mut wr, &mut out).await?;
-    inflight.release(encoded);
+    release(&mut encoded);
     Ok(())
 }
 
