@@ -313,8 +313,11 @@ impl ReplicatedKvStore {
             Some(cpu) => Placement::Fixed(cpu),
             None => Placement::Unbound,
         };
-        let mut builder =
-            LocalExecutorBuilder::new(placement).name(&format!("paxoskv-replica-{name}"));
+        // Its blocking pool (range scans) is not pinned: two threads the scheduler may run on
+        // any core, so scans neither queue behind one thread nor take only this core.
+        let mut builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("paxoskv-replica-{name}"))
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(2));
         let spin = self.config.replicated.spin_before_park;
         if !spin.is_zero() {
             builder = builder.spin_before_park(spin);
