@@ -155,7 +155,7 @@ impl KvService for LocalService {
             endpoint: "local".into(),
             status: "healthy",
             is_primary: true,
-            last_seen_unix_ms: crate::front::handlers::unix_ms(),
+            last_seen_unix_ms: crate::util::time::unix_ms(),
             view: 0,
             uptime_seconds: 0,
             applied_version: self.reader.last_version().0,

@@ -1,5 +1,7 @@
-//! Lint: the Paxos core stays pure. Fails if any file under `src/paxos/` names an IO runtime,
-//! storage engine, clock, thread RNG, socket or file API outside comments.
+//! Lints: the Paxos core stays pure (no file under `src/paxos/` names an IO runtime, storage
+//! engine, clock, thread RNG, socket or file API outside comments), and the layers below the
+//! Thrift front never reach up into it (`cluster`, `local`, `metrics`, `storage`, `paxos`,
+//! `wal`, `txn`, `transport`, `util` name no `front` item).
 
 use std::path::Path;
 
@@ -63,23 +65,64 @@ fn strip_comments(src: &str) -> String {
 }
 
 fn violations_in(dir: &Path, found: &mut Vec<String>) {
+    words_in(dir, FORBIDDEN, found)
+}
+
+fn words_in(dir: &Path, forbidden: &[&str], found: &mut Vec<String>) {
+    if dir.is_file() {
+        return words_in_file(dir, forbidden, found);
+    }
     let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {dir:?}: {e}"));
     for entry in entries {
         let path = entry.expect("dir entry").path();
         if path.is_dir() {
-            violations_in(&path, found);
+            words_in(&path, forbidden, found);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let src = std::fs::read_to_string(&path).expect("read source");
-            let code = strip_comments(&src);
-            for (no, line) in code.lines().enumerate() {
-                for word in FORBIDDEN {
-                    if line.contains(word) {
-                        found.push(format!("{}:{}: {word}", path.display(), no + 1));
-                    }
-                }
+            words_in_file(&path, forbidden, found);
+        }
+    }
+}
+
+fn words_in_file(path: &Path, forbidden: &[&str], found: &mut Vec<String>) {
+    let src = std::fs::read_to_string(path).expect("read source");
+    let code = strip_comments(&src);
+    for (no, line) in code.lines().enumerate() {
+        for word in forbidden {
+            if line.contains(word) {
+                found.push(format!("{}:{}: {word}", path.display(), no + 1));
             }
         }
     }
+}
+
+#[test]
+fn layers_below_the_front_do_not_import_it() {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let src = Path::new(&manifest).join("src");
+    let mut found = Vec::new();
+    for layer in [
+        "cluster",
+        "local.rs",
+        "metrics",
+        "storage",
+        "paxos",
+        "wal",
+        "txn",
+        "transport",
+        "util",
+    ] {
+        words_in(
+            &src.join(layer),
+            &["crate::front", "super::front"],
+            &mut found,
+        );
+    }
+    assert!(
+        found.is_empty(),
+        "a layer below the front imports it:\n{}",
+        found.join("\n")
+    );
 }
 
 #[test]

@@ -438,7 +438,7 @@ pub fn replica_statuses(
     election_timeout: Duration,
 ) -> Vec<ReplicaStatus> {
     use std::sync::atomic::Ordering::SeqCst;
-    let now = crate::front::handlers::unix_ms();
+    let now = crate::util::time::unix_ms();
     let fresh_ms = (election_timeout.as_millis() as i64) * 2;
     let primary = local
         .iter()

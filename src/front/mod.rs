@@ -101,7 +101,7 @@ where
                 return;
             }
         };
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(wire::METHODS));
         let service = make_service();
         let metrics_addr = match metrics_bind {
             None => None,

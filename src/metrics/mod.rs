@@ -12,8 +12,6 @@ pub use http::run_metrics_listener;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::front::wire::METHODS;
-
 /// Result labels of `paxoskv_requests_total`.
 pub const RESULTS: &[&str] = &[
     "OK",
@@ -35,6 +33,8 @@ pub const LATENCY_BUCKETS_US: &[u64] = &[
 ];
 
 pub struct Metrics {
+    /// The method names requests are counted under (the front's wire methods).
+    methods: &'static [&'static str],
     /// [method][result]
     requests: Vec<AtomicU64>,
     /// [method][bucket] (+1 for +Inf)
@@ -45,10 +45,12 @@ pub struct Metrics {
     connections_closed_bad_input: AtomicU64,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        let m = METHODS.len();
+impl Metrics {
+    /// Counters for requests to `methods`; requests to other names are not counted.
+    pub fn new(methods: &'static [&'static str]) -> Self {
+        let m = methods.len();
         Metrics {
+            methods,
             requests: (0..m * RESULTS.len()).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..m * (LATENCY_BUCKETS_US.len() + 1))
                 .map(|_| AtomicU64::new(0))
@@ -77,7 +79,7 @@ pub fn result_of(error: Option<&str>) -> usize {
 
 impl Metrics {
     pub fn record(&self, method: &str, result: usize, latency_us: u64) {
-        let Some(m) = METHODS.iter().position(|x| *x == method) else {
+        let Some(m) = self.methods.iter().position(|x| *x == method) else {
             return;
         };
         let r = result.min(RESULTS.len() - 1);
@@ -117,7 +119,7 @@ impl Metrics {
     /// Appends the front's metrics in the Prometheus text format.
     pub fn render(&self, out: &mut String) {
         out.push_str("# HELP paxoskv_requests_total Thrift requests by method and result.\n# TYPE paxoskv_requests_total counter\n");
-        for (m, method) in METHODS.iter().enumerate() {
+        for (m, method) in self.methods.iter().enumerate() {
             for (r, result) in RESULTS.iter().enumerate() {
                 let v = self.requests[m * RESULTS.len() + r].load(Ordering::Relaxed);
                 if v > 0 {
@@ -130,7 +132,7 @@ impl Metrics {
         }
         out.push_str("# HELP paxoskv_request_latency_seconds Thrift request latency, decode to reply.\n# TYPE paxoskv_request_latency_seconds histogram\n");
         let nb = LATENCY_BUCKETS_US.len() + 1;
-        for (m, method) in METHODS.iter().enumerate() {
+        for (m, method) in self.methods.iter().enumerate() {
             let counts: Vec<u64> = (0..nb)
                 .map(|b| self.latency[m * nb + b].load(Ordering::Relaxed))
                 .collect();
@@ -199,7 +201,7 @@ mod tests {
 
     #[test]
     fn renders_counts_and_cumulative_buckets() {
-        let m = Metrics::default();
+        let m = Metrics::new(&["get", "setKey"]);
         m.record("setKey", result_of(None), 120);
         m.record("setKey", result_of(Some("CONFLICT: key k")), 900);
         m.record("setKey", result_of(Some("weird")), 10_000_000);

@@ -8,3 +8,4 @@ pub mod codec;
 pub mod duration;
 pub mod guest;
 pub mod read_buf;
+pub mod time;

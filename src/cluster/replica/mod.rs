@@ -212,7 +212,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         out: Outputs::default(),
         started: Instant::now(),
         rng: rand::rngs::SmallRng::seed_from_u64(
-            u64::from(p.id) ^ crate::front::handlers::unix_ms() as u64,
+            u64::from(p.id) ^ crate::util::time::unix_ms() as u64,
         ),
         wal: wal_tx,
         outbound,
@@ -393,7 +393,7 @@ impl Shell {
 
     fn on_peer(&mut self, m: Inbound) {
         if let Some(t) = self.shared.last_heard_unix_ms.get(m.from as usize) {
-            t.store(crate::front::handlers::unix_ms(), Ordering::Relaxed);
+            t.store(crate::util::time::unix_ms(), Ordering::Relaxed);
         }
         match m.kind {
             FrameKind::Paxos => match paxos::Message::decode(&m.payload) {

@@ -34,12 +34,7 @@ const CF_NAME_BYTES_MAX: usize = 256;
 const DEFAULT_RANGE_LIMIT: i32 = 1000;
 const DEFAULT_COMMIT_TIMEOUT_S: i64 = 60;
 
-pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::util::time::unix_ms;
 
 fn unix_us() -> i64 {
     SystemTime::now()
