@@ -113,7 +113,11 @@ fn unreachable_batch(waiters: &mut Vec<oneshot::Sender<Result<Outcome, ServiceEr
 }
 
 impl KvService for LocalService {
-    async fn commit(&self, cmd: Command) -> Result<Outcome, ServiceError> {
+    async fn commit(
+        &self,
+        cmd: Command,
+        _timeout: Option<std::time::Duration>,
+    ) -> Result<Outcome, ServiceError> {
         let (tx, rx) = oneshot::channel();
         self.tx.try_send((cmd, tx)).map_err(|e| match e {
             crossbeam::channel::TrySendError::Full(_) => {

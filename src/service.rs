@@ -111,8 +111,13 @@ pub struct ReplicaStatus {
 
 /// What the front needs from the store. Futures are `!Send`: they run on the front's executor.
 pub trait KvService: Clone + 'static {
-    /// Agrees on `cmd` and applies it; the outcome once it is durable on a majority.
-    fn commit(&self, cmd: Command) -> impl Future<Output = Result<Outcome, ServiceError>>;
+    /// Agrees on `cmd` and applies it; the outcome once it is durable on a majority, or
+    /// `TIMEOUT` after `timeout` (the service's default when `None`).
+    fn commit(
+        &self,
+        cmd: Command,
+        timeout: Option<std::time::Duration>,
+    ) -> impl Future<Output = Result<Outcome, ServiceError>>;
     /// A version at least as new as every commit acknowledged before the call.
     fn read_version(&self) -> impl Future<Output = Result<Version, ServiceError>>;
     /// Reads at `at`, or linearizably at the latest version when `at` is `None`.

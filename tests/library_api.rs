@@ -282,3 +282,48 @@ fn writes_are_refused_while_the_store_lags_the_log_beyond_its_bound() {
         store.shutdown();
     }
 }
+
+/// A commit's own timeout is the replica's deadline for it: with consensus.commit_timeout at
+/// 1 s and the primary cut off from its peers for 2.5 s (elections are slower than that here),
+/// a write without a timeout gets TIMEOUT while one allowed 8 s commits once the links heal
+/// (before, every write was cut at consensus.commit_timeout).
+#[test]
+fn a_commit_waits_for_its_own_timeout_not_the_default() {
+    use futures_channel::oneshot;
+    use paxoskv::cluster::ClientMsg;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.consensus.commit_timeout = Duration::from_secs(1);
+    cfg.consensus.election_timeout_min = Duration::from_secs(5);
+    let mut store = ReplicatedKvStore::new(cfg).unwrap();
+    store.start().unwrap();
+    let primary = store.wait_for_primary(Duration::from_secs(30)).unwrap();
+    store.execute_operation(set("before", "1")).unwrap();
+    let replicas = store.local_replicas();
+    let r = &replicas[primary as usize];
+    r.shared.faults.isolate(true);
+    let propose = |k: &str, timeout: Option<Duration>| {
+        let (tx, rx) = oneshot::channel();
+        r.tx.unbounded_send(ClientMsg::Propose {
+            command: set(k, "v").encode_to_bytes(),
+            reply: tx,
+            timeout,
+        })
+        .unwrap();
+        rx
+    };
+    let default = propose("default", None);
+    let patient = propose("patient", Some(Duration::from_secs(8)));
+    std::thread::sleep(Duration::from_millis(2500));
+    r.shared.faults.isolate(false);
+    let d = futures_lite::future::block_on(default).unwrap();
+    assert!(
+        d.as_ref()
+            .is_err_and(|e| e.code == paxoskv::service::ErrorCode::Timeout),
+        "{d:?}"
+    );
+    let p = futures_lite::future::block_on(patient).unwrap();
+    assert!(matches!(p, Ok(Outcome::Committed { .. })), "{p:?}");
+    drop(replicas);
+    store.shutdown();
+}

@@ -497,6 +497,7 @@ impl ReplicatedKvStore {
                     r.tx.unbounded_send(ClientMsg::Propose {
                         command: bytes.clone(),
                         reply: tx,
+                        timeout: None,
                     })
                     .map_err(|_| stopped())?;
                     futures_lite::future::block_on(rx).map_err(|_| stopped())?

@@ -132,7 +132,11 @@ fn stopped() -> ServiceError {
 }
 
 impl KvService for ClusterService {
-    async fn commit(&self, cmd: Command) -> Result<Outcome, ServiceError> {
+    async fn commit(
+        &self,
+        cmd: Command,
+        timeout: Option<Duration>,
+    ) -> Result<Outcome, ServiceError> {
         let bytes = cmd.encode_to_bytes();
         self.with_primary(|r| {
             let bytes = bytes.clone();
@@ -141,6 +145,7 @@ impl KvService for ClusterService {
                 r.tx.unbounded_send(ClientMsg::Propose {
                     command: bytes,
                     reply: tx,
+                    timeout,
                 })
                 .map_err(|_| stopped())?;
                 rx.await.map_err(|_| stopped())?

@@ -16,15 +16,16 @@ impl Shell {
             return;
         }
         self.last_housekeeping = now;
-        while let Some(&(deadline, req)) = self.timeouts.front() {
+        while let Some(&std::cmp::Reverse((deadline, req))) = self.timeouts.peek() {
             if deadline > now {
                 break;
             }
-            self.timeouts.pop_front();
+            self.timeouts.pop();
             if let Some(w) = self.pending.remove(&req) {
                 let _ = w.send(Err(err(
                     ErrorCode::Timeout,
-                    "not committed within consensus.commit_timeout; the write may or may not apply",
+                    "not committed within its timeout (the call's timeout_seconds, else \
+                     consensus.commit_timeout); the write may or may not apply",
                 )));
             }
         }

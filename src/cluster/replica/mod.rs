@@ -8,7 +8,8 @@
 //! that waited for it), messages to the transport, committed slots to the apply thread with
 //! the waiting clients attached, reads to their callers once applied.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -40,8 +41,13 @@ use crate::wal::Wal;
 
 /// What the front (or a library user) asks of a replica.
 pub enum ClientMsg {
-    /// Replicate an encoded `txn::Command`; the outcome goes to `reply` once applied here.
-    Propose { command: Bytes, reply: Waiter },
+    /// Replicate an encoded `txn::Command`; the outcome goes to `reply` once applied here, or
+    /// `TIMEOUT` after `timeout` (`consensus.commit_timeout` when `None`).
+    Propose {
+        command: Bytes,
+        reply: Waiter,
+        timeout: Option<Duration>,
+    },
     /// Resolves once a linearizable read may be served from this replica's store.
     Read {
         reply: oneshot::Sender<Result<(), ServiceError>>,
@@ -239,7 +245,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         last_housekeeping: Instant::now(),
         last_compact: Instant::now(),
         compacted: Slot(base),
-        timeouts: VecDeque::new(),
+        timeouts: BinaryHeap::new(),
         stopping: false,
     };
     sh.shared
@@ -338,8 +344,8 @@ struct Shell {
     last_housekeeping: Instant,
     last_compact: Instant,
     compacted: Slot,
-    /// (deadline, request id) in submission order, for commit timeouts.
-    timeouts: VecDeque<(Instant, u64)>,
+    /// (deadline, request id), earliest first, for commit timeouts.
+    timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
     stopping: bool,
 }
 
@@ -452,7 +458,11 @@ impl Shell {
 
     fn on_client(&mut self, c: ClientMsg) {
         match c {
-            ClientMsg::Propose { command, reply } => {
+            ClientMsg::Propose {
+                command,
+                reply,
+                timeout,
+            } => {
                 let commit = self.shared.commit_slot.load(Ordering::Relaxed);
                 let applied = self.shared.applied_slot.load(Ordering::Relaxed);
                 let lag = commit.saturating_sub(applied);
@@ -469,8 +479,8 @@ impl Shell {
                 let req = self.next_request;
                 self.next_request += 1;
                 self.pending.insert(req, reply);
-                self.timeouts
-                    .push_back((Instant::now() + self.commit_timeout, req));
+                let within = timeout.unwrap_or(self.commit_timeout);
+                self.timeouts.push(Reverse((Instant::now() + within, req)));
                 self.shared.proposals.fetch_add(1, Ordering::Relaxed);
                 self.proposals
                     .push(envelope::encode(self.id, req, &command));

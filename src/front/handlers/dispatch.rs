@@ -100,10 +100,12 @@ pub(super) fn dispatch<S: KvService>(
                 s.read_conflict_bytes = 0;
                 (s.read_version.take(), std::mem::take(&mut s.read_conflicts))
             };
-            let timeout = r
+            // A timeout the client sets is the replica's too; without one the replica's
+            // consensus.commit_timeout applies (and the front's default as a backstop).
+            let asked = r
                 .timeout_seconds
-                .unwrap_or(DEFAULT_COMMIT_TIMEOUT_S)
-                .clamp(1, 3600) as u64;
+                .map(|t| Duration::from_secs(t.clamp(1, 3600) as u64));
+            let timeout = asked.unwrap_or(Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64));
             let prepared = (|| {
                 let rv = if r.read_version <= 0 {
                     pinned.unwrap_or(Version(0))
@@ -119,7 +121,7 @@ pub(super) fn dispatch<S: KvService>(
                 let res = match prepared {
                     Ok(cmd) => {
                         c.stats.writes.set(c.stats.writes.get() + 1);
-                        with_timeout(Duration::from_secs(timeout), c.service.commit(cmd)).await
+                        with_timeout(timeout, c.service.commit(cmd, asked)).await
                     }
                     Err(e) => Err(e),
                 };
@@ -385,7 +387,7 @@ pub(super) fn dispatch<S: KvService>(
                         c.stats.writes.set(c.stats.writes.get() + 1);
                         with_timeout(
                             Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64),
-                            c.service.commit(cmd),
+                            c.service.commit(cmd, None),
                         )
                         .await
                     }
@@ -436,7 +438,7 @@ async fn blind_write<S: KvService>(
     c.stats.writes.set(c.stats.writes.get() + 1);
     match with_timeout(
         Duration::from_secs(DEFAULT_COMMIT_TIMEOUT_S as u64),
-        c.service.commit(cmd),
+        c.service.commit(cmd, None),
     )
     .await?
     {
