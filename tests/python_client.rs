@@ -58,16 +58,7 @@ fn python_thrift_client_over_unframed_transport() {
 #[test]
 fn python_thrift_client_over_tls() {
     let certs = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
-        .args(["certs", "--dir"])
-        .arg(certs.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::make_certs(certs.path());
     let c = |f: &str| certs.path().join(f).display().to_string();
     let toml = format!(
         "[network]\ntls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n\

@@ -18,25 +18,18 @@ fn only_nodes_that_prove_the_shared_secret_join_the_cluster() {
     let p = cluster.primary();
     let odd = (p + 1) % 3;
     cluster.kill(odd);
-    let cfg = cluster.dir.path().join("wrong.toml");
-    std::fs::write(&cfg, "[network]\nshared_secret = \"wrong-secret\"\n").unwrap();
-    let mut args = cluster.nodes[odd].args.clone();
-    let at = args.iter().position(|a| a == "--config").unwrap();
-    args[at + 1] = cfg.display().to_string();
-    let (child, rx) = common::spawn_child(&args);
-    let mut child = common::KillOnDrop(child);
-    assert!(
-        rx.recv_timeout(Duration::from_secs(8)).is_err(),
-        "a node with the wrong secret joined the cluster"
+    assert_never_joins(
+        &cluster,
+        odd,
+        "[network]\nshared_secret = \"wrong-secret\"\n",
+        "wrong secret",
     );
-    assert!(child.0.try_wait().unwrap().is_none(), "it keeps trying");
     // The two others still serve.
     eventually(&cluster, "a write without the odd node", |c| {
         set(c, "k2", "v2")
     });
     let v = eventually(&cluster, "a read", |c| get(c, "k2"));
     assert_eq!(v.as_deref(), Some("v2"));
-    drop(child);
     // With the right secret it rejoins.
     cluster.restart(odd);
     let mut c = cluster.client(odd);
@@ -44,20 +37,6 @@ fn only_nodes_that_prove_the_shared_secret_join_the_cluster() {
         get(&mut c, "k2")
     });
     assert_eq!(v.as_deref(), Some("v2"));
-}
-
-/// Writes a dev CA and certificates with `paxoskv certs` into `dir`.
-fn make_certs(dir: &std::path::Path) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_paxoskv"))
-        .args(["certs", "--replicas", "3", "--dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn tls_toml(dir: &std::path::Path, cert: &str) -> String {
@@ -93,9 +72,9 @@ fn assert_never_joins(cluster: &Cluster, id: usize, toml: &str, what: &str) {
 #[test]
 fn a_tls_cluster_admits_only_nodes_whose_certificate_names_them() {
     let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
+    common::make_certs(certs.path());
     let foreign = tempfile::tempdir().unwrap();
-    make_certs(foreign.path());
+    common::make_certs(foreign.path());
     let mut cluster = Cluster::start(&tls_toml(certs.path(), "replica-{id}"));
     eventually(&cluster, "a write over TLS links", |c| set(c, "k", "v"));
     let p = cluster.primary();
@@ -222,7 +201,7 @@ fn a_tls_dialer_cannot_claim_an_id_its_certificate_does_not_name() {
     use paxoskv::transport::frame::{self, ACK_BYTES};
     use std::io::{Read, Write};
     let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
+    common::make_certs(certs.path());
     let cluster = Cluster::start(&tls_toml(certs.path(), "replica-{id}"));
     let args = &cluster.nodes[1].args;
     let peers = &args[args.iter().position(|a| a == "--peers").unwrap() + 1];

@@ -29,6 +29,21 @@ pub struct Server {
     pub args: Vec<String>,
 }
 
+/// Writes a dev CA and certificates for 3 replicas and the front into `dir` with
+/// `paxoskv certs`.
+pub fn make_certs(dir: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
+        .args(["certs", "--replicas", "3", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Resident memory of process `pid` (0 if it cannot be read).
 pub fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
