@@ -379,14 +379,15 @@ fn limits_and_admin_token() {
         .get_cluster_health(GetClusterHealthRequest::new("sesame".to_string()))
         .unwrap();
     assert!(h.success);
-    // Fault injection, when enabled, really fails the targeted method.
+    // Fault injection, when enabled, really fails the targeted method (with an admin token
+    // configured it needs the token, like the diagnostics).
     let f = c
         .set_fault_injection(FaultInjectionRequest::new(
             "error".to_string(),
             thrift::OrderedFloat::from(1.0),
             None::<i32>,
             "setKey".to_string(),
-            None::<String>,
+            "sesame".to_string(),
         ))
         .unwrap();
     assert!(f.success, "{f:?}");
@@ -411,7 +412,7 @@ fn limits_and_admin_token() {
             None,
             None::<i32>,
             None::<String>,
-            None::<String>
+            "sesame".to_string()
         ))
         .unwrap()
         .success
