@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Unavailable,
     Internal,
     TooOld,
+    /// A diagnostic or test method that is disabled, or called without the admin token.
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -35,6 +37,7 @@ impl ErrorCode {
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Internal => "INTERNAL",
             ErrorCode::TooOld => "TOO_OLD",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
         }
     }
 }

@@ -23,6 +23,7 @@ pub const RESULTS: &[&str] = &[
     "UNAVAILABLE",
     "INTERNAL",
     "TOO_OLD",
+    "UNAUTHORIZED",
     "ERROR",
 ];
 
@@ -205,6 +206,7 @@ mod tests {
         m.record("setKey", result_of(None), 120);
         m.record("setKey", result_of(Some("CONFLICT: key k")), 900);
         m.record("setKey", result_of(Some("weird")), 10_000_000);
+        m.record("get", result_of(Some("UNAUTHORIZED: token")), 10);
         let mut s = String::new();
         m.render(&mut s);
         assert!(
@@ -222,10 +224,10 @@ mod tests {
         assert!(
             s.contains("paxoskv_request_latency_seconds_bucket{method=\"setKey\",le=\"+Inf\"} 3")
         );
-        assert!(!s.contains("method=\"get\""));
+        assert!(s.contains("paxoskv_requests_total{method=\"get\",result=\"UNAUTHORIZED\"} 1"));
         let mean = m.mean_latency_ms();
         assert!(
-            (mean - (120.0 + 900.0 + 10_000_000.0) / 3.0 / 1000.0).abs() < 1e-9,
+            (mean - (120.0 + 900.0 + 10_000_000.0 + 10.0) / 4.0 / 1000.0).abs() < 1e-9,
             "{mean}"
         );
     }

@@ -23,16 +23,13 @@ pub(super) fn set_fault<S: KvService>(
     if !ctx.limits.enable_fault_injection {
         return FaultInjectionResponse::new(
             false,
-            "fault injection is disabled (thrift.enable_fault_injection = false)".to_string(),
+            super::err_text(&super::unauthorized(
+                "fault injection is disabled (thrift.enable_fault_injection = false)",
+            )),
         );
     }
-    if let Some(t) = &ctx.limits.admin_token {
-        if !super::token_matches(r.auth_token.as_deref(), t) {
-            return FaultInjectionResponse::new(
-                false,
-                "UNAUTHORIZED: a valid auth_token is required".to_string(),
-            );
-        }
+    if let Err(e) = ctx.check_token(&r.auth_token) {
+        return FaultInjectionResponse::new(false, e);
     }
     let p = r.probability.map(|p| p.0).unwrap_or(0.0);
     if !(0.0..=1.0).contains(&p) {

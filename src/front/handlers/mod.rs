@@ -128,6 +128,10 @@ fn err_text(e: &ServiceError) -> String {
     e.to_string()
 }
 
+fn unauthorized(msg: impl Into<String>) -> ServiceError {
+    ServiceError::new(ErrorCode::Unauthorized, msg)
+}
+
 fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::new(ErrorCode::InvalidArgument, msg)
 }
@@ -336,13 +340,22 @@ impl<S: KvService> FrontCtx<S> {
         Ok(())
     }
 
+    /// Diagnostics are on and `token` is the admin token (when one is set); the error text
+    /// ("UNAUTHORIZED: ...") otherwise.
     fn check_admin(&self, token: &Option<String>) -> Result<(), String> {
         if !self.limits.enable_diagnostics {
-            return Err("diagnostics are disabled (thrift.enable_diagnostics = false)".into());
+            return Err(err_text(&unauthorized(
+                "diagnostics are disabled (thrift.enable_diagnostics = false)",
+            )));
         }
+        self.check_token(token)
+    }
+
+    /// `token` is the admin token, when one is configured (constant-time compare).
+    fn check_token(&self, token: &Option<String>) -> Result<(), String> {
         match &self.limits.admin_token {
             Some(t) if !token_matches(token.as_deref(), t) => {
-                Err("UNAUTHORIZED: a valid auth_token is required".into())
+                Err(err_text(&unauthorized("a valid auth_token is required")))
             }
             _ => Ok(()),
         }
