@@ -36,8 +36,29 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
         .unwrap();
     assert_eq!(h.total_nodes_count, 3);
     assert_eq!(h.cluster_status, "healthy", "{h:?}");
-    // Followers learn the commit index from the next heartbeat.
-    std::thread::sleep(Duration::from_millis(500));
+    // Followers learn the commit index from the next heartbeat: wait until every replica has
+    // applied as far as the furthest one (no fixed sleep).
+    let addr = server.metrics_addr.expect("metrics address");
+    let started = Instant::now();
+    loop {
+        let (_, body) = http_get(addr, "/metrics");
+        let applied: Vec<u64> = (0..3)
+            .filter_map(|i| {
+                let key = format!("paxoskv_replica_applied_index{{replica=\"{i}\"}} ");
+                body.lines()
+                    .find_map(|l| l.strip_prefix(key.as_str()))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .collect();
+        if applied.len() == 3 && applied.iter().all(|&a| a > 0 && a == applied[0]) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "replicas did not converge: {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}");
     let out = Command::new(env!("CARGO_BIN_EXE_paxoskv"))
