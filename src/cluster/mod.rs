@@ -65,13 +65,19 @@ struct Pending {
 
 struct Running {
     local: LocalReplica,
-    /// Tasks to start on this replica's executor (the front, in `serve`).
-    guests: Option<mpsc::UnboundedSender<Guest>>,
-    /// Ends the executor. Until then it keeps running its guests even after the replica
-    /// stopped (a fatal WAL or apply error must not take the front down with it).
-    stop_executor: Option<oneshot::Sender<()>>,
-    executor: Option<ExecutorJoinHandle<Result<(), String>>>,
     apply: Option<JoinHandle<()>>,
+}
+
+/// One executor thread and the replicas it runs (one per core: replicas pinned to the same
+/// core share it).
+struct Executor {
+    replicas: Vec<u32>,
+    /// Tasks to start on this executor (the front, in `serve`).
+    guests: mpsc::UnboundedSender<Guest>,
+    /// Ends the executor. Until then it keeps running its guests even after its replicas
+    /// stopped (a fatal WAL or apply error must not take the front down with it).
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<ExecutorJoinHandle<Result<(), String>>>,
 }
 
 pub struct ReplicatedKvStore {
@@ -81,6 +87,7 @@ pub struct ReplicatedKvStore {
     endpoints: Vec<String>,
     pending: Vec<Pending>,
     running: Vec<Running>,
+    executors: Vec<Executor>,
 }
 
 impl ReplicatedKvStore {
@@ -88,9 +95,9 @@ impl ReplicatedKvStore {
     /// the first primary, in `serve`): the front runs there, so a request reaches the replica
     /// it is handed to without crossing threads. `None` before `start`.
     pub fn front_spawner(&self) -> Option<GuestSpawner> {
-        let r = self.running.iter().min_by_key(|r| r.local.id)?;
-        let tx = r.guests.clone()?;
-        let id = r.local.id;
+        let id = self.running.iter().map(|r| r.local.id).min()?;
+        let e = self.executors.iter().find(|e| e.replicas.contains(&id))?;
+        let tx = e.guests.clone();
         Some(Box::new(move |guest: Guest| {
             tx.unbounded_send(guest)
                 .map_err(|_| format!("replica {id}'s executor has stopped"))
@@ -179,6 +186,7 @@ impl ReplicatedKvStore {
             endpoints,
             pending,
             running: Vec::new(),
+            executors: Vec::new(),
         })
     }
 
@@ -203,26 +211,12 @@ impl ReplicatedKvStore {
             }
             self.running.push(Running {
                 local,
-                guests: None,
-                stop_executor: None,
-                executor: None,
                 apply: Some(apply),
             });
         }
         for (cpu, members) in groups {
-            let ids: Vec<u32> = members.iter().map(|m| m.id).collect();
-            let (guests, stop_executor, executor) = self.spawn_executor(cpu, members)?;
-            for r in self
-                .running
-                .iter_mut()
-                .filter(|r| ids.contains(&r.local.id))
-            {
-                r.guests = Some(guests.clone());
-            }
-            if let Some(host) = self.running.iter_mut().find(|r| r.local.id == ids[0]) {
-                host.stop_executor = Some(stop_executor);
-                host.executor = Some(executor);
-            }
+            let e = self.spawn_executor(cpu, members)?;
+            self.executors.push(e);
         }
         Ok(())
     }
@@ -290,23 +284,16 @@ impl ReplicatedKvStore {
 
     /// One executor on `cpu` running `members` (one replica each, as local tasks) and any
     /// guests sent to it, until it is told to stop.
-    #[allow(clippy::type_complexity)]
     fn spawn_executor(
         &self,
         cpu: Option<usize>,
         members: Vec<replica::ReplicaParams>,
-    ) -> Result<
-        (
-            mpsc::UnboundedSender<Guest>,
-            oneshot::Sender<()>,
-            ExecutorJoinHandle<Result<(), String>>,
-        ),
-        ClusterError,
-    > {
-        let first = members.first().map(|m| m.id).unwrap_or(0);
-        let name = members
+    ) -> Result<Executor, ClusterError> {
+        let replicas: Vec<u32> = members.iter().map(|m| m.id).collect();
+        let first = replicas.first().copied().unwrap_or(0);
+        let name = replicas
             .iter()
-            .map(|m| m.id.to_string())
+            .map(|id| id.to_string())
             .collect::<Vec<_>>()
             .join("+");
         let placement = match cpu {
@@ -363,7 +350,12 @@ impl ReplicatedKvStore {
                 id: first,
                 message: e.to_string(),
             })?;
-        Ok((guests, stop_executor, executor))
+        Ok(Executor {
+            replicas,
+            guests,
+            stop: Some(stop_executor),
+            handle: Some(executor),
+        })
     }
 
     fn paxos_config(&self, id: u32) -> PaxosConfig {
@@ -521,14 +513,14 @@ impl ReplicatedKvStore {
         for r in &self.running {
             let _ = r.local.tx.unbounded_send(ClientMsg::Shutdown);
         }
-        for r in &mut self.running {
-            if let Some(s) = r.stop_executor.take() {
+        for e in &mut self.executors {
+            if let Some(s) = e.stop.take() {
                 let _ = s.send(());
             }
         }
-        for r in &mut self.running {
-            if let Some(e) = r.executor.take() {
-                let _ = e.join();
+        for e in &mut self.executors {
+            if let Some(h) = e.handle.take() {
+                let _ = h.join();
             }
         }
         // The replicas dropped their job queues: the apply threads drain, sync and exit.

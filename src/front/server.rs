@@ -10,7 +10,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use futures_lite::future::poll_once;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use thrift::ApplicationError;
@@ -180,14 +180,7 @@ pub async fn run_thrift_listener<S: KvService>(
                 Some(acceptor) => {
                     // The handshake is bounded like any started message (thrift.read_timeout).
                     let timeout = ctx.limits.read_timeout;
-                    let shake = futures_lite::future::or(
-                        async { Some(acceptor.accept(stream).await) },
-                        async {
-                            glommio::timer::sleep(timeout).await;
-                            None
-                        },
-                    );
-                    match shake.await {
+                    match crate::util::time::within(timeout, acceptor.accept(stream)).await {
                         Some(Ok(tls_stream)) => serve_connection(tls_stream, ctx, idle).await,
                         Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
                         None => Err(format!(
@@ -370,10 +363,6 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
 ) -> Result<(), String> {
     // Request bytes and range-reply room of the replies encoded in `out` but not written yet.
     let mut encoded = (0u64, 0u64);
-    let release = |e: &mut (u64, u64)| {
-        let (n, room) = std::mem::take(e);
-        inflight.release(n, room);
-    };
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut next = rx.recv().await;
     while let Some(mut item) = next.take() {
@@ -383,8 +372,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
                     Some(r) => Ok(r),
                     None => {
                         // Not ready: send what is ready before waiting on it.
-                        flush(&mut wr, &mut out).await?;
-                        release(&mut encoded);
+                        flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
                         Ok(task.await)
                     }
                 },
@@ -401,34 +389,33 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
             match poll_once(rx.recv()).await {
                 Some(Some(i)) => item = i,
                 Some(None) => {
-                    flush(&mut wr, &mut out).await?;
-                    release(&mut encoded);
+                    flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
                     return Ok(());
                 }
                 None => break,
             }
         }
-        flush(&mut wr, &mut out).await?;
-        release(&mut encoded);
+        flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
         next = rx.recv().await;
     }
-    flush(&mut wr, &mut out).await?;
-    release(&mut encoded);
+    flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
     Ok(())
 }
 
-async fn flush<W: futures_lite::AsyncWrite + Unpin>(
+/// Writes the encoded replies, then releases what their requests held (`held`: request
+/// bytes and range-reply room).
+async fn flush<W: futures_lite::AsyncWrite + Unpin, S>(
     wr: &mut W,
     out: &mut Vec<u8>,
+    inflight: &InFlight<S>,
+    held: &mut (u64, u64),
 ) -> Result<(), String> {
-    if out.is_empty() {
-        return Ok(());
+    if !out.is_empty() {
+        let r = crate::util::io::write_all_flushed(wr, out).await;
+        out.clear();
+        r.map_err(|e| format!("write failed: {e}"))?;
     }
-    let r = match wr.write_all(out).await {
-        // A TLS stream may keep records buffered until flushed; a plain socket has none.
-        Ok(()) => wr.flush().await,
-        Err(e) => Err(e),
-    };
-    out.clear();
-    r.map_err(|e| format!("write failed: {e}"))
+    let (n, room) = std::mem::take(held);
+    inflight.release(n, room);
+    Ok(())
 }

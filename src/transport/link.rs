@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_lite::future::poll_once;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncReadExt;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use zerocopy::FromBytes;
 
 use super::frame::{self, FrameHeader, FrameKind, ACK_BYTES, FRAME_HEADER_BYTES, HELLO_BYTES};
 use super::{Inbound, TransportFaults};
+use crate::util::io::write_all_flushed;
 use crate::util::read_buf::ReadBuf;
 
 #[derive(Debug, Clone)]
@@ -49,14 +50,12 @@ async fn with_deadline<T>(
     d: Duration,
     f: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
-    futures_lite::future::or(f, async move {
-        glommio::timer::sleep(d).await;
+    crate::util::time::within(d, f).await.unwrap_or_else(|| {
         Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
             "timed out",
         ))
     })
-    .await
 }
 
 /// Accepts peers' connections and delivers their frames until the listener fails.
@@ -127,24 +126,23 @@ async fn serve_peer(
                 with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest))
                     .await
                     .map_err(|e| e.to_string())?;
-                frame::check_hello(&hh, &rest, &cfg.cluster_id, cfg.replica_count).and_then(
-                    |(claimed, nonce)| match &cfg.tls {
-                        // Under TLS the id a dialer claims must be the one its certificate names.
-                        Some(_) => crate::tls::cert_names_replica(peer_certs.as_deref(), claimed)
-                            .map(|()| (claimed, nonce))
-                            .map_err(frame::HandshakeError::Certificate),
-                        None => Ok((claimed, nonce)),
-                    },
-                )
+                frame::check_hello(&hh, &rest, &cfg.cluster_id, cfg.replica_count)
             }
             Err(e) => Err(e),
         };
+        // Under TLS the id a dialer claims must be the one its certificate names.
+        let res = res.and_then(|(claimed, nonce)| {
+            if cfg.tls.is_some() {
+                crate::tls::cert_names_replica(peer_certs.as_deref(), claimed)
+                    .map_err(frame::HandshakeError::Certificate)?;
+            }
+            Ok((claimed, nonce))
+        });
         let (claimed, dialer_nonce) = match res {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection");
-                let _ = stream.write_all(&frame::encode_ack(1)).await;
-                let _ = stream.flush().await;
+                let _ = write_all_flushed(&mut stream, &frame::encode_ack(1)).await;
                 return Err(e.to_string());
             }
         };
@@ -154,8 +152,9 @@ async fn serve_peer(
         let mut reply = frame::encode_ack(0);
         reply.extend_from_slice(&own_nonce);
         reply.extend_from_slice(&ours);
-        stream.write_all(&reply).await.map_err(|e| e.to_string())?;
-        stream.flush().await.map_err(|e| e.to_string())?;
+        write_all_flushed(&mut stream, &reply)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut theirs = [0u8; frame::PROOF_BYTES];
         with_deadline(cfg.connect_timeout, stream.read_exact(&mut theirs))
             .await
@@ -326,11 +325,7 @@ async fn run_peer_writer(
             if delay > 0 {
                 glommio::timer::sleep(Duration::from_micros(delay)).await;
             }
-            let written = match stream.write_all(&out).await {
-                Ok(()) => stream.flush().await,
-                Err(e) => Err(e),
-            };
-            if let Err(e) = written {
+            if let Err(e) = write_all_flushed(&mut stream, &out).await {
                 tracing::debug!(replica = cfg.me, peer, error = %e, "write to peer failed; reconnecting");
                 break;
             }
@@ -386,14 +381,10 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<Link, String> {
         }
     };
     let own_nonce = frame::nonce();
-    s.write_all(&frame::encode_hello(
-        cfg.me as u16,
-        &cfg.cluster_id,
-        &own_nonce,
-    ))
-    .await
-    .map_err(|e| e.to_string())?;
-    s.flush().await.map_err(|e| e.to_string())?;
+    let hello = frame::encode_hello(cfg.me as u16, &cfg.cluster_id, &own_nonce);
+    write_all_flushed(&mut s, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut ack = [0u8; ACK_BYTES];
     with_deadline(cfg.connect_timeout, s.read_exact(&mut ack))
         .await
@@ -412,7 +403,8 @@ async fn dial(cfg: &TransportConfig, peer: u32) -> Result<Link, String> {
         tracing::warn!(replica = cfg.me, peer, error = %e, "replica peer failed its handshake proof");
         return Err(e.to_string());
     }
-    s.write_all(&ours).await.map_err(|e| e.to_string())?;
-    s.flush().await.map_err(|e| e.to_string())?;
+    write_all_flushed(&mut s, &ours)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(s)
 }

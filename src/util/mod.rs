@@ -7,5 +7,6 @@
 pub mod codec;
 pub mod duration;
 pub mod guest;
+pub mod io;
 pub mod read_buf;
 pub mod time;

@@ -1,6 +1,8 @@
-//! Wall-clock helpers (for reports and ids only; nothing orders events by them).
+//! Time helpers: the wall clock (for reports and ids only; nothing orders events by it) and a
+//! deadline on a future.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> i64 {
@@ -8,4 +10,13 @@ pub fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// `f`'s output, or `None` if `d` passes first (on the current glommio executor's timer).
+pub async fn within<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
 }

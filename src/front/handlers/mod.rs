@@ -409,8 +409,7 @@ async fn with_timeout<T>(
     d: Duration,
     f: impl Future<Output = Result<T, ServiceError>>,
 ) -> Result<T, ServiceError> {
-    futures_lite::future::or(f, async move {
-        glommio::timer::sleep(d).await;
+    crate::util::time::within(d, f).await.unwrap_or_else(|| {
         Err(ServiceError::new(
             ErrorCode::Timeout,
             format!(
@@ -419,7 +418,6 @@ async fn with_timeout<T>(
             ),
         ))
     })
-    .await
 }
 
 /// Starts serving one call. Session work happens now; the rest in the returned future.

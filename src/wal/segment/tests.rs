@@ -50,6 +50,15 @@ fn records_survive_reopen_and_segments_rotate() {
     });
 }
 
+/// The (first) segment file in `dir`; the directory may also hold a spare being prepared.
+fn segment_file(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(SEGMENT_SUFFIX))
+        .unwrap()
+}
+
 #[test]
 fn damage_before_later_acknowledged_group_commits_is_refused_not_cut() {
     let dir = tempfile::tempdir().unwrap();
@@ -66,11 +75,7 @@ fn damage_before_later_acknowledged_group_commits_is_refused_not_cut() {
         }
         wal.close().await.unwrap();
     });
-    let seg = std::fs::read_dir(&d2)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(SEGMENT_SUFFIX))
-        .unwrap();
+    let seg = segment_file(&d2);
     let clean = std::fs::read(&seg).unwrap();
     let rec = 100 + RECORD_HEADER_BYTES;
     // A flipped byte in the first group: two acknowledged groups follow it.
@@ -144,11 +149,7 @@ fn torn_tail_is_cut_and_later_appends_are_clean() {
     });
     // Damage the last record's payload, as a torn write would. (The directory also holds
     // the next segment, prepared in the background.)
-    let seg = std::fs::read_dir(&d2)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(SEGMENT_SUFFIX))
-        .unwrap();
+    let seg = segment_file(&d2);
     let mut bytes = std::fs::read(&seg).unwrap();
     let last = 9 * (100 + RECORD_HEADER_BYTES) + RECORD_HEADER_BYTES + 50;
     bytes[last] ^= 0xFF;
