@@ -156,8 +156,9 @@ pub struct ScanState {
     pos: usize,
     started: bool,
     open: Vec<Open>,
-    /// Bytes examined over the walk's life (for the linearity test).
-    examined: usize,
+    /// Items taken over the walk's life (for the linearity test: each is taken once).
+    #[cfg(test)]
+    taken: usize,
 }
 
 #[derive(Debug)]
@@ -181,34 +182,29 @@ fn be_i32(b: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-/// A container of `n` elements needs at least `n` bytes per element's minimum size; a count
-/// that cannot fit the bytes a message may still have is a lie, refused at once.
-fn check_room(n: usize, elem: u8, room: usize, what: &str) -> Result<(), String> {
-    let min = match elem {
-        2 | 3 => 1,
-        6 => 2,
-        8 | 11 | 13 | 14 | 15 => 4,
-        4 | 10 => 8,
-        12 => 1,
-        t => return Err(format!("unknown {what} element type {t}")),
-    };
-    if n.saturating_mul(min) > room {
-        return Err(format!("{what} of {n} elements cannot fit the message"));
+/// A container's element type must be a Thrift type. Its count needs no check here: elements
+/// are walked as their bytes arrive, each at least one byte, so a count that lies is ended by
+/// the message size limit, never by spinning.
+fn check_elem(elem: u8, what: &str) -> Result<(), String> {
+    match elem {
+        2 | 3 | 4 | 6 | 8 | 10 | 11 | 12 | 13 | 14 | 15 => Ok(()),
+        t => Err(format!("unknown {what} element type {t}")),
     }
-    Ok(())
+}
+
+/// A length or count at `at`: `None` while its bytes are missing, an error if negative.
+fn len_at(buf: &[u8], at: usize, what: &str) -> Result<Option<usize>, String> {
+    match be_i32(buf, at) {
+        None => Ok(None),
+        Some(n) if n < 0 => Err(format!("negative {what} length {n}")),
+        Some(n) => Ok(Some(n as usize)),
+    }
 }
 
 impl ScanState {
     /// Continues the walk over `buf` (which extends what earlier calls saw): `Some(len)` once
     /// the message is complete, `None` while bytes are missing.
     fn walk(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
-        let before = self.pos;
-        let r = self.walk_inner(buf);
-        self.examined += self.pos - before;
-        r
-    }
-
-    fn walk_inner(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
         if !self.started {
             let Some(n) = message_header_len(buf)? else {
                 return Ok(None);
@@ -265,6 +261,10 @@ impl ScanState {
 
     /// Moves past an item and opens its container, if any.
     fn take(&mut self, item: Item) -> Result<(), String> {
+        #[cfg(test)]
+        {
+            self.taken += 1;
+        }
         match item {
             Item::Whole(end) => self.pos = end,
             Item::Opens(end, open) => {
@@ -287,31 +287,23 @@ impl ScanState {
             4 | 10 => whole(8),
             6 => whole(2),
             8 => whole(4),
-            11 => match be_i32(buf, at) {
+            11 => match len_at(buf, at, "string")? {
                 None => None,
-                Some(n) if n < 0 => return Err(format!("negative string length {n}")),
-                Some(n) => whole(4 + n as usize),
+                Some(n) => whole(4 + n),
             },
             12 => (buf.len() >= at).then_some(Item::Opens(at, Open::Struct)),
-            13 => match (buf.get(at), buf.get(at + 1), be_i32(buf, at + 2)) {
+            13 => match (buf.get(at), buf.get(at + 1), len_at(buf, at + 2, "map")?) {
                 (Some(&k), Some(&v), Some(n)) => {
-                    if n < 0 {
-                        return Err(format!("negative map length {n}"));
-                    }
-                    let n = n as usize;
-                    check_room(n, k, usize::MAX, "map")?;
-                    check_room(n, v, usize::MAX, "map")?;
+                    check_elem(k, "map")?;
+                    check_elem(v, "map")?;
                     Some(Item::Opens(at + 6, Open::Map(k, v, n.saturating_mul(2))))
                 }
                 _ => None,
             },
-            14 | 15 => match (buf.get(at), be_i32(buf, at + 1)) {
+            14 | 15 => match (buf.get(at), len_at(buf, at + 1, "list")?) {
                 (Some(&e), Some(n)) => {
-                    if n < 0 {
-                        return Err(format!("negative list length {n}"));
-                    }
-                    check_room(n as usize, e, usize::MAX, "list")?;
-                    Some(Item::Opens(at + 5, Open::Seq(e, n as usize)))
+                    check_elem(e, "list")?;
+                    Some(Item::Opens(at + 5, Open::Seq(e, n)))
                 }
                 _ => None,
             },
@@ -325,25 +317,23 @@ fn message_header_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let Some(first) = be_i32(buf, 0) else {
         return Ok(None);
     };
-    let (name_len, after_name) = if first < 0 {
+    // Strict: version, name length, name, sequence id. Old style: name length, name, message
+    // type, sequence id.
+    let (name_len, start, after_name) = if first < 0 {
         let v = first as u32;
         if v & VERSION_MASK != VERSION_1 {
             return Err(format!("bad protocol version {v:#x}"));
         }
-        let Some(n) = be_i32(buf, 4) else {
+        let Some(n) = len_at(buf, 4, "method name")? else {
             return Ok(None);
         };
-        if n < 0 {
-            return Err(format!("negative method name length {n}"));
-        }
-        (n as usize, 4) // sequence id
+        (n, 8, 4)
     } else {
-        (first as usize, 5) // message type, sequence id
+        (first as usize, 4, 5)
     };
     if name_len > MAX_NAME_BYTES {
         return Err(format!("method name of {name_len} bytes"));
     }
-    let start = if first < 0 { 8 } else { 4 };
     let end = start + name_len + after_name;
     Ok((buf.len() >= end).then_some(end))
 }
@@ -397,7 +387,7 @@ mod tests {
     }
 
     /// A message fed a few bytes at a time: the resumed walk finds the same end as one walk
-    /// over the whole message, and walks each byte once (never from the start again).
+    /// over the whole message, and takes each item once (never walks from the start again).
     #[test]
     fn resumed_walk_is_linear_and_agrees_with_a_whole_walk() {
         // struct { 1: list<i32> of 100k, 2: binary of 64 KiB, 3: map<binary, struct{}> }
@@ -418,7 +408,8 @@ mod tests {
         }
         b.push(0);
         let m = strict_msg("setKey", &b);
-        let whole = scan(&m, Transport::Unframed, 1 << 24).unwrap();
+        let mut once = ScanState::default();
+        let whole = scan_resume(&m, Transport::Unframed, 1 << 24, &mut once).unwrap();
         assert_eq!(
             whole,
             Scan::Complete {
@@ -439,9 +430,8 @@ mod tests {
             };
             assert_eq!(found, m.len(), "step {step}");
             assert_eq!(
-                st.examined,
-                m.len(),
-                "step {step}: bytes walked more than once"
+                st.taken, once.taken,
+                "step {step}: items walked more than once"
             );
         }
     }
