@@ -6,9 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_ms() -> i64 {
+    unix_us() / 1000
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
 }
 

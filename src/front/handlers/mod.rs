@@ -9,7 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -34,14 +34,7 @@ const CF_NAME_BYTES_MAX: usize = 256;
 const DEFAULT_RANGE_LIMIT: i32 = 1000;
 const DEFAULT_COMMIT_TIMEOUT_S: i64 = 60;
 
-pub use crate::util::time::unix_ms;
-
-fn unix_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
-}
+use crate::util::time::unix_us;
 
 /// Counters for getDatabaseStats and metrics.
 #[derive(Default)]
