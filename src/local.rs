@@ -128,7 +128,7 @@ impl KvService for LocalService {
             }
         })?;
         rx.await
-            .map_err(|_| ServiceError::new(ErrorCode::Unavailable, "the store has stopped"))?
+            .map_err(|_| ServiceError::outcome_unknown("the store stopped"))?
     }
 
     async fn read_version(&self) -> Result<Version, ServiceError> {

@@ -51,6 +51,15 @@ pub struct ServiceError {
 }
 
 impl ServiceError {
+    /// A write handed to the replicas whose answer was lost (the replica stopped): it may or may
+    /// not apply, so it is a `TIMEOUT` (outcome unknown), never `UNAVAILABLE` (not applied).
+    pub fn outcome_unknown(why: &str) -> Self {
+        ServiceError::new(
+            ErrorCode::Timeout,
+            format!("{why}; the write may or may not apply"),
+        )
+    }
+
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ServiceError {
             code,

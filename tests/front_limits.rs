@@ -105,7 +105,7 @@ fn a_session_cannot_register_unbounded_read_conflicts() {
                 None::<String>,
             )],
             Vec::new(),
-            None::<i64>,
+            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap();
     assert!(commit.success, "{commit:?}");

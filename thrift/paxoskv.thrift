@@ -100,6 +100,9 @@ struct AtomicCommitRequest {
   2: required list<Operation> operations,
   3: required list<binary> read_conflict_keys, // keys of the default column family
   4: optional i64 timeout_seconds,             // default 60
+  // Added by paxoskv (older clients never set it): ranges read, in any column family; the
+  // commit fails with CONFLICT if a commit after read_version wrote a key in one of them.
+  5: optional list<KeyRange> read_conflict_ranges,
 }
 struct AtomicCommitResponse {
   1: required bool success,

@@ -214,7 +214,7 @@ fn encode_thrift(
                     None::<String>,
                 )],
                 vec![key.to_vec()],
-                None::<i64>,
+                None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
             )
             .write_to_out_protocol(&mut p)?,
         }

@@ -492,7 +492,8 @@ impl ReplicatedKvStore {
                         timeout: None,
                     })
                     .map_err(|_| stopped())?;
-                    futures_lite::future::block_on(rx).map_err(|_| stopped())?
+                    futures_lite::future::block_on(rx)
+                        .map_err(|_| ServiceError::outcome_unknown("the replica stopped"))?
                 }
                 None => Err(ServiceError::new(
                     ErrorCode::NotPrimary,

@@ -148,7 +148,8 @@ impl KvService for ClusterService {
                     timeout,
                 })
                 .map_err(|_| stopped())?;
-                rx.await.map_err(|_| stopped())?
+                rx.await
+                    .map_err(|_| ServiceError::outcome_unknown("the replica stopped"))?
             }
         })
         .await

@@ -992,15 +992,17 @@ pub struct AtomicCommitRequest {
   pub operations: Vec<Operation>,
   pub read_conflict_keys: Vec<Vec<u8>>,
   pub timeout_seconds: Option<i64>,
+  pub read_conflict_ranges: Option<Vec<KeyRange>>,
 }
 
 impl AtomicCommitRequest {
-  pub fn new<F4>(read_version: i64, operations: Vec<Operation>, read_conflict_keys: Vec<Vec<u8>>, timeout_seconds: F4) -> AtomicCommitRequest where F4: Into<Option<i64>> {
+  pub fn new<F4, F5>(read_version: i64, operations: Vec<Operation>, read_conflict_keys: Vec<Vec<u8>>, timeout_seconds: F4, read_conflict_ranges: F5) -> AtomicCommitRequest where F4: Into<Option<i64>>, F5: Into<Option<Vec<KeyRange>>> {
     AtomicCommitRequest {
       read_version,
       operations,
       read_conflict_keys,
       timeout_seconds: timeout_seconds.into(),
+      read_conflict_ranges: read_conflict_ranges.into(),
     }
   }
 }
@@ -1012,6 +1014,7 @@ impl TSerializable for AtomicCommitRequest {
     let mut f_2: Option<Vec<Operation>> = None;
     let mut f_3: Option<Vec<Vec<u8>>> = None;
     let mut f_4: Option<i64> = None;
+    let mut f_5: Option<Vec<KeyRange>> = None;
     loop {
       let field_ident = i_prot.read_field_begin()?;
       if field_ident.field_type == TType::Stop {
@@ -1047,6 +1050,16 @@ impl TSerializable for AtomicCommitRequest {
           let val = i_prot.read_i64()?;
           f_4 = Some(val);
         },
+        5 => {
+          let list_ident = i_prot.read_list_begin()?;
+          let mut val: Vec<KeyRange> = Vec::with_capacity(list_ident.size as usize);
+          for _ in 0..list_ident.size {
+            let list_elem_3 = KeyRange::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_3);
+          }
+          i_prot.read_list_end()?;
+          f_5 = Some(val);
+        },
         _ => {
           i_prot.skip(field_ident.field_type)?;
         },
@@ -1062,6 +1075,7 @@ impl TSerializable for AtomicCommitRequest {
       operations: f_2.expect("auto-generated code should have checked for presence of required fields"),
       read_conflict_keys: f_3.expect("auto-generated code should have checked for presence of required fields"),
       timeout_seconds: f_4,
+      read_conflict_ranges: f_5,
     };
     Ok(ret)
   }
@@ -1088,6 +1102,15 @@ impl TSerializable for AtomicCommitRequest {
     if let Some(fld_var) = self.timeout_seconds {
       o_prot.write_field_begin(&TFieldIdentifier::new("timeout_seconds", TType::I64, 4))?;
       o_prot.write_i64(fld_var)?;
+      o_prot.write_field_end()?
+    }
+    if let Some(ref fld_var) = self.read_conflict_ranges {
+      o_prot.write_field_begin(&TFieldIdentifier::new("read_conflict_ranges", TType::List, 5))?;
+      o_prot.write_list_begin(&TListIdentifier::new(TType::Struct, fld_var.len() as i32))?;
+      for e in fld_var {
+        e.write_to_out_protocol(o_prot)?;
+      }
+      o_prot.write_list_end()?;
       o_prot.write_field_end()?
     }
     o_prot.write_field_stop()?;
@@ -1858,8 +1881,8 @@ impl TSerializable for GetRangeResponse {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<KeyValue> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_3 = KeyValue::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_3);
+            let list_elem_4 = KeyValue::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_4);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -2283,8 +2306,8 @@ impl TSerializable for SnapshotGetRangeResponse {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<KeyValue> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_4 = KeyValue::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_4);
+            let list_elem_5 = KeyValue::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_5);
           }
           i_prot.read_list_end()?;
           f_1 = Some(val);
@@ -4233,8 +4256,8 @@ impl TSerializable for CommitTransactionRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Operation> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_5 = Operation::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_5);
+            let list_elem_6 = Operation::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_6);
           }
           i_prot.read_list_end()?;
           f_2 = Some(val);
@@ -4243,8 +4266,8 @@ impl TSerializable for CommitTransactionRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<Vec<u8>> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_6 = i_prot.read_bytes()?;
-            val.push(list_elem_6);
+            let list_elem_7 = i_prot.read_bytes()?;
+            val.push(list_elem_7);
           }
           i_prot.read_list_end()?;
           f_3 = Some(val);
@@ -4253,8 +4276,8 @@ impl TSerializable for CommitTransactionRequest {
           let list_ident = i_prot.read_list_begin()?;
           let mut val: Vec<KeyRange> = Vec::with_capacity(list_ident.size as usize);
           for _ in 0..list_ident.size {
-            let list_elem_7 = KeyRange::read_from_in_protocol(i_prot)?;
-            val.push(list_elem_7);
+            let list_elem_8 = KeyRange::read_from_in_protocol(i_prot)?;
+            val.push(list_elem_8);
           }
           i_prot.read_list_end()?;
           f_4 = Some(val);

@@ -30,6 +30,11 @@ macro_rules! calls {
         /// The methods this server serves, in IDL order.
         pub const METHODS: &[&str] = &[$($method,)*];
 
+        $(impl Rpc for $req {
+            const METHOD: &'static str = $method;
+            type Response = $resp;
+        })*
+
         fn decode_args(name: &str, p: &mut dyn TInputProtocol) -> Result<Option<Call>, thrift::Error> {
             Ok(Some(match name {
                 $($method => Call::$variant(read_args::<$req>(p)?),)*
@@ -94,8 +99,14 @@ calls! {
     "abortTransaction" => AbortTransaction(AbortTransactionRequest) -> AbortTransactionResponse,
 }
 
-/// Where a response keeps its error text.
-trait ErrorText {
+/// A request struct as a client sends it: its method's name and the response it gets back.
+pub trait Rpc: TSerializable {
+    const METHOD: &'static str;
+    type Response: TSerializable + ErrorText;
+}
+
+/// Where a response keeps its error text ("CODE: message").
+pub trait ErrorText {
     fn error_text(&self) -> Option<&str>;
 }
 
@@ -223,6 +234,73 @@ pub fn encode_reply(out: &mut Vec<u8>, name: &str, sequence: i32, resp: &Respons
         p.write_struct_end()?;
         p.write_message_end()
     });
+}
+
+/// Appends a framed or unframed call of `R`'s method to `out` (the client's half).
+pub fn encode_call<R: Rpc>(out: &mut Vec<u8>, sequence: i32, req: &R, framed: bool) {
+    encode_with(out, framed, |p| {
+        p.write_message_begin(&TMessageIdentifier::new(
+            R::METHOD,
+            TMessageType::Call,
+            sequence,
+        ))?;
+        p.write_struct_begin(&TStructIdentifier::new("args"))?;
+        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
+        req.write_to_out_protocol(p)?;
+        p.write_field_end()?;
+        p.write_field_stop()?;
+        p.write_struct_end()?;
+        p.write_message_end()
+    });
+}
+
+/// The sequence number of a complete reply message (the client matches replies by it).
+pub fn reply_sequence(msg: &[u8]) -> thrift::Result<i32> {
+    let mut p = super::bounded_input::BoundedInput::new(msg);
+    Ok(p.read_message_begin()?.sequence_number)
+}
+
+/// Decodes a complete reply message to `T` (field 0 of the result struct), or the application
+/// exception the server sent instead. Bounded like `decode`: a length field cannot make it
+/// allocate more than the message holds.
+pub fn decode_reply<T: TSerializable>(msg: &[u8]) -> thrift::Result<Result<T, ApplicationError>> {
+    let mut p = super::bounded_input::BoundedInput::new(msg);
+    let header = p.read_message_begin()?;
+    match header.message_type {
+        TMessageType::Reply => {}
+        TMessageType::Exception => {
+            return Ok(Err(
+                thrift::Error::read_application_error_from_in_protocol(&mut p)?,
+            ));
+        }
+        other => {
+            return Err(thrift::new_protocol_error(
+                thrift::ProtocolErrorKind::InvalidData,
+                format!("expected a reply, got {other:?}"),
+            ))
+        }
+    }
+    p.read_struct_begin()?;
+    let mut reply = None;
+    loop {
+        let f = p.read_field_begin()?;
+        if f.field_type == TType::Stop {
+            break;
+        }
+        if f.id == Some(0) && f.field_type == TType::Struct {
+            reply = Some(T::read_from_in_protocol(&mut p)?);
+        } else {
+            p.skip(f.field_type)?;
+        }
+        p.read_field_end()?;
+    }
+    p.read_struct_end()?;
+    reply.map(Ok).ok_or_else(|| {
+        thrift::new_protocol_error(
+            thrift::ProtocolErrorKind::InvalidData,
+            "reply without field 0 (success)",
+        )
+    })
 }
 
 /// Appends an application-exception reply to `out`.

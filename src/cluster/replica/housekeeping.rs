@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::{err, ReadWaiter, Shell, WalCmd, COMPACT_EVERY, HOUSEKEEPING_EVERY};
 use crate::paxos::{Input, Slot};
-use crate::service::ErrorCode;
+use crate::service::{ErrorCode, ServiceError};
 
 impl Shell {
     pub(super) fn housekeeping(&mut self) {
@@ -78,16 +78,12 @@ impl Shell {
 
     pub(super) fn fail_all_pending(&mut self) {
         for (_, w) in self.applying.drain() {
-            let _ = w.send(Err(err(
-                ErrorCode::Unavailable,
-                "replica stopped before applying the write; it may or may not apply",
+            let _ = w.send(Err(ServiceError::outcome_unknown(
+                "the replica stopped before applying the write",
             )));
         }
         for (_, w) in self.pending.drain() {
-            let _ = w.send(Err(err(
-                ErrorCode::Unavailable,
-                "replica stopped; the write may or may not apply",
-            )));
+            let _ = w.send(Err(ServiceError::outcome_unknown("the replica stopped")));
         }
         for (_, w) in self.reads.drain() {
             if let ReadWaiter::Local(r) = w {

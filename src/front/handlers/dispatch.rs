@@ -113,6 +113,7 @@ pub(super) fn dispatch<S: KvService>(
                     version_of(r.read_version, "read_version")?
                 };
                 let mut conflicts = ctx.conflict_keys(r.read_conflict_keys)?;
+                conflicts.extend(ctx.conflict_ranges(r.read_conflict_ranges)?);
                 conflicts.extend(registered);
                 ctx.build_command(Some(rv), r.operations, conflicts)
             })();
@@ -370,15 +371,7 @@ pub(super) fn dispatch<S: KvService>(
                         _ => invalid(e.to_string()),
                     })?;
                 let mut conflicts = ctx.conflict_keys(r.read_conflict_keys.unwrap_or_default())?;
-                for kr in r.read_conflict_ranges.unwrap_or_default() {
-                    ctx.check_key(&kr.begin_key)?;
-                    ctx.check_key(&kr.end_key)?;
-                    conflicts.push(KeyRange {
-                        cf: cf_of(kr.column_family)?,
-                        begin: Bytes::from(kr.begin_key),
-                        end: Bytes::from(kr.end_key),
-                    });
-                }
+                conflicts.extend(ctx.conflict_ranges(r.read_conflict_ranges)?);
                 ctx.build_command(Some(rv), r.operations, conflicts)
             })();
             Box::pin(async move {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::generated::*;
+use super::generated::KeyRange as ThriftKeyRange;
 use super::wire::{Call, Response};
 use crate::config::ThriftSection;
 use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ServiceError};
@@ -242,6 +243,29 @@ impl<S: KvService> FrontCtx<S> {
             .map(|k| {
                 self.check_key(&k)?;
                 Ok(single_key_range(DEFAULT_CF, &Bytes::from(k)))
+            })
+            .collect()
+    }
+
+    /// Conflict ranges a commit names (atomicCommit's field 5, commitTransaction's field 4).
+    fn conflict_ranges(
+        &self,
+        ranges: Option<Vec<ThriftKeyRange>>,
+    ) -> Result<Vec<KeyRange>, ServiceError> {
+        ranges
+            .unwrap_or_default()
+            .into_iter()
+            .map(|kr| {
+                self.check_key(&kr.begin_key)?;
+                self.check_key(&kr.end_key)?;
+                if kr.begin_key > kr.end_key {
+                    return Err(invalid("a read conflict range begins after its end"));
+                }
+                Ok(KeyRange {
+                    cf: cf_of(kr.column_family)?,
+                    begin: Bytes::from(kr.begin_key),
+                    end: Bytes::from(kr.end_key),
+                })
             })
             .collect()
     }
