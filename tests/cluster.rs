@@ -230,7 +230,8 @@ fn concurrent_history_across_primary_kill_is_linearizable() {
                             rv,
                             vec![op],
                             vec![key.clone().into_bytes()],
-                            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+                            None::<i64>,
+                            None::<Vec<paxoskv::front::generated::KeyRange>>,
                         )) {
                             Ok(r) if r.success => {
                                 history.lock().unwrap().complete(id, KvResult::Cas(true))

@@ -105,7 +105,8 @@ fn a_session_cannot_register_unbounded_read_conflicts() {
                 None::<String>,
             )],
             Vec::new(),
-            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+            None::<i64>,
+            None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap();
     assert!(commit.success, "{commit:?}");

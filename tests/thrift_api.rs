@@ -95,7 +95,8 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
             rv,
             vec![op("set", &k("t"), Some(v))],
             vec![k("t")],
-            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+            None::<i64>,
+            None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap()
     };
@@ -119,7 +120,8 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
                 op("increment", &k("t"), Some(b"1")),
             ],
             vec![],
-            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+            None::<i64>,
+            None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap();
     assert_eq!(bad.error_code.as_deref(), Some("INVALID_ARGUMENT"));
@@ -157,7 +159,8 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
             0,
             vec![op("set", &k("r3"), Some(b"x"))],
             vec![],
-            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+            None::<i64>,
+            None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("CONFLICT"), "{r:?}");
@@ -171,7 +174,8 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
             rv,
             vec![op("set", &k("r3"), Some(b"x"))],
             vec![],
-            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+            None::<i64>,
+            None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap();
     assert_eq!(r.error_code.as_deref(), Some("CONFLICT"), "{r:?}");
@@ -180,7 +184,8 @@ fn exercise_all_methods(c: &mut Client, tag: &str) {
             rv,
             vec![op("set", &k("r3"), Some(b"x"))],
             vec![],
-            None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+            None::<i64>,
+            None::<Vec<paxoskv::front::generated::KeyRange>>,
         ))
         .unwrap();
     assert!(

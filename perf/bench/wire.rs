@@ -214,7 +214,8 @@ fn encode_thrift(
                     None::<String>,
                 )],
                 vec![key.to_vec()],
-                None::<i64>, None::<Vec<paxoskv::front::generated::KeyRange>>,
+                None::<i64>,
+                None::<Vec<paxoskv::front::generated::KeyRange>>,
             )
             .write_to_out_protocol(&mut p)?,
         }

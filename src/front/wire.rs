@@ -269,9 +269,9 @@ pub fn decode_reply<T: TSerializable>(msg: &[u8]) -> thrift::Result<Result<T, Ap
     match header.message_type {
         TMessageType::Reply => {}
         TMessageType::Exception => {
-            return Ok(Err(
-                thrift::Error::read_application_error_from_in_protocol(&mut p)?,
-            ));
+            return Ok(Err(thrift::Error::read_application_error_from_in_protocol(
+                &mut p,
+            )?));
         }
         other => {
             return Err(thrift::new_protocol_error(

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::generated::*;
 use super::generated::KeyRange as ThriftKeyRange;
+use super::generated::*;
 use super::wire::{Call, Response};
 use crate::config::ThriftSection;
 use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ServiceError};

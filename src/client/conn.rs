@@ -1,0 +1,259 @@
+//! One pipelined connection: callers encode their request, a writer task coalesces whatever is
+//! queued into one write, a reader task cuts replies off the stream and hands each to the
+//! caller whose sequence id it carries. Never more than `max_in_flight` requests are
+//! outstanding; a reply bigger than `max_reply_bytes` closes the connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::front::codec::binary_message_len;
+use crate::front::wire::{self, Rpc};
+
+/// Why a call on a connection got no reply.
+#[derive(Debug, Clone)]
+pub(crate) enum ConnError {
+    /// The request never left this client: safe to send anywhere again.
+    NotSent(String),
+    /// The request may have reached the server; its reply did not come back.
+    Lost(String),
+    /// The reply came but cannot be read (or was an application exception).
+    Protocol(String),
+}
+
+type Waiter = oneshot::Sender<Result<Vec<u8>, ConnError>>;
+
+struct Job {
+    sequence: i32,
+    bytes: Vec<u8>,
+    reply: Waiter,
+}
+
+/// Shape of a connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnOptions {
+    pub framed: bool,
+    pub max_in_flight: usize,
+    pub max_reply_bytes: usize,
+    pub connect_timeout: Duration,
+}
+
+pub(crate) struct Conn {
+    jobs: mpsc::Sender<Job>,
+    next_sequence: AtomicI32,
+    in_flight: Arc<Semaphore>,
+    waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
+    dead: Arc<AtomicBool>,
+    framed: bool,
+}
+
+impl Conn {
+    /// Connects (TCP_NODELAY) and starts the connection's reader and writer tasks.
+    pub(crate) async fn connect(addr: &str, o: ConnOptions) -> Result<Conn, String> {
+        let stream = tokio::time::timeout(o.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr} timed out"))?
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY on {addr}: {e}"))?;
+        let (rd, wr) = stream.into_split();
+        let (jobs, rx) = mpsc::channel(o.max_in_flight.max(1));
+        let waiting = Arc::new(Mutex::new(HashMap::new()));
+        let dead = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_loop(wr, rx, waiting.clone(), dead.clone()));
+        tokio::spawn(read_loop(rd, o, waiting.clone(), dead.clone()));
+        Ok(Conn {
+            jobs,
+            next_sequence: AtomicI32::new(1),
+            in_flight: Arc::new(Semaphore::new(o.max_in_flight.max(1))),
+            waiting,
+            dead,
+            framed: o.framed,
+        })
+    }
+
+    /// True once either direction failed; the pool replaces a dead connection.
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` and waits for its reply, at most `timeout` (a timeout is `Lost`: the
+    /// request may have been sent).
+    pub(crate) async fn call<R: Rpc>(
+        &self,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, ConnError> {
+        let permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| ConnError::NotSent("connection closed".into()))?;
+        let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed) & i32::MAX;
+        let mut bytes = Vec::with_capacity(64);
+        wire::encode_call(&mut bytes, sequence, req, self.framed);
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            sequence,
+            bytes,
+            reply: tx,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| ConnError::NotSent("connection closed".into()))?;
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ConnError::Lost("connection task ended".into())),
+            Err(_) => {
+                lock(&self.waiting).remove(&sequence);
+                Err(ConnError::Lost(format!(
+                    "no reply within the client's request timeout ({timeout:?})"
+                )))
+            }
+        };
+        drop(permit);
+        let msg = reply?;
+        match wire::decode_reply::<R::Response>(&msg) {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(app)) => Err(ConnError::Protocol(format!(
+                "application exception {:?}: {}",
+                app.kind, app.message
+            ))),
+            Err(e) => Err(ConnError::Protocol(format!("unreadable reply: {e}"))),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fails every waiting call with `Lost` and marks the connection dead.
+fn fail_all(waiting: &Mutex<HashMap<i32, Waiter>>, dead: &AtomicBool, why: &str) {
+    dead.store(true, Ordering::Release);
+    for (_, w) in lock(waiting).drain() {
+        let _ = w.send(Err(ConnError::Lost(why.to_string())));
+    }
+}
+
+async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Job>,
+    waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
+    dead: Arc<AtomicBool>,
+) {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    while let Some(job) = rx.recv().await {
+        // Everything queued now goes out in one write; each waiter is registered before its
+        // bytes leave, so its reply always finds it.
+        let mut next = Some(job);
+        while let Some(j) = next {
+            if dead.load(Ordering::Acquire) {
+                let _ = j
+                    .reply
+                    .send(Err(ConnError::NotSent("connection closed".into())));
+            } else {
+                buf.extend_from_slice(&j.bytes);
+                lock(&waiting).insert(j.sequence, j.reply);
+            }
+            next = if buf.len() < 256 * 1024 {
+                rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        if let Err(e) = wr.write_all(&buf).await {
+            fail_all(&waiting, &dead, &format!("write failed: {e}"));
+        }
+        buf.clear();
+    }
+    // The client dropped the connection: let the server see the end of the stream.
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(
+    mut rd: OwnedReadHalf,
+    o: ConnOptions,
+    waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
+    dead: Arc<AtomicBool>,
+) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let why = loop {
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break "the server closed the connection".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+        match cut_replies(&mut buf, &o, &waiting) {
+            Ok(()) => {}
+            Err(e) => break e,
+        }
+        if dead.load(Ordering::Acquire) {
+            break "connection closed".to_string();
+        }
+    };
+    fail_all(&waiting, &dead, &why);
+}
+
+/// Hands every complete reply at the front of `buf` to its waiter and drops the consumed bytes.
+fn cut_replies(
+    buf: &mut Vec<u8>,
+    o: &ConnOptions,
+    waiting: &Mutex<HashMap<i32, Waiter>>,
+) -> Result<(), String> {
+    let mut at = 0;
+    loop {
+        let rest = &buf[at..];
+        let (skip, len) = if o.framed {
+            if rest.len() < 4 {
+                break;
+            }
+            let n = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            (4, n)
+        } else {
+            match binary_message_len(rest) {
+                Ok(Some(n)) => (0, n),
+                Ok(None) => {
+                    if rest.len() > o.max_reply_bytes {
+                        return Err(format!(
+                            "a reply over the client's max_reply_bytes ({})",
+                            o.max_reply_bytes
+                        ));
+                    }
+                    break;
+                }
+                Err(e) => return Err(format!("unreadable reply stream: {e}")),
+            }
+        };
+        if len > o.max_reply_bytes {
+            return Err(format!(
+                "a {len}-byte reply is over the client's max_reply_bytes ({})",
+                o.max_reply_bytes
+            ));
+        }
+        if rest.len() < skip + len {
+            break;
+        }
+        let msg = &rest[skip..skip + len];
+        let sequence =
+            wire::reply_sequence(msg).map_err(|e| format!("unreadable reply header: {e}"))?;
+        // A reply nobody waits for belongs to a call that timed out: dropped.
+        if let Some(w) = lock(waiting).remove(&sequence) {
+            let _ = w.send(Ok(msg.to_vec()));
+        }
+        at += skip + len;
+    }
+    buf.drain(..at);
+    Ok(())
+}
