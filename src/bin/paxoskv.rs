@@ -1,4 +1,7 @@
-//! The `paxoskv` binary: `serve`, `node`, `config print`, `inspect`, `status`.
+//! The `paxoskv` binary: `serve`, `node`, `config print`, `inspect`, `status`, `certs`, and the
+//! command-line client `kv`.
+
+mod kv;
 
 use std::path::PathBuf;
 
@@ -45,6 +48,8 @@ enum Command {
     /// Make a dev CA and TLS certificates: one per replica (named replica-<id>.paxoskv, for
     /// [network] tls_*) and one for the Thrift front (for [thrift] tls_*).
     Certs(CertsArgs),
+    /// Command-line client: get, put, del, range, txn, version against running endpoints.
+    Kv(kv::KvArgs),
 }
 
 #[derive(Args)]
@@ -212,6 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(a) => node(a),
         Command::Inspect(a) => inspect(a),
         Command::Status(a) => status(a),
+        Command::Kv(a) => std::process::exit(kv::run(a)),
     }
 }
 

@@ -31,6 +31,7 @@ struct TxState {
     writes: BTreeMap<(Option<String>, Vec<u8>), Pending>,
     conflict_keys: Vec<Vec<u8>>,
     conflict_ranges: Vec<KeyRange>,
+    committed: Option<Committed>,
 }
 
 #[derive(Clone)]
@@ -281,10 +282,14 @@ impl Transaction {
     }
 
     /// Sends the writes and read conflicts as one `atomicCommit`. A transaction without writes
-    /// sends nothing.
+    /// sends nothing. A transaction commits once: a later `commit` returns the first result
+    /// (and writes made after it are not sent).
     pub async fn commit(&self) -> Result<Committed> {
         let has_conflicts = {
             let s = lock(&self.state);
+            if let Some(c) = s.committed {
+                return Ok(c);
+            }
             if s.ops.is_empty() {
                 return Ok(Committed { version: None });
             }
@@ -312,9 +317,11 @@ impl Transaction {
             }
         };
         let r = self.client.call(&req, Kind::Write).await?;
-        Ok(Committed {
+        let c = Committed {
             version: r.committed_version,
-        })
+        };
+        lock(&self.state).committed = Some(c);
+        Ok(c)
     }
 }
 
