@@ -15,6 +15,11 @@ pub mod front;
 #[cfg(feature = "client")]
 pub mod client;
 
+/// README's Rust example is compiled as a doctest, so it stays true.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeExample;
+
 #[cfg(feature = "server")]
 pub mod cluster;
 #[cfg(feature = "server")]

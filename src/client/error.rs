@@ -38,7 +38,12 @@ pub enum Error {
     Internal(String),
     /// A server error code this client does not know.
     #[error("{code}: {message}")]
-    Other { code: String, message: String },
+    Other {
+        /// The code as the server sent it (`ERROR` when the text had none).
+        code: String,
+        /// The rest of the server's text.
+        message: String,
+    },
     /// A write was sent but no answer came back (the connection broke, or the client's request
     /// timeout passed): it may or may not have been applied. Never retried by the client.
     #[error("outcome unknown: {0}")]
@@ -51,7 +56,12 @@ pub enum Error {
     Protocol(String),
     /// `transact` gave up (its retry limit or deadline); `last` is the error of the last try.
     #[error("gave up after {attempts} attempts: {last}")]
-    GaveUp { attempts: u32, last: Box<Error> },
+    GaveUp {
+        /// Runs of the closure.
+        attempts: u32,
+        /// What the last run failed with.
+        last: Box<Error>,
+    },
 }
 
 /// The client's result.

@@ -41,6 +41,8 @@
 //! endpoint that answers `NOT_PRIMARY` or `UNAVAILABLE` also passes the next call to the next
 //! endpoint.
 
+#![warn(missing_docs)]
+
 mod conn;
 mod error;
 mod pool;
@@ -79,19 +81,25 @@ pub struct Config {
     pub max_in_flight_per_connection: usize,
     /// Largest reply accepted; a bigger one closes the connection.
     pub max_reply_bytes: usize,
+    /// How long a TCP connect may take.
     pub connect_timeout: Duration,
     /// How long one attempt waits for its reply. Above the server's commit timeout (10 s by
     /// default), so a slow commit is answered by the server (`TIMEOUT`) first.
     pub request_timeout: Duration,
-    /// Attempts of one call, and the time they may take together.
+    /// Attempts of one call.
     pub max_attempts: u32,
+    /// The time all attempts of one call may take together.
     pub retry_deadline: Duration,
+    /// First pause between attempts (and before probing a failed endpoint); doubles per
+    /// failure.
     pub backoff_min: Duration,
+    /// Longest pause between attempts or probes.
     pub backoff_max: Duration,
     /// `timeout_seconds` sent with each commit (`None`: the server's default).
     pub commit_timeout: Option<Duration>,
-    /// How many times, and for how long, `transact` runs its closure.
+    /// How many times `transact` runs its closure at most.
     pub txn_max_attempts: u32,
+    /// How long `transact` keeps retrying.
     pub txn_deadline: Duration,
     /// First pause after a conflict (doubling up to `backoff_max`).
     pub txn_backoff_min: Duration,
@@ -100,6 +108,7 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults for `endpoints` (`"host:port"` strings).
     pub fn new<I, S>(endpoints: I) -> Config
     where
         I: IntoIterator<Item = S>,
@@ -186,6 +195,7 @@ impl Client {
         }
     }
 
+    /// The configuration the client was made with.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }

@@ -9,6 +9,7 @@ use crate::front::generated::{GetRangeRequest, SnapshotGetRangeRequest};
 /// One page of a range read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangePage {
+    /// The pairs, in key order.
     pub pairs: Vec<KeyValue>,
     /// True when the limit (or the server's reply size bound) cut the page: ask again from
     /// after the last key.
