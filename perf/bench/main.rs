@@ -10,6 +10,7 @@
 
 mod engine;
 mod keys;
+mod library;
 mod poll;
 mod report;
 mod server_stats;
@@ -50,6 +51,15 @@ pub enum WorkloadArg {
     Range,
     /// ping.
     Ping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineArg {
+    /// The tool's own epoll engine: one write per connection per turn, replies matched in order.
+    Native,
+    /// The paxoskv client library (tokio), to measure what it costs per call.
+    Library,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -138,6 +148,9 @@ pub struct Args {
     /// server's batching (commands per Paxos slot).
     #[arg(long)]
     pub metrics: Option<String>,
+    /// Which client drives the load (closed loop; prepopulation always uses the native one).
+    #[arg(long, value_enum, default_value = "native")]
+    pub engine: EngineArg,
 }
 
 fn main() {
@@ -199,6 +212,11 @@ fn validate(args: &Args) -> anyhow::Result<()> {
         )
     {
         bail!("the etcd-http protocol runs write, read and mixed only");
+    }
+    if args.engine == EngineArg::Library
+        && (args.protocol != ProtocolArg::Thrift || args.rate > 0.0)
+    {
+        bail!("--engine library runs the Thrift protocol in closed loop only");
     }
     Ok(())
 }
@@ -417,7 +435,18 @@ fn measure(
             .phase
             .store(engine::PHASE_MEASURE, Ordering::Release);
     }
-    let (handles, rx) = spawn_workers(&plan, &control, addrs, args.connections, threads)?;
+    let (handles, rx) = if args.engine == EngineArg::Library {
+        let (tx, rx) = mpsc::channel();
+        let (plan, control, addrs) = (plan.clone(), control.clone(), addrs.to_vec());
+        let connections = args.connections;
+        let h = std::thread::Builder::new()
+            .name("bench-library".into())
+            .spawn(move || library::run(plan, control, addrs, connections, threads, tx))
+            .context("spawn the library engine")?;
+        (vec![h], rx)
+    } else {
+        spawn_workers(&plan, &control, addrs, args.connections, threads)?
+    };
     let mut hdr = match &args.hdr_log {
         Some(p) => Some(report::HdrLog::create(p)?),
         None => None,
