@@ -418,6 +418,21 @@ fn node_cluster_every_call_and_failover_while_writing() {
     wait_acked(at_kill + 100);
     stop.store(true, Ordering::Relaxed);
     rt.block_on(writer).unwrap();
+    assert!(
+        !c.endpoints()[0].up,
+        "the killed endpoint is still seen as up"
+    );
+
+    // The probe notices the node is back without any call having to fail on it first.
+    cluster.restart(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.endpoints()[0].up {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted endpoint was never seen up again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Every acknowledged write is there, read back through the surviving nodes.
     let acked = acked.lock().unwrap().clone();

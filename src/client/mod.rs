@@ -67,6 +67,19 @@ use pool::{Endpoint, ProbeSettings};
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// One endpoint's health as the client sees it (`Client::endpoints`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointStatus {
+    /// The endpoint as configured.
+    pub addr: String,
+    /// No failure since it last answered.
+    pub up: bool,
+    /// Failed connections or calls in a row (reset by an answer or a successful probe).
+    pub consecutive_failures: u32,
+    /// When it is backing off: how long until calls or the probe try it again.
+    pub retry_in: Option<Duration>,
+}
+
 /// How a client connects, retries and bounds itself. `Config::new(endpoints)` has defaults for
 /// the rest; every field is public.
 #[derive(Debug, Clone)]
@@ -193,6 +206,23 @@ impl Client {
             inner: self.inner.clone(),
             cf: Some(Arc::from(cf)),
         }
+    }
+
+    /// How the client sees each endpoint now, in `Config::endpoints` order.
+    pub fn endpoints(&self) -> Vec<EndpointStatus> {
+        self.inner
+            .endpoints
+            .iter()
+            .map(|e| {
+                let (failures, down_until) = e.health();
+                EndpointStatus {
+                    addr: e.addr.clone(),
+                    up: failures == 0,
+                    consecutive_failures: failures,
+                    retry_in: down_until.map(|t| t.saturating_duration_since(Instant::now())),
+                }
+            })
+            .collect()
     }
 
     /// The configuration the client was made with.

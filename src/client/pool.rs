@@ -77,6 +77,12 @@ impl Endpoint {
         lock(&self.health).down_until.filter(|t| *t > now)
     }
 
+    /// (consecutive failures, backing off until) as the client sees the endpoint now.
+    pub(crate) fn health(&self) -> (u32, Option<Instant>) {
+        let h = lock(&self.health);
+        (h.failures, h.down_until.filter(|t| *t > Instant::now()))
+    }
+
     pub(crate) fn mark_up(&self) {
         let mut h = lock(&self.health);
         h.failures = 0;

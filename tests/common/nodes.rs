@@ -72,8 +72,13 @@ impl Cluster {
         let mut guard = KillPidsOnDrop(pending.iter().map(|p| p.0.id()).collect());
         let nodes = pending
             .into_iter()
-            .map(|(child, rx, args)| {
+            .map(|(child, rx, mut args)| {
                 let (child, addr, metrics) = wait_addrs(child, rx);
+                // A restarted node comes back on the same Thrift port, as a real one would
+                // (clients keep their endpoint lists).
+                if let Some(i) = args.iter().position(|a| a == "--thrift-port") {
+                    args[i + 1] = addr.port().to_string();
+                }
                 Node {
                     child: Some(child),
                     addr,
