@@ -356,6 +356,53 @@ fn retry_policy_retries_refusals_and_reports_unknown_outcomes() {
 }
 
 #[test]
+fn tls_to_the_front_verifies_the_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    common::make_certs(certs.path());
+    let pem = |f: &str| certs.path().join(f);
+    let server = Server::start_with_config(
+        &format!(
+            "[thrift]\ntls_cert = {:?}\ntls_key = {:?}\n",
+            pem("front.pem"),
+            pem("front.key")
+        ),
+        &[],
+    );
+    let tls = |name: Option<&str>| paxoskv::client::TlsConfig {
+        ca_file: pem("ca.pem"),
+        server_name: name.map(str::to_string),
+    };
+    runtime().block_on(async {
+        let mut cfg = config(&[server.addr]);
+        cfg.tls = Some(tls(None));
+        let c = Client::connect(cfg).await.unwrap();
+        c.set(b"over-tls", b"yes").await.unwrap();
+        assert_eq!(c.get(b"over-tls").await.unwrap(), Some(b"yes".to_vec()));
+        let mut unframed = config(&[server.addr]);
+        unframed.framed = false;
+        unframed.tls = Some(tls(Some("localhost")));
+        let u = Client::connect(unframed).await.unwrap();
+        assert_eq!(u.get(b"over-tls").await.unwrap(), Some(b"yes".to_vec()));
+
+        // A certificate that does not carry the expected name, or plain TCP to a TLS port,
+        // never gets an answer.
+        let mut wrong = config(&[server.addr]);
+        wrong.tls = Some(tls(Some("other.example")));
+        wrong.retry_deadline = Duration::from_millis(300);
+        let w = Client::connect(wrong).await.unwrap();
+        assert!(matches!(
+            w.get(b"over-tls").await,
+            Err(Error::Unreachable(_))
+        ));
+        let mut plain = config(&[server.addr]);
+        plain.retry_deadline = Duration::from_millis(300);
+        plain.request_timeout = Duration::from_millis(300);
+        let p = Client::connect(plain).await.unwrap();
+        assert!(p.get(b"over-tls").await.is_err());
+    });
+}
+
+#[test]
 fn no_endpoint_reachable_is_unreachable_within_the_retry_deadline() {
     let port = common::free_port();
     runtime().block_on(async {

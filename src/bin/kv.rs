@@ -47,6 +47,12 @@ pub struct KvArgs {
     /// Use the unframed (buffered) transport instead of framed.
     #[arg(long, global = true)]
     unframed: bool,
+    /// TLS to the front: the PEM file of the CA that signed its certificate.
+    #[arg(long, global = true, env = "PAXOSKV_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// The name the front's certificate must carry (default: the endpoint's host).
+    #[arg(long, global = true)]
+    tls_server_name: Option<String>,
     /// Seconds a command may take, retries included.
     #[arg(long, default_value_t = 10.0, global = true)]
     timeout: f64,
@@ -153,6 +159,10 @@ async fn execute(a: &KvArgs) -> Result<i32, Failure> {
     config.txn_deadline = budget;
     config.request_timeout = budget;
     config.connections_per_endpoint = 1;
+    config.tls = a.tls_ca.clone().map(|ca_file| paxoskv::client::TlsConfig {
+        ca_file,
+        server_name: a.tls_server_name.clone(),
+    });
     let mut client = Client::connect(config).await?;
     if let Some(cf) = &a.cf {
         client = client.in_cf(cf);

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -36,12 +35,13 @@ struct Job {
 }
 
 /// Shape of a connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct ConnOptions {
     pub framed: bool,
     pub max_in_flight: usize,
     pub max_reply_bytes: usize,
     pub connect_timeout: Duration,
+    pub tls: Option<(super::tls::TlsConfig, Arc<rustls::ClientConfig>)>,
 }
 
 pub(crate) struct Conn {
@@ -54,8 +54,9 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// Connects (TCP_NODELAY) and starts the connection's reader and writer tasks.
-    pub(crate) async fn connect(addr: &str, o: ConnOptions) -> Result<Conn, String> {
+    /// Connects (TCP_NODELAY; TLS when configured) and starts the connection's reader and
+    /// writer tasks.
+    pub(crate) async fn connect(addr: &str, o: &ConnOptions) -> Result<Conn, String> {
         let stream = tokio::time::timeout(o.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| format!("connecting to {addr} timed out"))?
@@ -63,12 +64,28 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| format!("TCP_NODELAY on {addr}: {e}"))?;
-        let (rd, wr) = stream.into_split();
         let (jobs, rx) = mpsc::channel(o.max_in_flight.max(1));
         let waiting = Arc::new(Mutex::new(HashMap::new()));
         let dead = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(wr, rx, waiting.clone(), dead.clone()));
-        tokio::spawn(read_loop(rd, o, waiting.clone(), dead.clone()));
+        let (w, d) = (waiting.clone(), dead.clone());
+        match &o.tls {
+            None => {
+                let (rd, wr) = stream.into_split();
+                tokio::spawn(write_loop(wr, rx, waiting.clone(), dead.clone()));
+                tokio::spawn(read_loop(rd, o.clone(), w, d));
+            }
+            Some((t, config)) => {
+                let name = super::tls::server_name(t, addr)?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone());
+                let stream = tokio::time::timeout(o.connect_timeout, tls.connect(name, stream))
+                    .await
+                    .map_err(|_| format!("TLS handshake with {addr} timed out"))?
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                let (rd, wr) = tokio::io::split(stream);
+                tokio::spawn(write_loop(wr, rx, waiting.clone(), dead.clone()));
+                tokio::spawn(read_loop(rd, o.clone(), w, d));
+            }
+        }
         Ok(Conn {
             jobs,
             next_sequence: AtomicI32::new(1),
@@ -144,8 +161,8 @@ fn fail_all(waiting: &Mutex<HashMap<i32, Waiter>>, dead: &AtomicBool, why: &str)
     }
 }
 
-async fn write_loop(
-    mut wr: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
     mut rx: mpsc::Receiver<Job>,
     waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
     dead: Arc<AtomicBool>,
@@ -173,7 +190,11 @@ async fn write_loop(
         if buf.is_empty() {
             continue;
         }
-        if let Err(e) = wr.write_all(&buf).await {
+        let sent = match wr.write_all(&buf).await {
+            Ok(()) => wr.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
             fail_all(&waiting, &dead, &format!("write failed: {e}"));
         }
         buf.clear();
@@ -182,8 +203,8 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(
-    mut rd: OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
     o: ConnOptions,
     waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
     dead: Arc<AtomicBool>,

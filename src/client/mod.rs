@@ -47,6 +47,7 @@ mod conn;
 mod error;
 mod pool;
 mod range;
+mod tls;
 mod txn;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,6 +58,7 @@ use tracing::Instrument;
 
 pub use error::{Error, Result};
 pub use range::{prefix_end, RangePage, Scan};
+pub use tls::TlsConfig;
 pub use txn::{Committed, Transaction};
 
 use crate::front::generated::*;
@@ -118,6 +120,8 @@ pub struct Config {
     pub txn_backoff_min: Duration,
     /// Keys per request of a `Scan`.
     pub scan_page: i32,
+    /// TLS to fronts that serve it (`[thrift] tls_cert/tls_key`); `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -144,15 +148,7 @@ impl Config {
             txn_deadline: Duration::from_secs(30),
             txn_backoff_min: Duration::from_millis(2),
             scan_page: 1000,
-        }
-    }
-
-    fn conn_options(&self) -> ConnOptions {
-        ConnOptions {
-            framed: self.framed,
-            max_in_flight: self.max_in_flight_per_connection,
-            max_reply_bytes: self.max_reply_bytes,
-            connect_timeout: self.connect_timeout,
+            tls: None,
         }
     }
 }
@@ -161,6 +157,7 @@ struct Inner {
     endpoints: Vec<Endpoint>,
     preferred: AtomicUsize,
     config: Config,
+    conn: ConnOptions,
 }
 
 /// A handle to a paxoskv cluster: cheap to clone, safe to share between tasks. Its calls act on
@@ -190,11 +187,23 @@ impl Client {
             .iter()
             .map(|a| Endpoint::new(a.clone(), config.connections_per_endpoint))
             .collect();
+        let tls = match &config.tls {
+            Some(t) => Some((t.clone(), tls::client_config(t)?)),
+            None => None,
+        };
+        let conn = ConnOptions {
+            framed: config.framed,
+            max_in_flight: config.max_in_flight_per_connection,
+            max_reply_bytes: config.max_reply_bytes,
+            connect_timeout: config.connect_timeout,
+            tls,
+        };
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
                 preferred: AtomicUsize::new(0),
                 config,
+                conn,
             }),
             cf: None,
         })
@@ -368,7 +377,7 @@ impl Client {
             attempt += 1;
             let i = self.pick_endpoint();
             let ep = &self.inner.endpoints[i];
-            let err = match ep.conn(cfg.conn_options()).await {
+            let err = match ep.conn(&self.inner.conn).await {
                 Err(e) => {
                     self.endpoint_failed(i);
                     Error::Unreachable(e)
@@ -455,7 +464,7 @@ impl Client {
                 Arc::downgrade(&self.inner),
                 move |inner: &Inner| &inner.endpoints[i],
                 ProbeSettings {
-                    conn: cfg.conn_options(),
+                    conn: self.inner.conn.clone(),
                     backoff_min: cfg.backoff_min,
                     backoff_max: cfg.backoff_max,
                 },

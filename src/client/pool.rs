@@ -60,7 +60,7 @@ impl Endpoint {
 
     /// A live connection, round-robin over the endpoint's slots (connecting the slot if its
     /// connection is missing or dead).
-    pub(crate) async fn conn(&self, o: ConnOptions) -> Result<Arc<Conn>, String> {
+    pub(crate) async fn conn(&self, o: &ConnOptions) -> Result<Arc<Conn>, String> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_dead()) {
@@ -123,7 +123,7 @@ pub(crate) fn spawn_probe<T: Send + Sync + 'static>(
             tokio::time::sleep(wait).await;
             let Some(o) = owner.upgrade() else { return };
             let e = ep(&o);
-            let ok = match Conn::connect(&e.addr, settings.conn).await {
+            let ok = match Conn::connect(&e.addr, &settings.conn).await {
                 Ok(c) => {
                     let ping = PingRequest {
                         message: None,
