@@ -9,7 +9,7 @@
 //! with `default-features = false, features = ["client"]`.
 
 // The Thrift wire (codec, calls, generated structs) is shared by both halves; its server parts
-// (handlers, listener) are behind the `server` feature inside `front`.
+// (commands, listener) are behind the `server` feature inside `front`.
 pub mod front;
 
 #[cfg(feature = "client")]

@@ -27,6 +27,24 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in a fixed order (the metrics' result labels follow it).
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::Conflict,
+        ErrorCode::Timeout,
+        ErrorCode::NotPrimary,
+        ErrorCode::TooLarge,
+        ErrorCode::InvalidArgument,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::TooOld,
+        ErrorCode::Unauthorized,
+    ];
+
+    /// Position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::Conflict => "CONFLICT",

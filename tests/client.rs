@@ -471,7 +471,7 @@ fn node_cluster_every_call_and_failover_while_writing() {
     );
 
     // The probe notices the node is back without any call having to fail on it first.
-    cluster.restart(0);
+    cluster.restart_on_same_port(0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !c.endpoints()[0].up {
         assert!(

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::{handlers, server, wire};
+use super::{ctx, server, wire};
 use crate::config::{MetricsSection, ThriftSection};
 use crate::service::KvService;
 use crate::util::guest::GuestSpawner;
@@ -110,7 +110,7 @@ where
                 }
             },
         };
-        let ctx = Rc::new(handlers::FrontCtx::new(service, limits, metrics));
+        let ctx = Rc::new(ctx::FrontCtx::new(service, limits, metrics));
         let _ = tx.send(Ok((local, metrics_addr)));
         server::run_thrift_listener(listener, ctx.clone(), tls, stop_rx).await;
         // Stopping: wait for the requests in flight, then report drained. The executor

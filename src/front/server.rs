@@ -1,7 +1,7 @@
 //! The Thrift listener and the per-connection loop, on a glommio executor (io_uring TCP).
 //!
 //! A connection reads bytes, cuts complete messages (`codec`), decodes them (`wire`) and starts
-//! each call at once (`handlers::handle`), so several requests are in flight per connection.
+//! each call at once (`cmd::handle`), so several requests are in flight per connection.
 //! A writer task awaits the replies in request order and writes every reply that is ready in one
 //! `write_all`. Malformed input closes that connection only (with a log line); the limits
 //! (connections, message size, requests in flight) come from `[thrift]` in the config.
@@ -15,8 +15,9 @@ use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use thrift::ApplicationError;
 
+use super::cmd::handle;
 use super::codec::{self, Scan, Transport};
-use super::handlers::{handle, FrontCtx};
+use super::ctx::FrontCtx;
 use super::wire::{self, Response};
 use crate::service::KvService;
 use crate::txn::interactive::Session;

@@ -62,13 +62,6 @@ macro_rules! calls {
                     $(Response::$variant(r) => r.write_to_out_protocol(p),)*
                 }
             }
-
-            /// The response's error text ("CODE: message"), if it reports a failure.
-            pub fn error_text(&self) -> Option<&str> {
-                match self {
-                    $(Response::$variant(r) => r.error_text(),)*
-                }
-            }
         }
     };
 }

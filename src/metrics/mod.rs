@@ -12,20 +12,17 @@ pub use http::run_metrics_listener;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Result labels of `paxoskv_requests_total`.
-pub const RESULTS: &[&str] = &[
-    "OK",
-    "CONFLICT",
-    "TIMEOUT",
-    "NOT_PRIMARY",
-    "TOO_LARGE",
-    "INVALID_ARGUMENT",
-    "UNAVAILABLE",
-    "INTERNAL",
-    "TOO_OLD",
-    "UNAUTHORIZED",
-    "ERROR",
-];
+use crate::service::ErrorCode;
+
+/// Result labels of `paxoskv_requests_total`: OK, then every `ErrorCode`.
+const RESULTS: usize = 1 + ErrorCode::ALL.len();
+
+fn result_label(r: usize) -> &'static str {
+    match r.checked_sub(1) {
+        None => "OK",
+        Some(i) => ErrorCode::ALL[i].as_str(),
+    }
+}
 
 /// Upper bounds of the latency buckets, in microseconds.
 pub const LATENCY_BUCKETS_US: &[u64] = &[
@@ -52,7 +49,7 @@ impl Metrics {
         let m = methods.len();
         Metrics {
             methods,
-            requests: (0..m * RESULTS.len()).map(|_| AtomicU64::new(0)).collect(),
+            requests: (0..m * RESULTS).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..m * (LATENCY_BUCKETS_US.len() + 1))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -64,27 +61,14 @@ impl Metrics {
     }
 }
 
-/// The stable result label for an error text of the form "CODE: message".
-pub fn result_of(error: Option<&str>) -> usize {
-    match error {
-        None => 0,
-        Some(e) => {
-            let code = e.split(':').next().unwrap_or("");
-            RESULTS
-                .iter()
-                .position(|r| *r == code)
-                .unwrap_or(RESULTS.len() - 1)
-        }
-    }
-}
-
 impl Metrics {
-    pub fn record(&self, method: &str, result: usize, latency_us: u64) {
+    /// Counts one answered request: OK, or the code it failed with.
+    pub fn record(&self, method: &str, failed: Option<ErrorCode>, latency_us: u64) {
         let Some(m) = self.methods.iter().position(|x| *x == method) else {
             return;
         };
-        let r = result.min(RESULTS.len() - 1);
-        self.requests[m * RESULTS.len() + r].fetch_add(1, Ordering::Relaxed);
+        let r = failed.map_or(0, |c| 1 + c.index());
+        self.requests[m * RESULTS + r].fetch_add(1, Ordering::Relaxed);
         let b = LATENCY_BUCKETS_US
             .iter()
             .position(|&ub| latency_us <= ub)
@@ -121,8 +105,9 @@ impl Metrics {
     pub fn render(&self, out: &mut String) {
         out.push_str("# HELP paxoskv_requests_total Thrift requests by method and result.\n# TYPE paxoskv_requests_total counter\n");
         for (m, method) in self.methods.iter().enumerate() {
-            for (r, result) in RESULTS.iter().enumerate() {
-                let v = self.requests[m * RESULTS.len() + r].load(Ordering::Relaxed);
+            for r in 0..RESULTS {
+                let result = result_label(r);
+                let v = self.requests[m * RESULTS + r].load(Ordering::Relaxed);
                 if v > 0 {
                     let _ = writeln!(
                         out,
@@ -203,10 +188,10 @@ mod tests {
     #[test]
     fn renders_counts_and_cumulative_buckets() {
         let m = Metrics::new(&["get", "setKey"]);
-        m.record("setKey", result_of(None), 120);
-        m.record("setKey", result_of(Some("CONFLICT: key k")), 900);
-        m.record("setKey", result_of(Some("weird")), 10_000_000);
-        m.record("get", result_of(Some("UNAUTHORIZED: token")), 10);
+        m.record("setKey", None, 120);
+        m.record("setKey", Some(ErrorCode::Conflict), 900);
+        m.record("setKey", Some(ErrorCode::Timeout), 10_000_000);
+        m.record("get", Some(ErrorCode::Unauthorized), 10);
         let mut s = String::new();
         m.render(&mut s);
         assert!(
@@ -214,7 +199,10 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("paxoskv_requests_total{method=\"setKey\",result=\"CONFLICT\"} 1"));
-        assert!(s.contains("paxoskv_requests_total{method=\"setKey\",result=\"ERROR\"} 1"));
+        assert!(s.contains("paxoskv_requests_total{method=\"setKey\",result=\"TIMEOUT\"} 1"));
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i, "ErrorCode::ALL is out of declaration order");
+        }
         assert!(
             s.contains("paxoskv_request_latency_seconds_bucket{method=\"setKey\",le=\"0.0002\"} 1")
         );

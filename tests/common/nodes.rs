@@ -72,13 +72,8 @@ impl Cluster {
         let mut guard = KillPidsOnDrop(pending.iter().map(|p| p.0.id()).collect());
         let nodes = pending
             .into_iter()
-            .map(|(child, rx, mut args)| {
+            .map(|(child, rx, args)| {
                 let (child, addr, metrics) = wait_addrs(child, rx);
-                // A restarted node comes back on the same Thrift port, as a real one would
-                // (clients keep their endpoint lists).
-                if let Some(i) = args.iter().position(|a| a == "--thrift-port") {
-                    args[i + 1] = addr.port().to_string();
-                }
                 Node {
                     child: Some(child),
                     addr,
@@ -105,6 +100,17 @@ impl Cluster {
         self.nodes[id].child = Some(child);
         self.nodes[id].addr = addr;
         self.nodes[id].metrics = metrics;
+    }
+
+    /// Restarts node `id` on the Thrift port it had, as a real node comes back where its
+    /// clients expect it.
+    pub fn restart_on_same_port(&mut self, id: usize) {
+        let port = self.nodes[id].addr.port().to_string();
+        let args = &mut self.nodes[id].args;
+        if let Some(i) = args.iter().position(|a| a == "--thrift-port") {
+            args[i + 1] = port;
+        }
+        self.restart(id);
     }
 
     /// Restarts several nodes at once (one alone cannot elect a primary, so none would report).

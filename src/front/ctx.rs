@@ -1,41 +1,29 @@
-//! One function per Thrift method: turn a request into service calls and a response.
-//!
-//! All client-visible error mapping lives here (`fail_*` helpers): a `ServiceError` becomes
-//! `success = false`, `error` = "CODE: message" and `error_code` = CODE where the response has
-//! one. Work that touches the connection's session runs synchronously before the returned future
-//! is first polled, so pipelined calls on one connection see the session in request order.
+//! What every connection of one front shares (`FrontCtx`: the service, limits, counters,
+//! interactive transactions, injected faults) and the validation every command uses: sizes,
+//! column families, versions, operations, range selectors, conflict ranges. A check that fails
+//! returns the `ServiceError` the client gets.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::generated::KeyRange as ThriftKeyRange;
-use super::generated::*;
-use super::wire::{Call, Response};
+use super::generated::Operation;
 use crate::config::ThriftSection;
-use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ServiceError};
+use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::storage::RangeQuery;
 use crate::txn::command::single_key_range;
-use crate::txn::interactive::{Fence, Session, TxnError, TxnTable};
+use crate::txn::interactive::{Session, TxnTable};
 use crate::txn::{Command, KeyRange, Outcome, WriteOp, DEFAULT_CF};
 use crate::types::Version;
-
-mod admin;
-mod dispatch;
-
-use dispatch::dispatch;
-
-pub type BoxFuture = Pin<Box<dyn Future<Output = Response>>>;
+use crate::util::time::unix_us;
 
 const CF_NAME_BYTES_MAX: usize = 256;
 const DEFAULT_RANGE_LIMIT: i32 = 1000;
-const DEFAULT_COMMIT_TIMEOUT_S: i64 = 60;
-
-use crate::util::time::unix_us;
+/// How long the front waits for a commit's outcome when the client names no timeout (the
+/// replica's `consensus.commit_timeout` answers first unless it is longer).
+pub(super) const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Counters for getDatabaseStats and metrics.
 #[derive(Default)]
@@ -50,15 +38,15 @@ pub struct FrontStats {
 
 /// A fault injected with setFaultInjection (only when enabled in the config).
 #[derive(Debug, Clone)]
-struct Fault {
-    kind: FaultKind,
-    probability: f64,
-    target: Option<String>,
-    until: Option<Instant>,
+pub(super) struct Fault {
+    pub(super) kind: FaultKind,
+    pub(super) probability: f64,
+    pub(super) target: Option<String>,
+    pub(super) until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum FaultKind {
+pub(super) enum FaultKind {
     Delay(Duration),
     Error,
 }
@@ -70,7 +58,7 @@ pub struct FrontCtx<S> {
     pub limits: ThriftSection,
     pub txns: RefCell<TxnTable>,
     pub stats: FrontStats,
-    faults: RefCell<Vec<Fault>>,
+    pub(super) faults: RefCell<Vec<Fault>>,
     rng: Cell<u64>,
     /// Request bytes read and not yet answered, over every connection of this front.
     pub in_flight_bytes: Cell<u64>,
@@ -95,7 +83,7 @@ impl<S: KvService> FrontCtx<S> {
         }
     }
 
-    fn chance(&self, p: f64) -> bool {
+    pub(super) fn chance(&self, p: f64) -> bool {
         // xorshift64: fault injection needs no quality randomness.
         let mut x = self.rng.get();
         x ^= x << 13;
@@ -105,7 +93,7 @@ impl<S: KvService> FrontCtx<S> {
         (x >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 
-    fn fault_for(&self, method: &str) -> Option<FaultKind> {
+    pub(super) fn fault_for(&self, method: &str) -> Option<FaultKind> {
         let now = Instant::now();
         let mut faults = self.faults.borrow_mut();
         faults.retain(|f| f.until.is_none_or(|u| u > now));
@@ -118,21 +106,17 @@ impl<S: KvService> FrontCtx<S> {
     }
 }
 
-fn err_text(e: &ServiceError) -> String {
-    e.to_string()
-}
-
-fn unauthorized(msg: impl Into<String>) -> ServiceError {
+pub(super) fn unauthorized(msg: impl Into<String>) -> ServiceError {
     ServiceError::new(ErrorCode::Unauthorized, msg)
 }
 
-fn invalid(msg: impl Into<String>) -> ServiceError {
+pub(super) fn invalid(msg: impl Into<String>) -> ServiceError {
     ServiceError::new(ErrorCode::InvalidArgument, msg)
 }
 
 /// Compares a presented token with the configured one in time that does not depend on where
 /// they differ (a timing side channel would reveal the token byte by byte).
-fn token_matches(given: Option<&str>, want: &str) -> bool {
+pub(super) fn token_matches(given: Option<&str>, want: &str) -> bool {
     let given = given.unwrap_or("").as_bytes();
     let want = want.as_bytes();
     let mut diff = u8::from(given.len() != want.len());
@@ -142,11 +126,11 @@ fn token_matches(given: Option<&str>, want: &str) -> bool {
     diff == 0
 }
 
-fn too_large(msg: impl Into<String>) -> ServiceError {
+pub(super) fn too_large(msg: impl Into<String>) -> ServiceError {
     ServiceError::new(ErrorCode::TooLarge, msg)
 }
 
-fn cf_of(cf: Option<String>) -> Result<String, ServiceError> {
+pub(super) fn cf_of(cf: Option<String>) -> Result<String, ServiceError> {
     let cf = cf.unwrap_or_else(|| DEFAULT_CF.to_string());
     if cf.len() > CF_NAME_BYTES_MAX {
         return Err(invalid(format!(
@@ -157,7 +141,7 @@ fn cf_of(cf: Option<String>) -> Result<String, ServiceError> {
     Ok(cf)
 }
 
-fn version_of(v: i64, what: &str) -> Result<Version, ServiceError> {
+pub(super) fn version_of(v: i64, what: &str) -> Result<Version, ServiceError> {
     if v < 0 {
         return Err(invalid(format!("{what} {v} is negative")));
     }
@@ -165,7 +149,7 @@ fn version_of(v: i64, what: &str) -> Result<Version, ServiceError> {
 }
 
 impl<S: KvService> FrontCtx<S> {
-    fn check_key(&self, key: &[u8]) -> Result<(), ServiceError> {
+    pub(super) fn check_key(&self, key: &[u8]) -> Result<(), ServiceError> {
         if key.len() > self.limits.max_key_bytes as usize {
             return Err(too_large(format!(
                 "key of {} bytes exceeds thrift.max_key_bytes ({})",
@@ -176,7 +160,7 @@ impl<S: KvService> FrontCtx<S> {
         Ok(())
     }
 
-    fn check_value(&self, value: &[u8]) -> Result<(), ServiceError> {
+    pub(super) fn check_value(&self, value: &[u8]) -> Result<(), ServiceError> {
         if value.len() > self.limits.max_value_bytes as usize {
             return Err(too_large(format!(
                 "value of {} bytes exceeds thrift.max_value_bytes ({})",
@@ -187,7 +171,7 @@ impl<S: KvService> FrontCtx<S> {
         Ok(())
     }
 
-    fn write_op(&self, op: Operation) -> Result<WriteOp, ServiceError> {
+    pub(super) fn write_op(&self, op: Operation) -> Result<WriteOp, ServiceError> {
         let cf = cf_of(op.column_family)?;
         self.check_key(&op.key)?;
         if let Some(v) = &op.value {
@@ -222,7 +206,7 @@ impl<S: KvService> FrontCtx<S> {
     }
 
     /// A blind command with one versionstamped write, after the size and stamp checks.
-    fn versionstamp_command(
+    pub(super) fn versionstamp_command(
         &self,
         key: &[u8],
         value: &[u8],
@@ -238,7 +222,7 @@ impl<S: KvService> FrontCtx<S> {
         Ok(cmd)
     }
 
-    fn conflict_keys(&self, keys: Vec<Vec<u8>>) -> Result<Vec<KeyRange>, ServiceError> {
+    pub(super) fn conflict_keys(&self, keys: Vec<Vec<u8>>) -> Result<Vec<KeyRange>, ServiceError> {
         keys.into_iter()
             .map(|k| {
                 self.check_key(&k)?;
@@ -248,7 +232,7 @@ impl<S: KvService> FrontCtx<S> {
     }
 
     /// Conflict ranges a commit names (atomicCommit's field 5, commitTransaction's field 4).
-    fn conflict_ranges(
+    pub(super) fn conflict_ranges(
         &self,
         ranges: Option<Vec<ThriftKeyRange>>,
     ) -> Result<Vec<KeyRange>, ServiceError> {
@@ -270,7 +254,7 @@ impl<S: KvService> FrontCtx<S> {
             .collect()
     }
 
-    fn build_command(
+    pub(super) fn build_command(
         &self,
         read_version: Option<Version>,
         ops: Vec<Operation>,
@@ -296,7 +280,7 @@ impl<S: KvService> FrontCtx<S> {
         Ok(cmd)
     }
 
-    fn range_query(
+    pub(super) fn range_query(
         &self,
         cf: Option<String>,
         begin: Option<Vec<u8>>,
@@ -337,7 +321,7 @@ impl<S: KvService> FrontCtx<S> {
 
     /// Registers a read conflict on the connection's session, within
     /// `thrift.max_session_conflict_bytes` of keys.
-    fn register_conflict(
+    pub(super) fn register_conflict(
         &self,
         session: &RefCell<Session>,
         range: KeyRange,
@@ -357,28 +341,27 @@ impl<S: KvService> FrontCtx<S> {
         Ok(())
     }
 
-    /// Diagnostics are on and `token` is the admin token (when one is set); the error text
-    /// ("UNAUTHORIZED: ...") otherwise.
-    fn check_admin(&self, token: &Option<String>) -> Result<(), String> {
+    /// Diagnostics are on and `token` is the admin token (when one is set).
+    pub(super) fn check_admin(&self, token: &Option<String>) -> Result<(), ServiceError> {
         if !self.limits.enable_diagnostics {
-            return Err(err_text(&unauthorized(
+            return Err(unauthorized(
                 "diagnostics are disabled (thrift.enable_diagnostics = false)",
-            )));
+            ));
         }
         self.check_token(token)
     }
 
     /// `token` is the admin token, when one is configured (constant-time compare).
-    fn check_token(&self, token: &Option<String>) -> Result<(), String> {
+    pub(super) fn check_token(&self, token: &Option<String>) -> Result<(), ServiceError> {
         match &self.limits.admin_token {
             Some(t) if !token_matches(token.as_deref(), t) => {
-                Err(err_text(&unauthorized("a valid auth_token is required")))
+                Err(unauthorized("a valid auth_token is required"))
             }
             _ => Ok(()),
         }
     }
 
-    fn note_outcome(&self, r: &Result<Outcome, ServiceError>) {
+    pub(super) fn note_outcome(&self, r: &Result<Outcome, ServiceError>) {
         match r {
             Ok(Outcome::Committed { .. }) => self
                 .stats
@@ -390,207 +373,6 @@ impl<S: KvService> FrontCtx<S> {
                 .set(self.stats.aborted_txns.get() + 1),
         }
     }
-}
-
-/// Maps a commit outcome onto the atomicCommit response.
-fn commit_response(r: Result<Outcome, ServiceError>) -> AtomicCommitResponse {
-    let fail = |code: ErrorCode, msg: String| AtomicCommitResponse {
-        success: false,
-        error: Some(format!("{}: {msg}", code.as_str())),
-        error_code: Some(code.as_str().to_string()),
-        committed_version: None,
-    };
-    match r {
-        Ok(Outcome::Committed { version, .. }) => AtomicCommitResponse {
-            success: true,
-            error: None,
-            error_code: None,
-            committed_version: Some(version.0 as i64),
-        },
-        Ok(Outcome::Conflict { key }) => fail(
-            ErrorCode::Conflict,
-            format!("key {:?} was written after the read version", String::from_utf8_lossy(&key)),
-        ),
-        // A read version that left the window can never commit: retry with a new one, exactly
-        // as after a conflict, so it carries CONFLICT's code.
-        Ok(Outcome::TooOld { read_version, oldest }) => fail(
-            ErrorCode::Conflict,
-            format!("TOO_OLD: read version {read_version} is older than the oldest version kept ({oldest})"),
-        ),
-        Ok(Outcome::Invalid(m)) => fail(ErrorCode::InvalidArgument, m),
-        Err(e) => fail(e.code, e.message),
-    }
-}
-
-async fn with_timeout<T>(
-    d: Duration,
-    f: impl Future<Output = Result<T, ServiceError>>,
-) -> Result<T, ServiceError> {
-    crate::util::time::within(d, f).await.unwrap_or_else(|| {
-        Err(ServiceError::new(
-            ErrorCode::Timeout,
-            format!(
-                "no outcome within {}s; the operation may or may not have been applied",
-                d.as_secs()
-            ),
-        ))
-    })
-}
-
-/// Starts serving one call. Session work happens now; the rest in the returned future.
-pub fn handle<S: KvService>(
-    ctx: &Rc<FrontCtx<S>>,
-    session: &Rc<RefCell<Session>>,
-    call: Call,
-) -> BoxFuture {
-    let method = call.method();
-    let fault = ctx.fault_for(method);
-    let started = Instant::now();
-    let order = order_of(&call);
-    // Pipelined requests: a read waits for the writes sent before it on this connection; a
-    // write takes its place at the end of that chain.
-    let wait_for = match order {
-        Order::Read => session.borrow().last_write.clone().filter(|f| !f.is_set()),
-        _ => None,
-    };
-    let written = match order {
-        Order::Write => {
-            let mine = Rc::new(Fence::default());
-            let prev = session.borrow_mut().last_write.replace(mine.clone());
-            Some(WriteSignal {
-                mine,
-                prev,
-                finished: false,
-            })
-        }
-        _ => None,
-    };
-    let fut = dispatch(ctx, session, call);
-    let ctx2 = ctx.clone();
-    ctx.stats.in_flight.set(ctx.stats.in_flight.get() + 1);
-    Box::pin(async move {
-        let _done = InFlight(&ctx2.stats.in_flight);
-        if let Some(w) = wait_for {
-            w.wait().await;
-        }
-        match fault {
-            Some(FaultKind::Delay(d)) => glommio::timer::sleep(d).await,
-            Some(FaultKind::Error) => {
-                // Answered as if the cluster were unavailable, without running the request:
-                // UNAVAILABLE must not hide a write that happened.
-                if let Some(r) = injected_failure(method) {
-                    return r;
-                }
-            }
-            None => {}
-        }
-        let r = fut.await;
-        if let Some(w) = written {
-            w.finish();
-        }
-        let us = started.elapsed().as_micros() as u64;
-        ctx2.metrics
-            .record(method, crate::metrics::result_of(r.error_text()), us);
-        r
-    })
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Order {
-    /// Reads the latest state: must see the connection's earlier writes.
-    Read,
-    Write,
-    /// Snapshot reads at an explicit version, session and diagnostic calls.
-    Free,
-}
-
-fn order_of(call: &Call) -> Order {
-    match call {
-        Call::Get(_) | Call::GetRange(_) | Call::GetReadVersion(_) | Call::BeginTransaction(_) => {
-            Order::Read
-        }
-        Call::SetKey(_)
-        | Call::DeleteKey(_)
-        | Call::AtomicCommit(_)
-        | Call::CommitTransaction(_)
-        | Call::SetVersionstampedKey(_)
-        | Call::SetVersionstampedValue(_) => Order::Write,
-        _ => Order::Free,
-    }
-}
-
-/// Sets this write's fence once the write is answered and the writes before it on the
-/// connection are too: writes can finish out of order (a refused one at once).
-struct WriteSignal {
-    mine: Rc<Fence>,
-    prev: Option<Rc<Fence>>,
-    finished: bool,
-}
-
-impl WriteSignal {
-    fn finish(mut self) {
-        self.finished = true;
-        match self.prev.take().filter(|p| !p.is_set()) {
-            None => self.mine.set(),
-            Some(prev) => {
-                let mine = self.mine.clone();
-                glommio::spawn_local(async move {
-                    prev.wait().await;
-                    mine.set();
-                })
-                .detach();
-            }
-        }
-    }
-}
-
-impl Drop for WriteSignal {
-    /// An abandoned request (its connection closed) releases its followers at once.
-    fn drop(&mut self) {
-        if !self.finished {
-            self.mine.set();
-        }
-    }
-}
-
-/// Counts a request as answered when its future completes or is dropped.
-struct InFlight<'a>(&'a Cell<u64>);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
-    }
-}
-
-/// The reply an injected `error` fault gives instead of running the request, for the methods
-/// it covers (setKey, deleteKey, atomicCommit, get); other methods run normally.
-fn injected_failure(method: &str) -> Option<Response> {
-    let e = Some("UNAVAILABLE: injected fault".to_string());
-    let code = Some("UNAVAILABLE".to_string());
-    Some(match method {
-        "setKey" => Response::SetKey(SetKeyResponse {
-            success: false,
-            error: e,
-            error_code: code,
-        }),
-        "deleteKey" => Response::DeleteKey(DeleteKeyResponse {
-            success: false,
-            error: e,
-            error_code: code,
-        }),
-        "atomicCommit" => Response::AtomicCommit(AtomicCommitResponse {
-            success: false,
-            error: e,
-            error_code: code,
-            committed_version: None,
-        }),
-        "get" => Response::Get(GetResponse {
-            value: Vec::new(),
-            found: false,
-            error: e,
-        }),
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
