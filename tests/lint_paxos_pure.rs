@@ -1,7 +1,8 @@
 //! Lints: the Paxos core stays pure (no file under `src/paxos/` names an IO runtime, storage
 //! engine, clock, thread RNG, socket or file API outside comments), and the layers below the
 //! Thrift front never reach up into it (`cluster`, `local`, `metrics`, `storage`, `paxos`,
-//! `wal`, `txn`, `transport`, `util` name no `front` item).
+//! `wal`, `txn`, `transport`, `util` name no `front` item), and only `front/reply.rs` writes an
+//! error's wire text.
 
 use std::path::Path;
 
@@ -123,6 +124,51 @@ fn layers_below_the_front_do_not_import_it() {
         "a layer below the front imports it:\n{}",
         found.join("\n")
     );
+}
+
+/// The wire text of an error ("CODE: message") is written in one place, `front/reply.rs`:
+/// no other front file spells a code followed by a colon in a string.
+#[test]
+fn only_the_reply_module_writes_error_text() {
+    let codes = [
+        "CONFLICT",
+        "TIMEOUT",
+        "NOT_PRIMARY",
+        "TOO_LARGE",
+        "INVALID_ARGUMENT",
+        "UNAVAILABLE",
+        "INTERNAL",
+        "TOO_OLD",
+        "UNAUTHORIZED",
+    ];
+    let patterns: Vec<String> = codes.iter().map(|c| format!("\"{c}:")).collect();
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/front");
+    let mut found = Vec::new();
+    for entry in walk(&root) {
+        let name = entry.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name == "reply.rs" || name == "generated.rs" {
+            continue;
+        }
+        words_in_file(&entry, &patterns, &mut found);
+    }
+    assert!(
+        found.is_empty(),
+        "error text written outside front/reply.rs: {found:#?}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {dir:?}: {e}")) {
+        let p = e.expect("dir entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
 }
 
 #[test]

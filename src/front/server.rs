@@ -19,7 +19,7 @@ use super::cmd::handle;
 use super::codec::{self, Scan, Transport};
 use super::ctx::FrontCtx;
 use super::wire::{self, Response};
-use crate::service::KvService;
+use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::txn::interactive::Session;
 use crate::util::read_buf::ReadBuf;
 
@@ -270,11 +270,15 @@ where
             let overloaded =
                 ctx.in_flight_bytes.get() + bytes > ctx.limits.max_in_flight_bytes_total;
             let reply = match incoming.call {
-                Ok(_) if overloaded => Reply::Exception(ApplicationError::new(
-                    thrift::ApplicationErrorKind::Unknown,
-                    "UNAVAILABLE: too many request bytes in flight on this server \
-                     (thrift.max_in_flight_bytes_total); retry",
-                )),
+                // Refused in the method's own response (UNAVAILABLE: not run, safe to retry).
+                Ok(call) if overloaded => {
+                    let e = ServiceError::new(
+                        ErrorCode::Unavailable,
+                        "too many request bytes in flight on this server \
+                         (thrift.max_in_flight_bytes_total); retry",
+                    );
+                    Reply::Pending(glommio::spawn_local(std::future::ready(call.refused(&e))))
+                }
                 Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),
                 Err(e) => Reply::Exception(e),
             };

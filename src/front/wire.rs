@@ -30,6 +30,16 @@ macro_rules! calls {
         /// The methods this server serves, in IDL order.
         pub const METHODS: &[&str] = &[$($method,)*];
 
+        #[cfg(feature = "server")]
+        impl Call {
+            /// The response to this call reporting `e`, without running it.
+            pub fn refused(&self, e: &crate::service::ServiceError) -> Response {
+                match self {
+                    $(Call::$variant(_) => Response::$variant(super::reply::failure(e)),)*
+                }
+            }
+        }
+
         $(impl Rpc for $req {
             const METHOD: &'static str = $method;
             type Response = $resp;

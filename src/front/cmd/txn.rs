@@ -83,7 +83,7 @@ fn committed(r: Result<Applied, ServiceError>) -> Result<Version, ServiceError> 
         } => Err(ServiceError::new(
             ErrorCode::Conflict,
             format!(
-                "TOO_OLD: read version {read_version} is older than the oldest version kept ({oldest})"
+                "read version {read_version} is older than the oldest version kept ({oldest}) (TOO_OLD)"
             ),
         )),
         Applied::Invalid(m) => Err(invalid(m)),
