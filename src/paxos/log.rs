@@ -29,6 +29,9 @@ pub(crate) struct Log {
     commit_upto: Slot,
     emitted_upto: Slot,
     applied_upto: Slot,
+    /// Check the log's invariants (off only under the simulator's deliberate faults, which
+    /// break them on purpose for the checkers to find).
+    pub(crate) strict: bool,
 }
 
 impl Log {
@@ -54,6 +57,7 @@ impl Log {
             commit_upto: base,
             emitted_upto: base,
             applied_upto: base,
+            strict: true,
         }
     }
 
@@ -108,8 +112,15 @@ impl Log {
         if slot < self.log_start {
             return;
         }
+        let strict = self.strict;
         match self.entries.get_mut(&slot) {
-            Some(e) if e.chosen => e.ballot = e.ballot.max(ballot),
+            Some(e) if e.chosen => {
+                debug_assert!(
+                    !strict || e.value == value,
+                    "slot {slot:?} is chosen, yet ballot {ballot:?} proposes another value"
+                );
+                e.ballot = e.ballot.max(ballot)
+            }
             Some(e) => {
                 self.bytes = self.bytes - e.value.size_bytes() as u64 + value.size_bytes() as u64;
                 e.ballot = ballot;
@@ -143,6 +154,10 @@ impl Log {
                 chosen: true,
             }
         });
+        debug_assert!(
+            !self.strict || !e.chosen || e.value == value,
+            "slot {slot:?} learned chosen twice with different values"
+        );
         if !e.chosen {
             *bytes = *bytes - e.value.size_bytes() as u64 + value.size_bytes() as u64;
             e.value = value;
@@ -181,8 +196,13 @@ impl Log {
         }
         let from = self.emitted_upto.next();
         if from <= self.commit_upto {
+            let mut expect = from;
             for (slot, e) in self.entries.range(from..=self.commit_upto) {
+                // Commits go out once each, in slot order, without gaps.
+                debug_assert_eq!(*slot, expect, "committed slots must be contiguous");
+                debug_assert!(committed.last().is_none_or(|(s, _)| s < slot));
                 committed.push((*slot, e.value.clone()));
+                expect = expect.next();
             }
             self.emitted_upto = self.commit_upto;
         }

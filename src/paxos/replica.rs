@@ -90,7 +90,11 @@ impl Replica {
             random: 0,
             promised: recovered.promised,
             ballot_seen_max: recovered.promised,
-            log: Log::recover(&recovered),
+            log: {
+                let mut log = Log::recover(&recovered);
+                log.strict = config.faults == Default::default();
+                log
+            },
             role: Role::Follower,
             known_primary: None,
             last_heard_ms: 0,
@@ -303,12 +307,22 @@ impl Replica {
 
     pub(crate) fn persist(&mut self, record: Record, out: &mut Outputs) -> Lsn {
         self.last_lsn = Lsn(self.last_lsn.0 + 1);
+        debug_assert!(
+            out.persist.last().is_none_or(|(l, _)| *l < self.last_lsn),
+            "LSNs must increase"
+        );
         out.persist.push((self.last_lsn, record));
         self.last_lsn
     }
 
     fn on_durable(&mut self, upto: Lsn, out: &mut Outputs) {
+        debug_assert!(
+            upto <= self.last_lsn,
+            "durable through {upto:?}, but the last LSN handed out is {:?}",
+            self.last_lsn
+        );
         self.durable_lsn = self.durable_lsn.max(upto.min(self.last_lsn));
+        debug_assert!(self.durable_lsn <= self.last_lsn);
         while self
             .held
             .front()
