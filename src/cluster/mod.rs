@@ -13,7 +13,6 @@ pub mod rebuild;
 pub mod replica;
 pub mod service;
 pub mod shared;
-mod wal_task;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -12,8 +12,10 @@
 //! caller must stop the replica (retrying an fsync after failure is unsafe on Linux).
 
 mod segment;
+mod task;
 
 pub use segment::{recover_segment, Wal, WalStats};
+pub use task::{run_wal, WalCmd, WalEvent, WalHost};
 
 /// Position of a record in the log; consecutive, starting at 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -25,19 +25,20 @@ use rand::{Rng, SeedableRng};
 mod housekeeping;
 mod reads;
 mod snapshot;
+mod wal_host;
 
 pub use snapshot::SnapshotParams;
 
 use super::apply::{Applied, ApplyJob, ApplyWork, Waiter};
 use super::envelope;
 use super::shared::ReplicaShared;
-use super::wal_task::{run_wal, WalCmd};
 use crate::paxos::{
     self, DurableState, Event, Input, Outputs, ReadId, Record, Rejection, ReplicaId, Slot,
 };
 use crate::service::{ErrorCode, ServiceError};
 use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
 use crate::wal::Wal;
+use crate::wal::{run_wal, WalCmd};
 
 /// What the front (or a library user) asks of a replica.
 pub enum ClientMsg {
@@ -165,15 +166,11 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
     let ev_tx = Rc::new(ev_tx);
     let (wal_tx, wal_rx) = local_channel::new_unbounded::<WalCmd>();
-    glommio::spawn_local(run_wal(
-        wal,
-        wal_rx,
-        ev_tx.clone(),
-        promised,
-        recovered_max_slot,
-        p.shared.clone(),
-    ))
-    .detach();
+    let host = wal_host::ShellWal {
+        ev: ev_tx.clone(),
+        shared: p.shared.clone(),
+    };
+    glommio::spawn_local(run_wal(wal, wal_rx, host, promised, recovered_max_slot)).detach();
 
     let tcfg = Rc::new(p.transport.clone());
     // SAFETY: the fd comes from a std listener this function owns and gives up here.

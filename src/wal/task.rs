@@ -1,34 +1,62 @@
-//! A replica's WAL task: appends what the core asked to persist, makes each group durable with
-//! one write (O_DSYNC) or write + fdatasync, reports `Ev::Durable` back to the shell, and drops
-//! segments below the slot the shell says may go. A failed write or sync is fatal: it reports
-//! `Ev::Fatal` and stops, never retrying.
+//! A replica's WAL task (group commit): appends what the Paxos core asked to persist, makes
+//! each group durable with one write (O_DSYNC) or write + fdatasync, reports `WalEvent::Durable`
+//! to its host (the replica shell), and drops segments below the slot the host says may go. A
+//! failed write or sync is fatal: it reports `WalEvent::Fatal` and stops, never retrying.
+//!
+//! Owns: which records a segment cut may drop (a segment is kept while it may hold an accept
+//! above the retained slot, and the promise is re-written into each new segment). Must not:
+//! interpret records beyond their ballot and slot.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::future::Future;
 
 use futures_lite::future::poll_once;
-use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use glommio::channels::local_channel::LocalReceiver;
 
-use super::replica::Ev;
-use super::shared::ReplicaShared;
+use super::{Lsn as WalLsn, Wal, WalStats};
 use crate::paxos::{self, Record, Slot};
-use crate::wal::{Lsn as WalLsn, Wal};
 
-pub(super) enum WalCmd {
+/// What the host asks of the task.
+pub enum WalCmd {
+    /// Persist this record (LSNs as the core numbered them).
     Append(paxos::Lsn, Record),
+    /// Segments holding only slots at or below this one may be deleted.
     Retain(Slot),
 }
 
+/// What the task tells its host.
+#[derive(Debug)]
+pub enum WalEvent {
+    /// Everything through this LSN is durable.
+    Durable(paxos::Lsn),
+    /// A write or sync failed; the task has stopped.
+    Fatal(String),
+}
+
+/// The task's host: where its events go, its counters, and the test hooks that fail it.
+pub trait WalHost {
+    /// The replica id, for logs.
+    fn id(&self) -> u32;
+    /// Delivers an event; false when the host is gone (the task then stops).
+    fn report(&self, e: WalEvent) -> impl Future<Output = bool>;
+    /// After each group sync: the WAL's counters and the bytes this group wrote.
+    fn synced(&self, stats: &WalStats, bytes: u64);
+    /// Injected failures (tests): fail the next append / the next sync.
+    fn take_append_fault(&self) -> bool {
+        false
+    }
+    fn take_sync_fault(&self) -> bool {
+        false
+    }
+}
+
 /// Owns the WAL: appends what the core asked to persist, syncs once per group, reports back.
-pub(super) async fn run_wal(
+pub async fn run_wal<H: WalHost>(
     mut wal: Wal,
     rx: LocalReceiver<WalCmd>,
-    ev: Rc<LocalSender<Ev>>,
+    host: H,
     mut promised: paxos::Ballot,
     recovered_max_slot: Slot,
-    shared: Arc<ReplicaShared>,
 ) {
     let mut buf = Vec::with_capacity(64 << 10);
     // (last wal lsn of a sync group, highest slot accepted in or before it)
@@ -55,13 +83,15 @@ pub(super) async fn run_wal(
                     }
                     buf.clear();
                     rec.encode(&mut buf);
-                    if ReplicaShared::take_fault(&shared.inject_wal_append_failure) {
+                    if host.take_append_fault() {
                         let e = "No space left on device (os error 28, injected)";
-                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        host.report(WalEvent::Fatal(format!("wal append: {e}")))
+                            .await;
                         return;
                     }
                     if let Err(e) = wal.append(&buf) {
-                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        host.report(WalEvent::Fatal(format!("wal append: {e}")))
+                            .await;
                         return;
                     }
                     upto = Some(lsn);
@@ -76,27 +106,20 @@ pub(super) async fn run_wal(
         }
         if wal.has_pending() {
             let written_before = wal.stats.bytes_written;
-            if ReplicaShared::take_fault(&shared.inject_wal_failure) {
+            if host.take_sync_fault() {
                 // A failed fsync is never retried: the replica stops, its data untouched.
-                let _ = ev
-                    .send(Ev::Fatal("wal sync: injected failure".into()))
+                host.report(WalEvent::Fatal("wal sync: injected failure".into()))
                     .await;
                 return;
             }
             match wal.sync().await {
                 Ok(l) => groups.push_back((l, max_slot)),
                 Err(e) => {
-                    let _ = ev.send(Ev::Fatal(format!("wal sync: {e}"))).await;
+                    host.report(WalEvent::Fatal(format!("wal sync: {e}"))).await;
                     return;
                 }
             }
-            shared.wal_syncs.store(wal.stats.syncs, Ordering::Relaxed);
-            shared
-                .wal_sync_us_total
-                .store(wal.stats.sync_us_total, Ordering::Relaxed);
-            shared
-                .wal_bytes
-                .fetch_add(wal.stats.bytes_written - written_before, Ordering::Relaxed);
+            host.synced(&wal.stats, wal.stats.bytes_written - written_before);
             if wal.segment_count() != segments {
                 // A new segment: re-write the promise into it so older segments can be deleted.
                 segments = wal.segment_count();
@@ -106,18 +129,19 @@ pub(super) async fn run_wal(
                 match (rewritten, wal.sync().await) {
                     (Ok(l), Ok(_)) => promise_safe = l,
                     (Err(e), _) => {
-                        let _ = ev.send(Ev::Fatal(format!("wal append: {e}"))).await;
+                        host.report(WalEvent::Fatal(format!("wal append: {e}")))
+                            .await;
                         return;
                     }
                     (_, Err(e)) => {
-                        let _ = ev.send(Ev::Fatal(format!("wal sync: {e}"))).await;
+                        host.report(WalEvent::Fatal(format!("wal sync: {e}"))).await;
                         return;
                     }
                 }
             }
         }
         if let Some(u) = upto {
-            if ev.send(Ev::Durable(u)).await.is_err() {
+            if !host.report(WalEvent::Durable(u)).await {
                 return;
             }
         }
@@ -134,11 +158,11 @@ pub(super) async fn run_wal(
             if let Some(c) = cut {
                 match wal.remove_before(c) {
                     Ok(n) if n > 0 => {
-                        tracing::debug!(replica = shared.id, removed = n, "wal segments removed")
+                        tracing::debug!(replica = host.id(), removed = n, "wal segments removed")
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(replica = shared.id, error = %e, "wal segment removal failed")
+                        tracing::warn!(replica = host.id(), error = %e, "wal segment removal failed")
                     }
                 }
             }
@@ -151,7 +175,20 @@ pub(super) async fn run_wal(
 mod tests {
     use super::*;
     use crate::paxos::{Ballot, Batch, Value};
-    use glommio::channels::local_channel;
+    use glommio::channels::local_channel::{self, LocalSender};
+
+    /// Events into a channel; no counters, no faults.
+    struct TestHost(LocalSender<WalEvent>);
+
+    impl WalHost for TestHost {
+        fn id(&self) -> u32 {
+            0
+        }
+        async fn report(&self, e: WalEvent) -> bool {
+            self.0.send(e).await.is_ok()
+        }
+        fn synced(&self, _: &WalStats, _: u64) {}
+    }
 
     const SEGMENT: u64 = 8 << 10;
 
@@ -201,16 +238,9 @@ mod tests {
                 let (wal, _) = Wal::open(&d, SEGMENT, false).await.unwrap();
                 let first = wal.next_lsn().0;
                 let (tx, rx) = local_channel::new_unbounded::<WalCmd>();
-                let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
-                let shared = Arc::new(ReplicaShared::new(0, String::new(), 1));
-                let task = glommio::spawn_local(run_wal(
-                    wal,
-                    rx,
-                    Rc::new(ev_tx),
-                    Ballot(1),
-                    Slot(200),
-                    shared,
-                ));
+                let (ev_tx, ev_rx) = local_channel::new_unbounded::<WalEvent>();
+                let task =
+                    glommio::spawn_local(run_wal(wal, rx, TestHost(ev_tx), Ballot(1), Slot(200)));
                 let mut lsn = first;
                 let mut send = |rec: Record| {
                     let cmd = WalCmd::Append(paxos::Lsn(lsn), rec);
