@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use super::{err, ReadWaiter, Shell, WalCmd, COMPACT_EVERY, HOUSEKEEPING_EVERY};
+use super::{err, Shell, WalCmd, COMPACT_EVERY, HOUSEKEEPING_EVERY};
 use crate::paxos::{Input, Slot};
-use crate::service::{ErrorCode, ServiceError};
+use crate::service::ErrorCode;
 
 impl Shell {
     pub(super) fn housekeeping(&mut self) {
@@ -16,18 +16,12 @@ impl Shell {
             return;
         }
         self.last_housekeeping = now;
-        while let Some(&std::cmp::Reverse((deadline, req))) = self.timeouts.peek() {
-            if deadline > now {
-                break;
-            }
-            self.timeouts.pop();
-            if let Some(w) = self.pending.remove(&req) {
-                let _ = w.send(Err(err(
-                    ErrorCode::Timeout,
-                    "not committed within its timeout (the call's timeout_seconds, else \
-                     consensus.commit_timeout); the write may or may not apply",
-                )));
-            }
+        for w in self.waiters.expired_writes(now) {
+            let _ = w.send(Err(err(
+                ErrorCode::Timeout,
+                "not committed within its timeout (the call's timeout_seconds, else \
+                 consensus.commit_timeout); the write may or may not apply",
+            )));
         }
         self.expire_snapshot_sessions();
         self.expire_reads(now);
@@ -68,30 +62,11 @@ impl Shell {
     /// will tell this replica which. Their clients get an immediate, honest "unknown" instead
     /// of waiting for `commit_timeout`; if such a command does commit, it applies as usual.
     pub(super) fn abandon_pending(&mut self) {
-        for (_, w) in self.pending.drain() {
+        for w in self.waiters.drain_writes() {
             let _ = w.send(Err(err(
                 ErrorCode::Timeout,
                 "the primary changed before this write committed; it may or may not apply",
             )));
-        }
-    }
-
-    pub(super) fn fail_all_pending(&mut self) {
-        for (_, w) in self.applying.drain() {
-            let _ = w.send(Err(ServiceError::outcome_unknown(
-                "the replica stopped before applying the write",
-            )));
-        }
-        for (_, w) in self.pending.drain() {
-            let _ = w.send(Err(ServiceError::outcome_unknown("the replica stopped")));
-        }
-        for (_, w) in self.reads.drain() {
-            if let ReadWaiter::Local(r) = w {
-                let _ = r.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
-            }
-        }
-        for (_, (_, w)) in self.forwarded_reads.drain() {
-            let _ = w.send(Err(err(ErrorCode::Unavailable, "replica stopped")));
         }
     }
 }

@@ -8,8 +8,7 @@
 //! that waited for it), messages to the transport, committed slots to the apply thread with
 //! the waiting clients attached, reads to their callers once applied.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use rand::{Rng, SeedableRng};
 mod housekeeping;
 mod reads;
 mod snapshot;
+mod waiters;
 mod wal_host;
 
 pub use snapshot::SnapshotParams;
@@ -226,15 +226,9 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         receiving: None,
         serving: HashMap::new(),
         shared: p.shared.clone(),
-        pending: HashMap::new(),
-        applying: HashMap::new(),
-        next_request: super::incarnation::first_request_id(incarnation),
+        // Forwarded reads and commands are answered by id: ids of an earlier run must not match.
+        waiters: waiters::Waiters::new(super::incarnation::first_request_id(incarnation)),
         proposals: Vec::new(),
-        reads: HashMap::new(),
-        // Forwarded reads are answered by id: ids of an earlier run must not match.
-        next_read: super::incarnation::first_request_id(incarnation),
-        waiting_reads: BTreeMap::new(),
-        forwarded_reads: HashMap::new(),
         applied: base,
         store_applied: p.applied_slot,
         commit_timeout: p.commit_timeout,
@@ -242,7 +236,6 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
         last_housekeeping: Instant::now(),
         last_compact: Instant::now(),
         compacted: Slot(base),
-        timeouts: BinaryHeap::new(),
         stopping: false,
     };
     sh.shared
@@ -276,7 +269,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     };
     sh.shared.running.store(false, Ordering::SeqCst);
     sh.shared.is_primary.store(false, Ordering::SeqCst);
-    sh.fail_all_pending();
+    sh.waiters.fail_all();
     if sh.stopping {
         // Let the transport deliver the leadership hand-off before the executor stops.
         glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -316,23 +309,10 @@ struct Shell {
     /// Snapshots this replica serves, by peer.
     serving: HashMap<u32, snapshot::Serving>,
     shared: Arc<ReplicaShared>,
-    /// Clients waiting for their command to commit: request id (incarnation in the high bits,
-    /// see `incarnation.rs`) → waiter.
-    pending: HashMap<u64, Waiter>,
-    /// Clients whose command committed, waiting for the apply thread's outcome:
-    /// (slot, index in the slot) → waiter.
-    applying: HashMap<(u64, usize), Waiter>,
-    next_request: u64,
+    /// Every client waiting for an answer from this replica.
+    waiters: waiters::Waiters,
     /// Commands gathered this turn (own clients' and forwarded), proposed together at its end.
     proposals: Vec<Bytes>,
-    /// Reads waiting for their ReadIndex round.
-    reads: HashMap<u64, ReadWaiter>,
-    next_read: u64,
-    /// Reads whose index is known, waiting for the store: slot → waiters.
-    waiting_reads: BTreeMap<u64, Vec<(Instant, ReadWaiter)>>,
-    /// Reads this replica forwarded to the primary: id → waiter.
-    /// Reads this replica forwarded to the primary: id → (deadline, waiter).
-    forwarded_reads: HashMap<u64, (Instant, oneshot::Sender<Result<(), ServiceError>>)>,
     applied: u64,
     /// What the store had applied when this replica started (it may be ahead of the core).
     store_applied: u64,
@@ -341,8 +321,6 @@ struct Shell {
     last_housekeeping: Instant,
     last_compact: Instant,
     compacted: Slot,
-    /// (deadline, request id), earliest first, for commit timeouts.
-    timeouts: BinaryHeap<Reverse<(Instant, u64)>>,
     stopping: bool,
 }
 
@@ -372,7 +350,7 @@ impl Shell {
             }
             Ev::Applied(Applied::Outcomes(outcomes)) => {
                 for (slot, i, o) in outcomes {
-                    if let Some(w) = self.applying.remove(&(slot, i)) {
+                    if let Some(w) = self.waiters.take_applied(slot, i) {
                         let _ = w.send(o);
                     }
                 }
@@ -417,15 +395,10 @@ impl Shell {
                     let mut a = [0u8; 8];
                     a.copy_from_slice(&m.payload);
                     let remote = u64::from_le_bytes(a);
-                    let id = self.next_read;
-                    self.next_read += 1;
-                    self.reads.insert(
-                        id,
-                        ReadWaiter::Remote {
-                            from: m.from,
-                            id: remote,
-                        },
-                    );
+                    let id = self.waiters.add_read(ReadWaiter::Remote {
+                        from: m.from,
+                        id: remote,
+                    });
                     self.step(Input::ReadIndex { id: ReadId(id) });
                 }
             }
@@ -438,7 +411,7 @@ impl Shell {
                     let id = u64::from_le_bytes(a);
                     a.copy_from_slice(&m.payload[9..17]);
                     let slot = u64::from_le_bytes(a);
-                    if let Some((_, w)) = self.forwarded_reads.remove(&id) {
+                    if let Some((_, w)) = self.waiters.take_forwarded(id) {
                         if m.payload[8] == 1 {
                             self.read_at(slot, ReadWaiter::Local(w));
                         } else {
@@ -473,19 +446,14 @@ impl Shell {
                     )));
                     return;
                 }
-                let req = self.next_request;
-                self.next_request += 1;
-                self.pending.insert(req, reply);
                 let within = timeout.unwrap_or(self.commit_timeout);
-                self.timeouts.push(Reverse((Instant::now() + within, req)));
+                let req = self.waiters.add_write(reply, Instant::now() + within);
                 self.shared.proposals.fetch_add(1, Ordering::Relaxed);
                 self.proposals
                     .push(envelope::encode(self.id, req, &command));
             }
             ClientMsg::Read { reply } => {
-                let id = self.next_read;
-                self.next_read += 1;
-                self.reads.insert(id, ReadWaiter::Local(reply));
+                let id = self.waiters.add_read(ReadWaiter::Local(reply));
                 self.step(Input::ReadIndex { id: ReadId(id) });
             }
             ClientMsg::Shutdown => {
@@ -531,18 +499,15 @@ impl Shell {
             let commands: Vec<Bytes> = value.commands().to_vec();
             let mut waiting = Vec::new();
             // Only a replica with clients waiting needs to look for its own commands.
-            let mine = if self.pending.is_empty() {
+            let mine = if !self.waiters.has_writes() {
                 &[][..]
             } else {
                 &commands[..]
             };
             for (i, c) in mine.iter().enumerate() {
                 if let Ok((origin, req, _)) = envelope::decode(c) {
-                    if origin == self.id {
-                        if let Some(w) = self.pending.remove(&req) {
-                            waiting.push(i);
-                            self.applying.insert((slot.0, i), w);
-                        }
+                    if origin == self.id && self.waiters.committed(req, slot.0, i) {
+                        waiting.push(i);
                     }
                 }
             }
@@ -565,7 +530,7 @@ impl Shell {
             }
         }
         for (id, slot) in out.read_ready.drain(..) {
-            if let Some(w) = self.reads.remove(&id.0) {
+            if let Some(w) = self.waiters.take_read(id.0) {
                 match w {
                     ReadWaiter::Remote { from, id } => {
                         let mut p = id.to_le_bytes().to_vec();
@@ -579,7 +544,7 @@ impl Shell {
             }
         }
         for (id, why) in out.read_rejected.drain(..) {
-            if let Some(w) = self.reads.remove(&id.0) {
+            if let Some(w) = self.waiters.take_read(id.0) {
                 self.reject_read(w, why);
             }
         }
@@ -646,7 +611,7 @@ impl Shell {
             }
             why => {
                 if origin == self.id {
-                    if let Some(w) = self.pending.remove(&req) {
+                    if let Some(w) = self.waiters.take_write(req) {
                         let e = match why {
                             Rejection::Overloaded => {
                                 err(ErrorCode::Unavailable, "too many proposals waiting; retry")

@@ -20,10 +20,8 @@ impl Shell {
                     primary_hint: Some(p),
                 },
             ) if p.0 != self.id => {
-                let id = self.next_read;
-                self.next_read += 1;
                 let deadline = Instant::now() + self.commit_timeout;
-                self.forwarded_reads.insert(id, (deadline, reply));
+                let id = self.waiters.add_forwarded((deadline, reply));
                 self.outbound.send(
                     p.0,
                     FrameKind::ReadIndexRequest,
@@ -71,7 +69,8 @@ impl Shell {
         }
         if self.applied < slot {
             let deadline = Instant::now() + self.commit_timeout;
-            self.waiting_reads
+            self.waiters
+                .waiting_reads
                 .entry(slot)
                 .or_default()
                 .push((deadline, w));
@@ -95,7 +94,7 @@ impl Shell {
     }
 
     pub(super) fn release_reads(&mut self) {
-        while let Some(entry) = self.waiting_reads.first_entry() {
+        while let Some(entry) = self.waiters.waiting_reads.first_entry() {
             if *entry.key() > self.applied {
                 break;
             }
@@ -105,7 +104,7 @@ impl Shell {
                 }
             }
         }
-        if self.waiting_reads.is_empty() {
+        if self.waiters.waiting_reads.is_empty() {
             self.shared.notify_applied.store(false, Ordering::SeqCst);
         }
     }
@@ -115,20 +114,21 @@ impl Shell {
     pub(super) fn expire_reads(&mut self, now: Instant) {
         let expired = |d: &Instant| *d <= now;
         let lost: Vec<u64> = self
+            .waiters
             .forwarded_reads
             .iter()
             .filter(|(_, (d, _))| expired(d))
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            if let Some((_, r)) = self.forwarded_reads.remove(&id) {
+            if let Some((_, r)) = self.waiters.take_forwarded(id) {
                 let _ = r.send(Err(err(
                     ErrorCode::Timeout,
                     "the primary did not confirm the read in time; retry",
                 )));
             }
         }
-        for waiters in self.waiting_reads.values_mut() {
+        for waiters in self.waiters.waiting_reads.values_mut() {
             for (_, w) in waiters.extract_if(.., |(d, _)| expired(d)) {
                 if let ReadWaiter::Local(r) = w {
                     let _ = r.send(Err(err(
@@ -138,7 +138,7 @@ impl Shell {
                 }
             }
         }
-        self.waiting_reads.retain(|_, v| !v.is_empty());
+        self.waiters.waiting_reads.retain(|_, v| !v.is_empty());
     }
 }
 
