@@ -162,8 +162,6 @@ impl KvService for LocalService {
             last_seen_unix_ms: crate::util::time::unix_ms(),
             view: 0,
             uptime_seconds: 0,
-            applied_version: self.reader.last_version().0,
-            commit_index: self.reader.applied_sequence().0,
         }]
     }
 

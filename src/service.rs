@@ -135,8 +135,6 @@ pub struct ReplicaStatus {
     pub last_seen_unix_ms: i64,
     pub view: u64,
     pub uptime_seconds: i64,
-    pub applied_version: u64,
-    pub commit_index: u64,
 }
 
 /// What the front needs from the store. Futures are `!Send`: they run on the front's executor.

@@ -470,8 +470,6 @@ pub fn replica_statuses(
                     last_seen_unix_ms: if running { now } else { 0 },
                     view: s.view.load(SeqCst),
                     uptime_seconds: s.started.elapsed().as_secs() as i64,
-                    applied_version: r.reader.last_version().0,
-                    commit_index: s.commit_slot.load(SeqCst),
                 }
             } else {
                 let heard = local
@@ -503,8 +501,6 @@ pub fn replica_statuses(
                         .map(|r| r.shared.view.load(SeqCst))
                         .unwrap_or(0),
                     uptime_seconds: 0,
-                    applied_version: 0,
-                    commit_index: 0,
                 }
             }
         })

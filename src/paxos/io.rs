@@ -80,13 +80,4 @@ impl Outputs {
         self.proposals_rejected.clear();
         self.events.clear();
     }
-    pub fn is_empty(&self) -> bool {
-        self.sends.is_empty()
-            && self.persist.is_empty()
-            && self.committed.is_empty()
-            && self.read_ready.is_empty()
-            && self.read_rejected.is_empty()
-            && self.proposals_rejected.is_empty()
-            && self.events.is_empty()
-    }
 }

@@ -70,9 +70,6 @@ impl Log {
     pub fn applied_upto(&self) -> Slot {
         self.applied_upto
     }
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
     /// Command bytes held in memory.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -311,7 +308,7 @@ mod tests {
         // Learning the chosen value replaces slot 10's 40 bytes with 100.
         assert_eq!(log.bytes(), 1000);
         log.compact(Slot(7));
-        assert_eq!(log.len(), 3);
+        assert_eq!(log.entries.len(), 3);
         assert_eq!(log.bytes(), 300);
         // Catch-up replies stop at the byte limit, but always carry one slot.
         assert_eq!(log.committed_range(Slot(8), 100, 150).len(), 1);

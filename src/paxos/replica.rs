@@ -143,13 +143,6 @@ impl Replica {
     pub fn is_primary(&self) -> bool {
         matches!(self.role, Role::Primary(_))
     }
-    /// The ballot this replica leads in, if it is an active primary.
-    pub fn primary_ballot(&self) -> Option<Ballot> {
-        match &self.role {
-            Role::Primary(p) => Some(p.ballot),
-            _ => None,
-        }
-    }
     /// Slots this primary proposed that are not chosen yet (0 when not primary).
     pub fn slots_inflight(&self) -> usize {
         match &self.role {
@@ -171,10 +164,6 @@ impl Replica {
     }
     pub fn log_start(&self) -> Slot {
         self.log.log_start()
-    }
-    /// Entries held in memory (bounded by compaction).
-    pub fn log_len(&self) -> usize {
-        self.log.len()
     }
     /// Highest slot every replica is known to have applied: the safe `Compact` point.
     pub fn safe_compact_upto(&self) -> Slot {

@@ -21,9 +21,6 @@ impl TransportFaults {
     pub fn block_to(&self, peer: u32, blocked: bool) {
         set_bit(&self.blocked_to, peer, blocked);
     }
-    pub fn block_from(&self, peer: u32, blocked: bool) {
-        set_bit(&self.blocked_from, peer, blocked);
-    }
     /// Cuts this replica off from every peer in both directions (or heals it).
     pub fn isolate(&self, isolated: bool) {
         let v = if isolated { u32::MAX } else { 0 };

@@ -24,9 +24,6 @@ pub enum DecodeError {
 pub fn put_u8(buf: &mut Vec<u8>, v: u8) {
     buf.push(v);
 }
-pub fn put_u16(buf: &mut Vec<u8>, v: u16) {
-    buf.extend_from_slice(&v.to_le_bytes());
-}
 pub fn put_u32(buf: &mut Vec<u8>, v: u32) {
     buf.extend_from_slice(&v.to_le_bytes());
 }
