@@ -31,6 +31,7 @@ pub use snapshot::SnapshotParams;
 
 use super::apply::{Applied, ApplyJob, ApplyWork, Waiter};
 use super::envelope;
+use super::read_forward::{ReadIndexRequest, ReadIndexResponse};
 use super::shared::ReplicaShared;
 use crate::paxos::{
     self, DurableState, Event, Input, Outputs, ReadId, Record, Rejection, ReplicaId, Slot,
@@ -391,13 +392,10 @@ impl Shell {
                 self.proposals.push(m.payload);
             }
             FrameKind::ReadIndexRequest => {
-                if m.payload.len() == 8 {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(&m.payload);
-                    let remote = u64::from_le_bytes(a);
+                if let Ok(q) = ReadIndexRequest::decode(&m.payload) {
                     let id = self.waiters.add_read(ReadWaiter::Remote {
                         from: m.from,
-                        id: remote,
+                        id: q.id,
                     });
                     self.step(Input::ReadIndex { id: ReadId(id) });
                 }
@@ -405,16 +403,13 @@ impl Shell {
             FrameKind::SnapshotRequest => self.on_snapshot_request(&m),
             FrameKind::SnapshotChunk => self.on_snapshot_chunk(&m),
             FrameKind::ReadIndexResponse => {
-                if m.payload.len() == 17 {
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(&m.payload[..8]);
-                    let id = u64::from_le_bytes(a);
-                    a.copy_from_slice(&m.payload[9..17]);
-                    let slot = u64::from_le_bytes(a);
-                    if let Some((_, w)) = self.waiters.take_forwarded(id) {
-                        if m.payload[8] == 1 {
-                            self.read_at(slot, ReadWaiter::Local(w));
-                        } else {
+                let Ok(a) = ReadIndexResponse::decode(&m.payload) else {
+                    return;
+                };
+                if let Some((_, w)) = self.waiters.take_forwarded(a.id) {
+                    match a.read_index {
+                        Some(slot) => self.read_at(slot, ReadWaiter::Local(w)),
+                        None => {
                             let _ = w.send(Err(err(
                                 ErrorCode::NotPrimary,
                                 "no primary to confirm the read",
@@ -533,11 +528,12 @@ impl Shell {
             if let Some(w) = self.waiters.take_read(id.0) {
                 match w {
                     ReadWaiter::Remote { from, id } => {
-                        let mut p = id.to_le_bytes().to_vec();
-                        p.push(1);
-                        p.extend_from_slice(&slot.0.to_le_bytes());
+                        let a = ReadIndexResponse {
+                            id,
+                            read_index: Some(slot.0),
+                        };
                         self.outbound
-                            .send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
+                            .send(from, FrameKind::ReadIndexResponse, a.encode());
                     }
                     local => self.read_at(slot.0, local),
                 }

@@ -4,9 +4,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::{err, ReadWaiter, Shell};
+use crate::cluster::read_forward::{ReadIndexRequest, ReadIndexResponse};
 use crate::paxos::{Input, Rejection, Slot};
 use crate::service::ErrorCode;
 use crate::transport::FrameKind;
@@ -22,11 +21,9 @@ impl Shell {
             ) if p.0 != self.id => {
                 let deadline = Instant::now() + self.commit_timeout;
                 let id = self.waiters.add_forwarded((deadline, reply));
-                self.outbound.send(
-                    p.0,
-                    FrameKind::ReadIndexRequest,
-                    Bytes::copy_from_slice(&id.to_le_bytes()),
-                );
+                let q = ReadIndexRequest { id };
+                self.outbound
+                    .send(p.0, FrameKind::ReadIndexRequest, q.encode());
             }
             (ReadWaiter::Local(reply), why) => {
                 let e = match why {
@@ -40,11 +37,12 @@ impl Shell {
                 let _ = reply.send(Err(e));
             }
             (ReadWaiter::Remote { from, id }, _) => {
-                let mut p = id.to_le_bytes().to_vec();
-                p.push(0);
-                p.extend_from_slice(&0u64.to_le_bytes());
+                let a = ReadIndexResponse {
+                    id,
+                    read_index: None,
+                };
                 self.outbound
-                    .send(from, FrameKind::ReadIndexResponse, Bytes::from(p));
+                    .send(from, FrameKind::ReadIndexResponse, a.encode());
             }
         }
     }
