@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use paxoskv::cluster::envelope;
+use paxoskv::cluster::read_forward::{ReadIndexRequest, ReadIndexResponse};
 use paxoskv::front::{codec, wire};
 use paxoskv::paxos::{Ballot, Batch, Message, PromiseEntry, Record, Slot, Value};
 use paxoskv::storage::SnapshotChunk;
@@ -167,7 +168,12 @@ fn wal_records_commands_envelopes_and_snapshot_chunks_never_panic() {
     let (found, end, acked) = paxoskv::wal::recover_segment(&seg, paxoskv::wal::Lsn(1));
     assert_eq!(found.len(), 2, "the segment seed holds two records");
     assert_eq!((end, acked), (seg.len() - 64, None));
-    let seeds = vec![r, c.to_vec(), env.to_vec(), ch, seg];
+    let read_fwd = ReadIndexResponse {
+        id: 3,
+        read_index: Some(8),
+    }
+    .encode();
+    let seeds = vec![r, c.to_vec(), env.to_vec(), ch, seg, read_fwd.to_vec()];
     let n = inputs(&seeds, |b| {
         let _ = Record::decode(b);
         let (found, end, _) = paxoskv::wal::recover_segment(b, paxoskv::wal::Lsn(1));
@@ -178,6 +184,12 @@ fn wal_records_commands_envelopes_and_snapshot_chunks_never_panic() {
         let owned = Bytes::copy_from_slice(b);
         let _ = Command::decode(&owned);
         let _ = envelope::decode(&owned);
+        if let Ok(q) = ReadIndexRequest::decode(b) {
+            assert_eq!(&q.encode()[..], b);
+        }
+        if let Ok(a) = ReadIndexResponse::decode(b) {
+            assert_eq!(ReadIndexResponse::decode(&a.encode()), Ok(a));
+        }
         if let Ok(c) = SnapshotChunk::decode(&mut Reader::new(b)) {
             let _ = c.for_each_pair(|_, _| {});
         }
