@@ -3,35 +3,14 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use paxoskv::front::generated::{SetKeyRequest, SetKeyResponse};
-use paxoskv::front::wire::{decode, encode_reply, Call, Response};
-use thrift::protocol::{
-    TBinaryOutputProtocol, TFieldIdentifier, TMessageIdentifier, TMessageType, TOutputProtocol,
-    TSerializable, TStructIdentifier, TType,
-};
+use paxoskv::front::wire::{decode, encode_call, encode_reply, Call, Response};
 
-/// A strict binary `setKey` call with a 16-byte key and a 100-byte value.
+/// A strict binary `setKey` call with a 16-byte key and a 100-byte value (unframed).
 fn set_key_call() -> Vec<u8> {
     let req = SetKeyRequest::new(vec![b'k'; 16], vec![b'v'; 100], None::<String>);
     let mut out = Vec::new();
-    {
-        let mut p = TBinaryOutputProtocol::new(&mut out, true);
-        write_set_key_call(&mut p, &req).expect("encoding into a Vec cannot fail");
-    }
+    encode_call(&mut out, 7, &req, false);
     out
-}
-
-fn write_set_key_call(
-    p: &mut TBinaryOutputProtocol<&mut Vec<u8>>,
-    req: &SetKeyRequest,
-) -> thrift::Result<()> {
-    p.write_message_begin(&TMessageIdentifier::new("setKey", TMessageType::Call, 7))?;
-    p.write_struct_begin(&TStructIdentifier::new("args"))?;
-    p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
-    req.write_to_out_protocol(p)?;
-    p.write_field_end()?;
-    p.write_field_stop()?;
-    p.write_struct_end()?;
-    p.write_message_end()
 }
 
 fn codec(c: &mut Criterion) {

@@ -8,13 +8,12 @@
 use paxoskv::front::codec::binary_message_len;
 use paxoskv::front::generated::{
     AtomicCommitRequest, AtomicCommitResponse, GetRangeRequest, GetRangeResponse,
-    GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, Operation, PingRequest,
-    PingResponse, SetKeyRequest, SetKeyResponse, SnapshotReadRequest, SnapshotReadResponse,
+    GetReadVersionRequest, GetReadVersionResponse, GetRequest, GetResponse, KeyRange, Operation,
+    PingRequest, PingResponse, SetKeyRequest, SetKeyResponse, SnapshotReadRequest,
+    SnapshotReadResponse,
 };
-use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
-    TMessageIdentifier, TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
-};
+use paxoskv::front::wire::{decode_reply, encode_call, reply_sequence};
+use thrift::protocol::TSerializable;
 
 /// One request on the wire.
 #[derive(Debug, Clone, Copy)]
@@ -121,7 +120,8 @@ impl Wire {
     pub fn encode(&self, req: &Request, sequence: i32, out: &mut Vec<u8>) -> Result<(), String> {
         match self {
             Wire::Thrift { framed } => {
-                encode_thrift(req, sequence, *framed, out).map_err(|e| e.to_string())
+                encode_thrift(req, sequence, *framed, out);
+                Ok(())
             }
             Wire::EtcdHttp { host } => encode_etcd(req, host, out),
         }
@@ -145,47 +145,28 @@ impl Wire {
 // ---------------------------------------------------------------------------------------------
 // Thrift
 
-fn thrift_name(m: Method) -> &'static str {
-    match m {
-        Method::Ping => "ping",
-        Method::Get => "get",
-        Method::Set => "setKey",
-        Method::Range => "getRange",
-        Method::ReadVersion => "getReadVersion",
-        Method::SnapshotRead => "snapshotRead",
-        Method::Commit => "atomicCommit",
-    }
-}
-
-fn encode_thrift(
-    req: &Request,
-    sequence: i32,
-    framed: bool,
-    out: &mut Vec<u8>,
-) -> thrift::Result<()> {
-    let start = out.len();
-    if framed {
-        out.extend_from_slice(&[0; 4]);
-    }
-    let body = out.len();
-    let name = thrift_name(req.method());
-    {
-        let mut p = TBinaryOutputProtocol::new(&mut *out, true);
-        p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, sequence))?;
-        p.write_struct_begin(&TStructIdentifier::new("args"))?;
-        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))?;
-        match *req {
-            Request::Ping => {
-                PingRequest::new(None::<Vec<u8>>, None::<i64>).write_to_out_protocol(&mut p)?
-            }
-            Request::Get { key } => {
-                GetRequest::new(key.to_vec(), None::<String>).write_to_out_protocol(&mut p)?
-            }
-            Request::Set { key, value } => {
-                SetKeyRequest::new(key.to_vec(), value.to_vec(), None::<String>)
-                    .write_to_out_protocol(&mut p)?
-            }
-            Request::Range { begin_key, limit } => GetRangeRequest::new(
+fn encode_thrift(req: &Request, sequence: i32, framed: bool, out: &mut Vec<u8>) {
+    let no_cf = None::<String>;
+    match *req {
+        Request::Ping => encode_call(
+            out,
+            sequence,
+            &PingRequest::new(None::<Vec<u8>>, None::<i64>),
+            framed,
+        ),
+        Request::Get { key } => {
+            encode_call(out, sequence, &GetRequest::new(key.to_vec(), no_cf), framed)
+        }
+        Request::Set { key, value } => encode_call(
+            out,
+            sequence,
+            &SetKeyRequest::new(key.to_vec(), value.to_vec(), no_cf),
+            framed,
+        ),
+        Request::Range { begin_key, limit } => encode_call(
+            out,
+            sequence,
+            &GetRangeRequest::new(
                 begin_key.to_vec(),
                 None::<Vec<u8>>,
                 None::<i32>,
@@ -193,19 +174,25 @@ fn encode_thrift(
                 None::<i32>,
                 None::<bool>,
                 limit,
-                None::<String>,
-            )
-            .write_to_out_protocol(&mut p)?,
-            Request::ReadVersion => GetReadVersionRequest::new().write_to_out_protocol(&mut p)?,
-            Request::SnapshotRead { key, read_version } => {
-                SnapshotReadRequest::new(key.to_vec(), read_version, None::<String>)
-                    .write_to_out_protocol(&mut p)?
-            }
-            Request::Commit {
-                key,
-                value,
-                read_version,
-            } => AtomicCommitRequest::new(
+                no_cf,
+            ),
+            framed,
+        ),
+        Request::ReadVersion => encode_call(out, sequence, &GetReadVersionRequest::new(), framed),
+        Request::SnapshotRead { key, read_version } => encode_call(
+            out,
+            sequence,
+            &SnapshotReadRequest::new(key.to_vec(), read_version, no_cf),
+            framed,
+        ),
+        Request::Commit {
+            key,
+            value,
+            read_version,
+        } => encode_call(
+            out,
+            sequence,
+            &AtomicCommitRequest::new(
                 read_version,
                 vec![Operation::new(
                     "set".to_string(),
@@ -215,20 +202,11 @@ fn encode_thrift(
                 )],
                 vec![key.to_vec()],
                 None::<i64>,
-                None::<Vec<paxoskv::front::generated::KeyRange>>,
-            )
-            .write_to_out_protocol(&mut p)?,
-        }
-        p.write_field_end()?;
-        p.write_field_stop()?;
-        p.write_struct_end()?;
-        p.write_message_end()?;
+                None::<Vec<KeyRange>>,
+            ),
+            framed,
+        ),
     }
-    if framed {
-        let len = (out.len() - body) as u32;
-        out[start..body].copy_from_slice(&len.to_be_bytes());
-    }
-    Ok(())
 }
 
 fn parse_thrift(
@@ -253,116 +231,65 @@ fn parse_thrift(
         }
     };
     let msg = &buf[header..header + body];
-    let reply = decode_thrift_reply(msg, method, sequence).map_err(|e| e.to_string())?;
+    let got = reply_sequence(msg).map_err(|e| e.to_string())?;
+    if got != sequence {
+        return Err(format!(
+            "reply sequence {got} where {sequence} was expected"
+        ));
+    }
+    let reply = classify(msg, method).map_err(|e| e.to_string())?;
     Ok(Some((header + body, reply)))
 }
 
-fn decode_thrift_reply(msg: &[u8], method: Method, sequence: i32) -> thrift::Result<Reply> {
-    let mut p = TBinaryInputProtocol::new(msg, false);
-    let h = p.read_message_begin()?;
-    if h.sequence_number != sequence {
-        return Err(thrift::new_protocol_error(
-            thrift::ProtocolErrorKind::InvalidData,
-            format!(
-                "reply sequence {} where {} was expected",
-                h.sequence_number, sequence
-            ),
-        ));
-    }
-    match h.message_type {
-        TMessageType::Reply => {}
-        TMessageType::Exception => {
-            let e = thrift::Error::read_application_error_from_in_protocol(&mut p)?;
-            return Ok(Reply::Failed(
-                format!("APP_EXCEPTION_{:?}", e.kind).to_uppercase(),
-            ));
-        }
-        other => {
-            return Err(thrift::new_protocol_error(
-                thrift::ProtocolErrorKind::InvalidData,
-                format!("unexpected message type {other:?}"),
-            ))
-        }
-    }
-    p.read_struct_begin()?;
-    let mut reply = None;
-    loop {
-        let f = p.read_field_begin()?;
-        if f.field_type == TType::Stop {
-            break;
-        }
-        if f.id == Some(0) && f.field_type == TType::Struct {
-            reply = Some(read_response(&mut p, method)?);
-        } else {
-            p.skip(f.field_type)?;
-        }
-        p.read_field_end()?;
-    }
-    p.read_struct_end()?;
-    reply.ok_or_else(|| {
-        thrift::new_protocol_error(
-            thrift::ProtocolErrorKind::InvalidData,
-            "reply without field 0 (success)",
-        )
-    })
+/// Decodes `msg` as `T` (the shared client codec), or the application exception it carries.
+fn reply_as<T: TSerializable>(msg: &[u8]) -> thrift::Result<Result<T, Reply>> {
+    Ok(decode_reply::<T>(msg)?
+        .map_err(|e| Reply::Failed(format!("APP_EXCEPTION_{:?}", e.kind).to_uppercase())))
 }
 
-fn read_response(p: &mut dyn TInputProtocol, method: Method) -> thrift::Result<Reply> {
+fn classify(msg: &[u8], method: Method) -> thrift::Result<Reply> {
     let failed = |code: Option<&str>, text: Option<&str>| Reply::Failed(code_of(code, text));
-    Ok(match method {
-        Method::Ping => {
-            PingResponse::read_from_in_protocol(p)?;
+    let ok_or = |ok: bool, code: Option<&str>, text: Option<&str>| {
+        if ok {
             Reply::Ok
+        } else {
+            failed(code, text)
         }
-        Method::Get => {
-            let r = GetResponse::read_from_in_protocol(p)?;
-            match r.error {
-                Some(e) => failed(None, Some(&e)),
-                None => Reply::Ok,
-            }
-        }
-        Method::SnapshotRead => {
-            let r = SnapshotReadResponse::read_from_in_protocol(p)?;
-            match r.error {
-                Some(e) => failed(None, Some(&e)),
-                None => Reply::Ok,
-            }
-        }
-        Method::Set => {
-            let r = SetKeyResponse::read_from_in_protocol(p)?;
-            if r.success {
-                Reply::Ok
-            } else {
-                failed(r.error_code.as_deref(), r.error.as_deref())
-            }
-        }
-        Method::Range => {
-            let r = GetRangeResponse::read_from_in_protocol(p)?;
-            if r.success {
-                Reply::Ok
-            } else {
-                failed(None, r.error.as_deref())
-            }
-        }
-        Method::ReadVersion => {
-            let r = GetReadVersionResponse::read_from_in_protocol(p)?;
-            if r.success {
-                Reply::ReadVersion(r.read_version)
-            } else {
-                failed(None, r.error.as_deref())
-            }
-        }
-        Method::Commit => {
-            let r = AtomicCommitResponse::read_from_in_protocol(p)?;
-            if r.success {
-                Reply::Ok
-            } else {
-                match code_of(r.error_code.as_deref(), r.error.as_deref()) {
-                    c if c == "CONFLICT" => Reply::Conflict,
-                    c => Reply::Failed(c),
-                }
-            }
-        }
+    };
+    Ok(match method {
+        Method::Ping => match reply_as::<PingResponse>(msg)? {
+            Ok(_) => Reply::Ok,
+            Err(e) => e,
+        },
+        Method::Get => match reply_as::<GetResponse>(msg)? {
+            Ok(r) => ok_or(r.error.is_none(), None, r.error.as_deref()),
+            Err(e) => e,
+        },
+        Method::SnapshotRead => match reply_as::<SnapshotReadResponse>(msg)? {
+            Ok(r) => ok_or(r.error.is_none(), None, r.error.as_deref()),
+            Err(e) => e,
+        },
+        Method::Set => match reply_as::<SetKeyResponse>(msg)? {
+            Ok(r) => ok_or(r.success, r.error_code.as_deref(), r.error.as_deref()),
+            Err(e) => e,
+        },
+        Method::Range => match reply_as::<GetRangeResponse>(msg)? {
+            Ok(r) => ok_or(r.success, None, r.error.as_deref()),
+            Err(e) => e,
+        },
+        Method::ReadVersion => match reply_as::<GetReadVersionResponse>(msg)? {
+            Ok(r) if r.success => Reply::ReadVersion(r.read_version),
+            Ok(r) => failed(None, r.error.as_deref()),
+            Err(e) => e,
+        },
+        Method::Commit => match reply_as::<AtomicCommitResponse>(msg)? {
+            Ok(r) if r.success => Reply::Ok,
+            Ok(r) => match code_of(r.error_code.as_deref(), r.error.as_deref()) {
+                c if c == "CONFLICT" => Reply::Conflict,
+                c => Reply::Failed(c),
+            },
+            Err(e) => e,
+        },
     })
 }
 

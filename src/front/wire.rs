@@ -371,6 +371,35 @@ mod tests {
     }
 
     #[test]
+    fn a_client_call_and_its_reply_round_trip() {
+        let req = SetKeyRequest::new(b"k".to_vec(), b"v".to_vec(), "cf".to_string());
+        for framed in [false, true] {
+            let mut out = Vec::new();
+            encode_call(&mut out, 41, &req, framed);
+            let msg = if framed { &out[4..] } else { &out[..] };
+            let inc = decode(msg).unwrap();
+            assert_eq!((inc.name.as_str(), inc.sequence), ("setKey", 41));
+            assert!(matches!(inc.call, Ok(Call::SetKey(r)) if r == req));
+            let resp = Response::SetKey(SetKeyResponse::new(
+                false,
+                "CONFLICT: x".to_string(),
+                "CONFLICT".to_string(),
+            ));
+            let mut reply = Vec::new();
+            encode_reply(&mut reply, "setKey", 41, &resp, false);
+            assert_eq!(reply_sequence(&reply).unwrap(), 41);
+            let back = decode_reply::<SetKeyResponse>(&reply).unwrap().unwrap();
+            assert_eq!(back.error.as_deref(), Some("CONFLICT: x"));
+        }
+        // An application exception comes back as such, not as a response.
+        let mut ex = Vec::new();
+        let e = ApplicationError::new(ApplicationErrorKind::UnknownMethod, "nope");
+        encode_exception(&mut ex, "zap", 3, &e, false);
+        let got = decode_reply::<SetKeyResponse>(&ex).unwrap();
+        assert!(matches!(got, Err(a) if a.kind == ApplicationErrorKind::UnknownMethod));
+    }
+
+    #[test]
     fn decodes_a_call_and_rejects_unknown_methods() {
         let req = SetKeyRequest::new(b"k".to_vec(), b"v".to_vec(), None::<String>);
         let bytes = call_bytes("setKey", &req);
