@@ -11,22 +11,29 @@ use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ServiceError};
 use crate::storage::RangeQuery;
 use crate::types::Version;
 
+/// The range query of either request (they share the selector fields).
+macro_rules! query_of {
+    ($ctx:expr, $r:expr) => {
+        $ctx.range_query(
+            $r.column_family,
+            $r.begin_key,
+            $r.end_key,
+            (
+                $r.begin_offset,
+                $r.begin_or_equal,
+                $r.end_offset,
+                $r.end_or_equal,
+            ),
+            $r.limit,
+        )
+    };
+}
+
 pub(super) fn get_range<S: KvService>(
     ctx: &Rc<FrontCtx<S>>,
     r: GetRangeRequest,
 ) -> impl Handled<RangePage> {
-    let q = ctx.range_query(
-        r.column_family,
-        r.begin_key,
-        r.end_key,
-        (
-            r.begin_offset,
-            r.begin_or_equal,
-            r.end_offset,
-            r.end_or_equal,
-        ),
-        r.limit,
-    );
+    let q = query_of!(ctx, r);
     let c = ctx.clone();
     async move { range_read(&c, None, q).await }
 }
@@ -36,18 +43,7 @@ pub(super) fn snapshot_get_range<S: KvService>(
     r: SnapshotGetRangeRequest,
 ) -> impl Handled<RangePage> {
     let at = version_of(r.read_version, "read_version");
-    let q = ctx.range_query(
-        r.column_family,
-        r.begin_key,
-        r.end_key,
-        (
-            r.begin_offset,
-            r.begin_or_equal,
-            r.end_offset,
-            r.end_or_equal,
-        ),
-        r.limit,
-    );
+    let q = query_of!(ctx, r);
     let c = ctx.clone();
     async move { range_read(&c, Some(at?), q).await }
 }
