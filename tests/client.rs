@@ -109,6 +109,12 @@ async fn exercise_every_call(c: &Client) {
     assert!(matches!(short, Err(Error::InvalidArgument(_))), "{short:?}");
 
     assert!(c.ping().await.unwrap() > 0);
+
+    // Diagnostics (on by default, no token configured).
+    let health = c.cluster_health(None).await.unwrap();
+    assert!(health.leader.is_some() && health.total_nodes_count == 3);
+    assert!(c.database_stats(None).await.unwrap().write_operations_count > 0);
+    assert!(c.node_info(None, None).await.unwrap().is_leader);
 }
 
 #[test]

@@ -362,6 +362,34 @@ impl Client {
             .ok_or_else(|| Error::Protocol("getClusterHealth without cluster_health".into()))
     }
 
+    /// The serving node's counters (keys, bytes, operations, transactions).
+    pub async fn database_stats(&self, auth_token: Option<&str>) -> Result<DatabaseStats> {
+        let req = GetDatabaseStatsRequest {
+            auth_token: auth_token.map(str::to_string),
+            include_detailed_stats: None,
+        };
+        self.call(&req, Kind::Read)
+            .await?
+            .database_stats
+            .ok_or_else(|| Error::Protocol("getDatabaseStats without database_stats".into()))
+    }
+
+    /// One node's status (`None`: the primary as the serving node sees it).
+    pub async fn node_info(
+        &self,
+        auth_token: Option<&str>,
+        node_id: Option<i32>,
+    ) -> Result<NodeStatus> {
+        let req = GetNodeInfoRequest {
+            auth_token: auth_token.map(str::to_string),
+            node_id,
+        };
+        self.call(&req, Kind::Read)
+            .await?
+            .node_info
+            .ok_or_else(|| Error::Protocol("getNodeInfo without node_info".into()))
+    }
+
     /// Sends one request with the retry policy of its kind (see the module docs) and returns
     /// the response, or the error it carries.
     pub(crate) async fn call<R: Rpc>(&self, req: &R, kind: Kind) -> Result<R::Response> {
