@@ -382,14 +382,14 @@ mod tests {
             assert!(matches!(inc.call, Ok(Call::SetKey(r)) if r == req));
             let resp = Response::SetKey(SetKeyResponse::new(
                 false,
-                "CONFLICT: x".to_string(),
+                "conflict on x".to_string(),
                 "CONFLICT".to_string(),
             ));
             let mut reply = Vec::new();
             encode_reply(&mut reply, "setKey", 41, &resp, false);
             assert_eq!(reply_sequence(&reply).unwrap(), 41);
             let back = decode_reply::<SetKeyResponse>(&reply).unwrap().unwrap();
-            assert_eq!(back.error.as_deref(), Some("CONFLICT: x"));
+            assert_eq!(back.error.as_deref(), Some("conflict on x"));
         }
         // An application exception comes back as such, not as a response.
         let mut ex = Vec::new();
