@@ -171,6 +171,26 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `paxos/` imports in one direction: types and state ← replica ← the handler modules
+/// (election, replication, read_index, catchup, amnesia), which extend `Replica`. Neither
+/// `replica.rs` nor `state.rs` may import a handler module (no import circle).
+#[test]
+fn paxos_modules_import_without_a_circle() {
+    let handlers = [
+        "super::election",
+        "super::replication",
+        "super::read_index",
+        "super::catchup",
+        "super::amnesia",
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/paxos");
+    let mut found = Vec::new();
+    for f in ["replica.rs", "state.rs", "log.rs", "types.rs", "io.rs"] {
+        words_in_file(&root.join(f), &handlers, &mut found);
+    }
+    assert!(found.is_empty(), "paxos import circle: {found:#?}");
+}
+
 #[test]
 fn paxos_core_does_no_io_and_reads_no_clock() {
     // The runtime value (cargo sets it for tests) follows the checkout the tests run from.

@@ -10,8 +10,8 @@
 use super::io::{Event, Outputs};
 use super::message::{Message, PromiseEntry};
 use super::record::Record;
-use super::replica::{Promised, Replica, Role};
-use super::replication::PrimaryState;
+use super::replica::Replica;
+use super::state::{PrimaryState, Promised, Role};
 use super::types::{Ballot, ReplicaId, Slot, Value};
 use std::collections::BTreeMap;
 

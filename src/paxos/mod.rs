@@ -53,6 +53,7 @@ mod read_index;
 mod record;
 mod replica;
 mod replication;
+mod state;
 mod types;
 
 pub use codec::{DecodeError, CODEC_VERSION};

@@ -1,8 +1,8 @@
 //! Linearizable reads without a log write: ReadIndex (one heartbeat round confirms the primary
 //! still leads, batched over every read waiting for it) and an optional leader lease.
 //!
-//! Owns: `ReadState` and the `impl Replica` read handlers, plus heartbeat rounds (every
-//! heartbeat is a numbered round). Must not: serve reads itself — it only tells the shell
+//! Owns: the `impl Replica` read handlers and heartbeat rounds (every heartbeat is a numbered
+//! round; their `ReadState` is in `state.rs`). Must not: serve reads itself — it only tells the shell
 //! "serve read R once applied >= slot S". Invariants: a read joins only a round started after
 //! it arrived; its read index is at least every slot that could have been chosen before it
 //! arrived (the commit index, and every slot Phase 1 recovered); a lease lasts
@@ -11,44 +11,9 @@
 
 use super::io::{Outputs, Rejection};
 use super::message::Message;
-use super::replica::{Replica, Role};
-use super::types::{ReadId, ReplicaId, Slot};
-use std::collections::VecDeque;
-
-#[derive(Debug)]
-pub(crate) struct Round {
-    seq: u64,
-    sent_ms: u64,
-    reads: Vec<(ReadId, Slot)>,
-    acks: u64,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct ReadState {
-    next_seq: u64,
-    rounds: VecDeque<Round>,
-    waiting: Vec<(ReadId, Slot)>,
-    pub lease_expiry_ms: u64,
-}
-
-impl ReadState {
-    pub fn on_ack(&mut self, from: ReplicaId, seq: u64) {
-        for r in self.rounds.iter_mut().filter(|r| r.seq <= seq) {
-            r.acks |= 1u64 << from.0;
-        }
-    }
-
-    pub fn pending(&self) -> usize {
-        self.waiting.len() + self.rounds.iter().map(|r| r.reads.len()).sum::<usize>()
-    }
-
-    pub fn reject_all(self, why: &Rejection, out: &mut Outputs) {
-        let rounds = self.rounds.into_iter().flat_map(|r| r.reads);
-        for (id, _) in rounds.chain(self.waiting) {
-            out.read_rejected.push((id, why.clone()));
-        }
-    }
-}
+use super::replica::Replica;
+use super::state::{Role, Round};
+use super::types::ReadId;
 
 impl Replica {
     pub(crate) fn on_read_index(&mut self, id: ReadId, out: &mut Outputs) {

@@ -1,8 +1,8 @@
 //! The replica state machine: state, the single `step` entry point, and the plumbing every
 //! handler shares (sending, persisting, holding replies until durable, role changes).
 //!
-//! Owns: `Replica`, `Role`. Must not: touch clocks, randomness, sockets or files — time and
-//! randomness arrive in `Input::Tick`, durability in `Input::Durable`. Invariants: a message
+//! Owns: `Replica` (its role types are in `state.rs`). Must not: touch clocks, randomness,
+//! sockets or files — time and randomness arrive in `Input::Tick`, durability in `Input::Durable`. Invariants: a message
 //! passed to `send_durable` leaves only after every record persisted so far is durable; at most
 //! one role at a time; a replica only proposes in ballots it owns (`ballot mod n == id`).
 //! The handlers live in `election.rs`, `replication.rs`, `catchup.rs` and `read_index.rs`.
@@ -10,39 +10,11 @@
 use super::config::PaxosConfig;
 use super::io::{Event, Input, Outputs, Rejection};
 use super::log::Log;
-use super::message::{Message, PromiseEntry};
+use super::message::Message;
 use super::record::{DurableState, Record};
-use super::replication::PrimaryState;
+use super::state::{Promised, Role};
 use super::types::{Ballot, Lsn, ReplicaId, Slot};
 use std::collections::VecDeque;
-
-#[derive(Debug)]
-pub(crate) enum Role {
-    Follower,
-    /// Asking peers whether they would accept a Prepare for `ballot`.
-    PreCandidate {
-        ballot: Ballot,
-        grants: u64,
-    },
-    /// Phase 1 in flight for `ballot`.
-    Candidate {
-        ballot: Ballot,
-        promises: Vec<Option<Promised>>,
-        /// Promises that arrived in byte-bounded parts, still incomplete.
-        partial: Vec<Option<Promised>>,
-        started_ms: u64,
-        last_send_ms: u64,
-    },
-    Primary(Box<PrimaryState>),
-}
-
-#[derive(Debug)]
-pub(crate) struct Promised {
-    pub log_start: Slot,
-    pub commit_upto: Slot,
-    pub entries: Vec<PromiseEntry>,
-    pub amnesiac: bool,
-}
 
 /// One Paxos replica. Drive it with `step`; see the module docs of `paxos` for the contract.
 #[derive(Debug)]

@@ -1,8 +1,8 @@
 //! Phase 2 and steady-state leadership: batching proposals, pipelining Accepts, counting
 //! Accepted votes, advancing and spreading the commit index, heartbeats and check-quorum.
 //!
-//! Owns: `PrimaryState` and the `impl Replica` handlers for Propose/Accept/Accepted/Commit/
-//! Heartbeat. Must not: run Phase 1 (see `election.rs`). Invariants: at most `pipeline_depth`
+//! Owns: the `impl Replica` handlers for Propose/Accept/Accepted/Commit/Heartbeat (the state
+//! they change, `PrimaryState`, is in `state.rs`). Must not: run Phase 1 (see `election.rs`). Invariants: at most `pipeline_depth`
 //! client slots in flight (recovered slots after a view change may exceed it once); a slot is
 //! chosen only with `quorum` Accepted votes in the primary's own ballot, the primary's own vote
 //! counting only once its Accept record is durable; a follower treats a slot as committed only
@@ -10,94 +10,11 @@
 
 use super::io::{Outputs, Rejection};
 use super::message::Message;
-use super::read_index::ReadState;
 use super::record::Record;
-use super::replica::{Replica, Role};
+use super::replica::Replica;
+use super::state::{Inflight, PrimaryState, Role};
 use super::types::{Ballot, Batch, ReplicaId, Slot, Value};
 use bytes::Bytes;
-use std::collections::{BTreeMap, VecDeque};
-
-#[derive(Debug)]
-pub(crate) struct Inflight {
-    pub value: Value,
-    pub votes: u64,
-    pub sent_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct PeerState {
-    pub last_ack_ms: u64,
-    pub applied_upto: Slot,
-}
-
-#[derive(Debug)]
-pub(crate) struct PrimaryState {
-    pub ballot: Ballot,
-    pub next_slot: Slot,
-    /// Highest slot Phase 1 recovered; reads must wait for it to commit.
-    pub recovered_upto: Slot,
-    pub inflight: BTreeMap<Slot, Inflight>,
-    pub queue: VecDeque<Bytes>,
-    pub peers: Vec<PeerState>,
-    pub reads: ReadState,
-    pub transfer: Option<(ReplicaId, u64)>,
-    pub last_heartbeat_ms: u64,
-    pub became_ms: u64,
-    /// Elected by a quorum of amnesiac promises (a cluster's first start).
-    pub bootstrap: bool,
-}
-
-impl PrimaryState {
-    pub fn new(
-        ballot: Ballot,
-        replica_count: u32,
-        next_slot: Slot,
-        recovered_upto: Slot,
-        now_ms: u64,
-    ) -> Self {
-        PrimaryState {
-            ballot,
-            next_slot,
-            recovered_upto,
-            inflight: BTreeMap::new(),
-            queue: VecDeque::new(),
-            peers: vec![PeerState::default(); replica_count as usize],
-            reads: ReadState::default(),
-            transfer: None,
-            last_heartbeat_ms: now_ms,
-            became_ms: now_ms,
-            bootstrap: false,
-        }
-    }
-
-    pub fn note_ack(&mut self, from: ReplicaId, now_ms: u64) {
-        if let Some(p) = self.peers.get_mut(from.0 as usize) {
-            p.last_ack_ms = now_ms;
-        }
-    }
-
-    /// The lowest applied slot over the cluster: `own_applied` for the primary itself (its
-    /// own peer entry is never updated, so it must not count), reports for the others.
-    pub fn cluster_applied(&self, me: ReplicaId, own_applied: Slot) -> Slot {
-        self.peers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != me.0 as usize)
-            .map(|(_, p)| p.applied_upto)
-            .fold(own_applied, Slot::min)
-    }
-
-    pub fn begin_transfer(&mut self, to: ReplicaId, deadline_ms: u64, out: &mut Outputs) {
-        self.transfer = Some((to, deadline_ms));
-        self.reads.lease_expiry_ms = 0;
-        let hint = Rejection::NotPrimary {
-            primary_hint: Some(to),
-        };
-        for cmd in self.queue.drain(..) {
-            out.proposals_rejected.push((cmd, hint.clone()));
-        }
-    }
-}
 
 impl Replica {
     pub(crate) fn primary_mut(&mut self) -> Option<&mut PrimaryState> {
