@@ -16,6 +16,15 @@ use paxoskv::config::ReplicatedConfig;
 use paxoskv::local::LocalService;
 use paxoskv::storage::{Durability, StoreOptions};
 
+/// How long `serve` waits for a primary before saying it is still waiting.
+const PRIMARY_LOG_EVERY: Duration = Duration::from_secs(5);
+/// How often the process checks whether every replica stopped on a fatal error.
+const FAILED_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How long a graceful stop waits for the requests in flight.
+const DRAIN_FOR: Duration = Duration::from_secs(5);
+/// How often an idle main thread wakes (it waits for the stop signal).
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -357,7 +366,7 @@ fn run_cluster(
     store.start()?;
     tracing::info!(replicas = ?store.endpoints(), "replicas started; waiting for a primary");
     loop {
-        if let Some(p) = store.wait_for_primary(Duration::from_secs(5)) {
+        if let Some(p) = store.wait_for_primary(PRIMARY_LOG_EVERY) {
             tracing::info!(primary = p, "primary elected");
             break;
         }
@@ -389,7 +398,7 @@ fn run_cluster(
     }
     // A process whose replicas all stopped on a fatal error (a failed fsync, a damaged WAL)
     // exits non-zero instead of serving errors forever; a supervisor sees it.
-    while !stop.wait_for(Duration::from_millis(500)) {
+    while !stop.wait_for(FAILED_CHECK_EVERY) {
         if let Some(e) = store.all_failed() {
             tracing::error!(error = %e, "every replica of this process stopped; exiting");
             eprintln!("paxoskv: every replica of this process stopped: {e}");
@@ -398,8 +407,8 @@ fn run_cluster(
     }
     tracing::info!("shutting down: closing the Thrift port and draining requests in flight");
     let mut front = front;
-    if !front.stop_and_drain(Duration::from_secs(5)) {
-        tracing::warn!("requests still in flight after 5 s; stopping anyway");
+    if !front.stop_and_drain(DRAIN_FOR) {
+        tracing::warn!("requests still in flight after {DRAIN_FOR:?}; stopping anyway");
     }
     tracing::info!("handing leadership off and syncing");
     store.shutdown();
@@ -430,7 +439,7 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
     if let Some(m) = front.metrics_addr {
         println!("paxoskv metrics on http://{m}/metrics");
     }
-    while !stop.wait_for(Duration::from_secs(3600)) {}
+    while !stop.wait_for(IDLE_WAKE) {}
     std::process::exit(0);
 }
 

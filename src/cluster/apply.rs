@@ -25,6 +25,9 @@ use crate::storage::{KvStoreExecutor, SnapshotChunk};
 use crate::txn::{Command, Outcome};
 use crate::types::Sequence;
 
+/// How often a paused apply thread (test hook) looks whether it may go on.
+const PAUSE_POLL: Duration = Duration::from_millis(5);
+
 pub type Waiter = oneshot::Sender<Result<Outcome, ServiceError>>;
 
 /// One committed slot to apply.
@@ -204,7 +207,7 @@ impl Applier {
         group: Vec<ApplyJob>,
     ) -> Result<(), String> {
         while self.shared.pause_apply.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(PAUSE_POLL);
         }
         if !group.is_empty() && ReplicaShared::take_fault(&self.shared.inject_store_failure) {
             let e = "rocksdb: IO error: injected write failure".to_string();

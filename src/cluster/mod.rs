@@ -35,6 +35,12 @@ use crate::transport::TransportConfig;
 use crate::txn::{Command, Outcome};
 use crate::util::guest::{Guest, GuestSpawner};
 
+/// How often a blocking caller looks again for a primary.
+const PRIMARY_POLL: Duration = Duration::from_millis(5);
+/// How long, and how often, a replica port bind is retried while the old socket is released.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(5);
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(transparent)]
@@ -466,7 +472,7 @@ impl ReplicatedKvStore {
             if known.is_some() || Instant::now() >= deadline {
                 return known;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(PRIMARY_POLL);
         }
     }
 
@@ -502,7 +508,7 @@ impl ReplicatedKvStore {
             };
             match res {
                 Err(e) if e.code == ErrorCode::NotPrimary && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
+                    std::thread::sleep(PRIMARY_POLL)
                 }
                 other => return other,
             }
@@ -536,11 +542,11 @@ impl ReplicatedKvStore {
 /// Binds, retrying for a few seconds while the address is still held (a restart right after a
 /// crash can find the old socket not yet released).
 fn bind_with_retry(addr: &str) -> std::io::Result<std::net::TcpListener> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + BIND_RETRY_FOR;
     loop {
         match std::net::TcpListener::bind(addr) {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
+                std::thread::sleep(BIND_RETRY_EVERY);
             }
             other => return other,
         }

@@ -18,6 +18,9 @@ use crate::storage::KvReader;
 use crate::txn::{Command, Outcome};
 use crate::types::Version;
 
+/// How often a snapshot read looks for a local replica that has applied its version.
+const SNAPSHOT_WAIT_POLL: Duration = Duration::from_millis(1);
+
 const RETRY_PAUSE: Duration = Duration::from_millis(5);
 
 /// The thread-safe parts of one local replica, handed to the front.
@@ -190,7 +193,7 @@ impl KvService for ClusterService {
                             format!("read version {v} is newer than the latest applied version {latest}"),
                         ));
                     }
-                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                    glommio::timer::sleep(SNAPSHOT_WAIT_POLL).await;
                 }
             }
         };

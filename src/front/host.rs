@@ -11,6 +11,9 @@ use crate::config::{MetricsSection, ThriftSection};
 use crate::service::KvService;
 use crate::util::guest::GuestSpawner;
 
+/// How often a stopping front looks whether its requests in flight have drained.
+const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// Where the front runs.
 pub enum FrontHost {
     /// On an executor of its own.
@@ -116,7 +119,7 @@ where
         // Stopping: wait for the requests in flight, then report drained. The executor
         // keeps running (open connections stay served) until the process exits.
         while ctx.stats.in_flight.get() > 0 {
-            glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
+            glommio::timer::sleep(DRAIN_POLL).await;
         }
         let _ = drained_tx.send(());
         futures_lite::future::pending::<()>().await;

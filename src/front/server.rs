@@ -23,6 +23,11 @@ use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::txn::interactive::Session;
 use crate::util::read_buf::ReadBuf;
 
+/// Pause after a failed accept before trying again.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(10);
+/// How often, at most, the idle sweep runs (it runs four times per `idle_timeout`).
+const IDLE_SWEEP_MIN: std::time::Duration = std::time::Duration::from_millis(50);
+
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
 enum Reply {
@@ -93,7 +98,7 @@ type IdleRegistry = Rc<
 
 /// Closes connections that read nothing for `idle_timeout`, checking a few times per period.
 async fn sweep_idle(registry: IdleRegistry, idle_timeout: std::time::Duration) {
-    let every = (idle_timeout / 4).max(std::time::Duration::from_millis(50));
+    let every = (idle_timeout / 4).max(IDLE_SWEEP_MIN);
     loop {
         glommio::timer::sleep(every).await;
         let now = std::time::Instant::now();
@@ -140,7 +145,7 @@ pub async fn run_thrift_listener<S: KvService>(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                glommio::timer::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };

@@ -10,6 +10,9 @@ use glommio::net::TcpListener;
 use super::Metrics;
 use crate::service::KvService;
 
+/// Pause after a failed accept (out of file descriptors, ...) before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
 const REQUEST_BYTES_MAX: usize = 8 << 10;
 
 pub async fn run_metrics_listener<S: KvService>(
@@ -20,7 +23,7 @@ pub async fn run_metrics_listener<S: KvService>(
     let service = Rc::new(service);
     loop {
         let Ok(mut stream) = listener.accept().await else {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
+            glommio::timer::sleep(ACCEPT_RETRY).await;
             continue;
         };
         let metrics = metrics.clone();

@@ -18,6 +18,9 @@ use super::{Inbound, TransportFaults};
 use crate::util::io::write_all_flushed;
 use crate::util::read_buf::ReadBuf;
 
+/// Pause after a failed accept before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
     pub me: u32,
@@ -73,7 +76,7 @@ pub async fn run_listener<F>(
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(replica = cfg.me, error = %e, "replica accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                glommio::timer::sleep(ACCEPT_RETRY).await;
                 continue;
             }
         };

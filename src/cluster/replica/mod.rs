@@ -41,6 +41,9 @@ use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
 use crate::wal::Wal;
 use crate::wal::{run_wal, WalCmd};
 
+/// How long a stopping primary lets the transport deliver its leadership hand-off.
+const HANDOFF_GRACE: Duration = Duration::from_millis(100);
+
 /// What the front (or a library user) asks of a replica.
 pub enum ClientMsg {
     /// Replicate an encoded `txn::Command`; the outcome goes to `reply` once applied here, or
@@ -273,7 +276,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     sh.waiters.fail_all();
     if sh.stopping {
         // Let the transport deliver the leadership hand-off before the executor stops.
-        glommio::timer::sleep(Duration::from_millis(100)).await;
+        glommio::timer::sleep(HANDOFF_GRACE).await;
     }
     result
 }
