@@ -234,8 +234,14 @@ fn rolling_disk_replacement_rebuilds_every_node_from_its_peers_and_loses_nothing
         cluster.wipe(i);
         write(&cluster, &mut acked, 100);
         cluster.restart(i);
+        // The gauge appears once the replica has read its (empty) WAL.
+        let mut amnesiac = None;
+        wait_for("the restarted replica reporting its state", || {
+            amnesiac = cluster.metric(i, "paxoskv_replica_amnesiac");
+            amnesiac.is_some()
+        });
         assert_eq!(
-            cluster.metric(i, "paxoskv_replica_amnesiac"),
+            amnesiac,
             Some(1.0),
             "a replica on an empty disk must start without a vote"
         );

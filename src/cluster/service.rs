@@ -382,6 +382,10 @@ impl KvService for ClusterService {
 # TYPE {name} {kind}"
             );
             for r in &self.inner.local {
+                // Not known before the replica has read its WAL: no sample rather than a 0.
+                if name == "paxoskv_replica_amnesiac" && !r.shared.recovered.load(Relaxed) {
+                    continue;
+                }
                 let v = get(r);
                 if name == "paxoskv_replica_wal_sync_seconds_total" {
                     let _ = writeln!(out, "{name}{{replica=\"{}\"}} {}", r.id, v as f64 / 1e6);

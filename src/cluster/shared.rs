@@ -58,6 +58,8 @@ pub struct ReplicaShared {
     pub snapshots_installed: AtomicU64,
     /// The replica lost its durable state and does not vote until rebuilt.
     pub amnesiac: AtomicBool,
+    /// The replica has recovered its WAL (until then `amnesiac` is not known yet).
+    pub recovered: AtomicBool,
     pub snapshots_served: AtomicU64,
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
@@ -101,6 +103,7 @@ impl ReplicaShared {
             log_start: AtomicU64::new(0),
             snapshots_installed: AtomicU64::new(0),
             amnesiac: AtomicBool::new(false),
+            recovered: AtomicBool::new(false),
             snapshots_served: AtomicU64::new(0),
             slot_commands: Default::default(),
         }

@@ -245,6 +245,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     sh.shared
         .amnesiac
         .store(sh.core.is_amnesiac(), Ordering::SeqCst);
+    sh.shared.recovered.store(true, Ordering::SeqCst);
     sh.shared.running.store(true, Ordering::SeqCst);
     let result = loop {
         let Some(ev) = ev_rx.recv().await else {
