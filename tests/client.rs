@@ -404,7 +404,8 @@ fn tls_to_the_front_verifies_the_certificate() {
         plain.retry_deadline = Duration::from_millis(300);
         plain.request_timeout = Duration::from_millis(300);
         let p = Client::connect(plain).await.unwrap();
-        assert!(p.get(b"over-tls").await.is_err());
+        let e = p.get(b"over-tls").await.unwrap_err();
+        assert!(e.to_string().contains("speaks TLS"), "{e}");
     });
 }
 

@@ -210,11 +210,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
     dead: Arc<AtomicBool>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut first = true;
     let why = loop {
         match rd.read_buf(&mut buf).await {
             Ok(0) => break "the server closed the connection".to_string(),
             Ok(_) => {}
             Err(e) => break format!("read failed: {e}"),
+        }
+        // A TLS record (alert or handshake) where a Thrift reply should be: plain TCP to a
+        // TLS front.
+        if std::mem::take(&mut first) && o.tls.is_none() && looks_like_tls(&buf) {
+            break "the endpoint speaks TLS: set Config::tls (paxoskv kv: --tls-ca)".to_string();
         }
         match cut_replies(&mut buf, &o, &waiting) {
             Ok(()) => {}
@@ -225,6 +231,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     };
     fail_all(&waiting, &dead, &why);
+}
+
+/// A TLS record header: content type alert (21) or handshake (22), version 3.x.
+fn looks_like_tls(b: &[u8]) -> bool {
+    b.len() >= 3 && (b[0] == 21 || b[0] == 22) && b[1] == 3 && b[2] <= 4
 }
 
 /// Hands every complete reply at the front of `buf` to its waiter and drops the consumed bytes.
