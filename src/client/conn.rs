@@ -1,6 +1,7 @@
-//! One pipelined connection: callers encode their request, a writer task coalesces whatever is
-//! queued into one write, a reader task cuts replies off the stream and hands each to the
-//! caller whose sequence id it carries. Never more than `max_in_flight` requests are
+//! One pipelined connection: callers encode their request and write it themselves (whoever
+//! holds the write half also writes what others queued meanwhile, in one write: no task hop
+//! per call), a reader task cuts replies off the stream and hands each to the caller whose
+//! sequence id it carries. Never more than `max_in_flight` requests are
 //! outstanding; a reply bigger than `max_reply_bytes` closes the connection.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use crate::front::codec::binary_message_len;
 use crate::front::wire::{self, Rpc};
@@ -28,11 +29,7 @@ pub(crate) enum ConnError {
 
 type Waiter = oneshot::Sender<Result<Vec<u8>, ConnError>>;
 
-struct Job {
-    sequence: i32,
-    bytes: Vec<u8>,
-    reply: Waiter,
-}
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Shape of a connection.
 #[derive(Clone)]
@@ -45,7 +42,10 @@ pub(crate) struct ConnOptions {
 }
 
 pub(crate) struct Conn {
-    jobs: mpsc::Sender<Job>,
+    writer: tokio::sync::Mutex<Writer>,
+    /// Request bytes queued by callers that found the writer busy; its holder writes them.
+    queued: Mutex<Vec<u8>>,
+    reader: tokio::task::JoinHandle<()>,
     next_sequence: AtomicI32,
     in_flight: Arc<Semaphore>,
     waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
@@ -64,15 +64,13 @@ impl Conn {
         stream
             .set_nodelay(true)
             .map_err(|e| format!("TCP_NODELAY on {addr}: {e}"))?;
-        let (jobs, rx) = mpsc::channel(o.max_in_flight.max(1));
         let waiting = Arc::new(Mutex::new(HashMap::new()));
         let dead = Arc::new(AtomicBool::new(false));
         let (w, d) = (waiting.clone(), dead.clone());
-        match &o.tls {
+        let (writer, reader): (Writer, _) = match &o.tls {
             None => {
                 let (rd, wr) = stream.into_split();
-                tokio::spawn(write_loop(wr, rx, waiting.clone(), dead.clone()));
-                tokio::spawn(read_loop(rd, o.clone(), w, d));
+                (Box::new(wr), tokio::spawn(read_loop(rd, o.clone(), w, d)))
             }
             Some((t, config)) => {
                 let name = super::tls::server_name(t, addr)?;
@@ -82,12 +80,13 @@ impl Conn {
                     .map_err(|_| format!("TLS handshake with {addr} timed out"))?
                     .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
                 let (rd, wr) = tokio::io::split(stream);
-                tokio::spawn(write_loop(wr, rx, waiting.clone(), dead.clone()));
-                tokio::spawn(read_loop(rd, o.clone(), w, d));
+                (Box::new(wr), tokio::spawn(read_loop(rd, o.clone(), w, d)))
             }
-        }
+        };
         Ok(Conn {
-            jobs,
+            writer: tokio::sync::Mutex::new(writer),
+            queued: Mutex::new(Vec::new()),
+            reader,
             next_sequence: AtomicI32::new(1),
             in_flight: Arc::new(Semaphore::new(o.max_in_flight.max(1))),
             waiting,
@@ -113,19 +112,15 @@ impl Conn {
             .acquire()
             .await
             .map_err(|_| ConnError::NotSent("connection closed".into()))?;
+        if self.is_dead() {
+            return Err(ConnError::NotSent("connection closed".into()));
+        }
         let sequence = self.next_sequence.fetch_add(1, Ordering::Relaxed) & i32::MAX;
-        let mut bytes = Vec::with_capacity(64);
-        wire::encode_call(&mut bytes, sequence, req, self.framed);
         let (tx, rx) = oneshot::channel();
-        let job = Job {
-            sequence,
-            bytes,
-            reply: tx,
-        };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| ConnError::NotSent("connection closed".into()))?;
+        // Registered before its bytes can leave, so its reply always finds it.
+        lock(&self.waiting).insert(sequence, tx);
+        wire::encode_call(&mut lock(&self.queued), sequence, req, self.framed);
+        self.flush().await;
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(ConnError::Lost("connection task ended".into())),
@@ -149,6 +144,59 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Writes what is queued, unless another caller holds the writer: that one writes it (it
+    /// looks at the queue again after letting go, so nothing queued meanwhile is left behind).
+    async fn flush(&self) {
+        loop {
+            let Ok(mut w) = self.writer.try_lock() else {
+                return;
+            };
+            loop {
+                let bytes = std::mem::take(&mut *lock(&self.queued));
+                if bytes.is_empty() {
+                    break;
+                }
+                // A caller dropped mid-write (its own timeout, a select) would leave half a
+                // request on the stream: the guard then retires the connection.
+                let guard = Retire(self);
+                let sent = match w.write_all(&bytes).await {
+                    Ok(()) => w.flush().await,
+                    Err(e) => Err(e),
+                };
+                std::mem::forget(guard);
+                if let Err(e) = sent {
+                    fail_all(&self.waiting, &self.dead, &format!("write failed: {e}"));
+                    return;
+                }
+            }
+            drop(w);
+            if lock(&self.queued).is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+struct Retire<'a>(&'a Conn);
+
+impl Drop for Retire<'_> {
+    fn drop(&mut self) {
+        fail_all(
+            &self.0.waiting,
+            &self.0.dead,
+            "a write was cancelled half-way",
+        );
+    }
+}
+
+impl Drop for Conn {
+    /// The pool dropped the connection: stop its reader (the write half closes with it).
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -159,48 +207,6 @@ fn fail_all(waiting: &Mutex<HashMap<i32, Waiter>>, dead: &AtomicBool, why: &str)
     for (_, w) in lock(waiting).drain() {
         let _ = w.send(Err(ConnError::Lost(why.to_string())));
     }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Job>,
-    waiting: Arc<Mutex<HashMap<i32, Waiter>>>,
-    dead: Arc<AtomicBool>,
-) {
-    let mut buf = Vec::with_capacity(16 * 1024);
-    while let Some(job) = rx.recv().await {
-        // Everything queued now goes out in one write; each waiter is registered before its
-        // bytes leave, so its reply always finds it.
-        let mut next = Some(job);
-        while let Some(j) = next {
-            if dead.load(Ordering::Acquire) {
-                let _ = j
-                    .reply
-                    .send(Err(ConnError::NotSent("connection closed".into())));
-            } else {
-                buf.extend_from_slice(&j.bytes);
-                lock(&waiting).insert(j.sequence, j.reply);
-            }
-            next = if buf.len() < 256 * 1024 {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
-        }
-        if buf.is_empty() {
-            continue;
-        }
-        let sent = match wr.write_all(&buf).await {
-            Ok(()) => wr.flush().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = sent {
-            fail_all(&waiting, &dead, &format!("write failed: {e}"));
-        }
-        buf.clear();
-    }
-    // The client dropped the connection: let the server see the end of the stream.
-    let _ = wr.shutdown().await;
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
