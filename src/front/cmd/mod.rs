@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::ctx::{FaultKind, FrontCtx};
 use super::pipeline::{order_of, InFlight, Order, WriteSignal};
-use super::reply::{failure, to_reply, Reply};
+use super::reply::{to_reply, Reply};
 use super::wire::{Call, Response};
 use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::txn::interactive::{Fence, Session};
@@ -155,6 +155,13 @@ pub fn handle<S: KvService>(
         }
         _ => None,
     };
+    // An injected `error` fault answers as if the cluster were unavailable, without running
+    // the request (UNAVAILABLE must not hide a write that happened); the call is still
+    // dispatched, so its session work happens as it would have.
+    let injected = (fault == Some(FaultKind::Error) && INJECTABLE.contains(&method)).then(|| {
+        let e = ServiceError::new(ErrorCode::Unavailable, "injected fault");
+        (call.refused(&e), Some(e.code))
+    });
     let fut = dispatch(ctx, session, call);
     let ctx2 = ctx.clone();
     ctx.stats.in_flight.set(ctx.stats.in_flight.get() + 1);
@@ -163,16 +170,9 @@ pub fn handle<S: KvService>(
         if let Some(w) = wait_for {
             w.wait().await;
         }
-        let injected = match fault {
-            Some(FaultKind::Delay(d)) => {
-                glommio::timer::sleep(d).await;
-                None
-            }
-            // Answered as if the cluster were unavailable, without running the request:
-            // UNAVAILABLE must not hide a write that happened.
-            Some(FaultKind::Error) => injected_failure(method),
-            None => None,
-        };
+        if let Some(FaultKind::Delay(d)) = fault {
+            glommio::timer::sleep(d).await;
+        }
         let (resp, code) = match injected {
             Some(a) => a,
             None => fut.await,
@@ -186,16 +186,5 @@ pub fn handle<S: KvService>(
     })
 }
 
-/// The reply an injected `error` fault gives instead of running the request, for the methods
-/// it covers (setKey, deleteKey, atomicCommit, get); other methods run normally.
-fn injected_failure(method: &str) -> Option<Answer> {
-    let e = ServiceError::new(ErrorCode::Unavailable, "injected fault");
-    let resp = match method {
-        "setKey" => Response::SetKey(failure(&e)),
-        "deleteKey" => Response::DeleteKey(failure(&e)),
-        "atomicCommit" => Response::AtomicCommit(failure(&e)),
-        "get" => Response::Get(failure(&e)),
-        _ => return None,
-    };
-    Some((resp, Some(ErrorCode::Unavailable)))
-}
+/// The methods an injected `error` fault answers for; other methods run normally.
+const INJECTABLE: &[&str] = &["setKey", "deleteKey", "atomicCommit", "get"];
