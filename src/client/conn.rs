@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 
+use super::lock;
 use crate::front::codec::binary_message_len;
 use crate::front::wire::{self, Rpc};
 
@@ -195,10 +196,6 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.reader.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Fails every waiting call with `Lost` and marks the connection dead.

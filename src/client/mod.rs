@@ -66,6 +66,12 @@ use crate::front::wire::{ErrorText, Rpc};
 use conn::{ConnError, ConnOptions};
 use pool::{Endpoint, ProbeSettings};
 
+/// A std mutex's guard, also after a panic elsewhere poisoned it (the client's shared state
+/// stays consistent between statements, so the data is still good).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
 

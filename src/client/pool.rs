@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::conn::{Conn, ConnOptions};
+use super::lock;
 use crate::front::generated::PingRequest;
 
 pub(crate) struct Endpoint {
@@ -40,10 +41,6 @@ fn rand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(Instant::now().elapsed().as_nanos());
     h.finish()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Endpoint {
@@ -115,8 +112,8 @@ pub(crate) fn spawn_probe<T: Send + Sync + 'static>(
         loop {
             let wait = {
                 let Some(o) = owner.upgrade() else { return };
-                let h = lock(&ep(&o).health);
-                h.down_until.map_or(Duration::ZERO, |t| {
+                let (_, until) = ep(&o).health();
+                until.map_or(Duration::ZERO, |t| {
                     t.saturating_duration_since(Instant::now())
                 })
             };
@@ -135,17 +132,12 @@ pub(crate) fn spawn_probe<T: Send + Sync + 'static>(
             };
             if ok {
                 tracing::debug!(endpoint = %e.addr, "endpoint answers again");
-                let mut h = lock(&e.health);
-                h.failures = 0;
-                h.down_until = None;
-                h.probing = false;
+                e.mark_up();
+                lock(&e.health).probing = false;
                 return;
             }
-            let mut h = lock(&e.health);
-            h.failures = h.failures.saturating_add(1);
-            h.down_until = Some(
-                Instant::now() + backoff(h.failures, settings.backoff_min, settings.backoff_max),
-            );
+            // Backs off further; the probe is already running, so this starts none.
+            e.mark_down(settings.backoff_min, settings.backoff_max);
         }
     });
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::range::{snapshot_page_request, RangePage};
-use super::{pool, Client, Error, KeyValue, Kind, Result};
+use super::{lock, pool, Client, Error, KeyValue, Kind, Result};
 use crate::front::generated::{AtomicCommitRequest, KeyRange, Operation, SnapshotGetRequest};
 
 /// Bytes of a versionstamp: 8 of commit version and 2 of the operation's index, big-endian.
@@ -59,10 +59,6 @@ impl Committed {
         s[8..].copy_from_slice(&op.to_be_bytes());
         Some(s)
     }
-}
-
-fn lock(m: &Mutex<TxState>) -> std::sync::MutexGuard<'_, TxState> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The smallest key after `key`.
