@@ -10,6 +10,7 @@
 
 // The Thrift wire (codec, calls, generated structs) is shared by both halves; its server parts
 // (commands, listener) are behind the `server` feature inside `front`.
+pub mod error_code;
 pub mod front;
 
 #[cfg(feature = "client")]

@@ -11,54 +11,7 @@ use crate::storage::{RangeQuery, RangeResult, StorageError};
 use crate::txn::{Command, Outcome};
 use crate::types::Version;
 
-/// Stable error codes clients switch on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    Conflict,
-    Timeout,
-    NotPrimary,
-    TooLarge,
-    InvalidArgument,
-    Unavailable,
-    Internal,
-    TooOld,
-    /// A diagnostic or test method that is disabled, or called without the admin token.
-    Unauthorized,
-}
-
-impl ErrorCode {
-    /// Every code, in a fixed order (the metrics' result labels follow it).
-    pub const ALL: [ErrorCode; 9] = [
-        ErrorCode::Conflict,
-        ErrorCode::Timeout,
-        ErrorCode::NotPrimary,
-        ErrorCode::TooLarge,
-        ErrorCode::InvalidArgument,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-        ErrorCode::TooOld,
-        ErrorCode::Unauthorized,
-    ];
-
-    /// Position in `ALL`.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Conflict => "CONFLICT",
-            ErrorCode::Timeout => "TIMEOUT",
-            ErrorCode::NotPrimary => "NOT_PRIMARY",
-            ErrorCode::TooLarge => "TOO_LARGE",
-            ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
-            ErrorCode::Unavailable => "UNAVAILABLE",
-            ErrorCode::Internal => "INTERNAL",
-            ErrorCode::TooOld => "TOO_OLD",
-            ErrorCode::Unauthorized => "UNAUTHORIZED",
-        }
-    }
-}
+pub use crate::error_code::ErrorCode;
 
 /// An error a client can act on: a stable code and a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,8 @@
 //! The client's one error type: the server's stable error codes, one variant each, plus what can
 //! go wrong between the client and the server.
 
+use crate::error_code::ErrorCode;
+
 /// What a call can fail with. Server errors keep the server's message; `code()` gives the wire
 /// code (`"CONFLICT"`, `"NOT_PRIMARY"`, ...) for logs and metrics.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,44 +76,57 @@ impl Error {
         let (parsed, message) = split_code(text);
         let code = code.filter(|c| !c.is_empty()).or(parsed).unwrap_or("");
         let m = message.to_string();
-        match code {
-            "CONFLICT" => Error::Conflict(m),
-            "TOO_OLD" => Error::TooOld(m),
-            "NOT_PRIMARY" => Error::NotPrimary(m),
-            "UNAVAILABLE" => Error::Unavailable(m),
-            "TIMEOUT" => Error::Timeout(m),
-            "TOO_LARGE" => Error::TooLarge(m),
-            "INVALID_ARGUMENT" => Error::InvalidArgument(m),
-            "UNAUTHORIZED" => Error::Unauthorized(m),
-            "INTERNAL" => Error::Internal(m),
-            "" => Error::Other {
+        match ErrorCode::parse(code) {
+            Some(ErrorCode::Conflict) => Error::Conflict(m),
+            Some(ErrorCode::TooOld) => Error::TooOld(m),
+            Some(ErrorCode::NotPrimary) => Error::NotPrimary(m),
+            Some(ErrorCode::Unavailable) => Error::Unavailable(m),
+            Some(ErrorCode::Timeout) => Error::Timeout(m),
+            Some(ErrorCode::TooLarge) => Error::TooLarge(m),
+            Some(ErrorCode::InvalidArgument) => Error::InvalidArgument(m),
+            Some(ErrorCode::Unauthorized) => Error::Unauthorized(m),
+            Some(ErrorCode::Internal) => Error::Internal(m),
+            None if code.is_empty() => Error::Other {
                 code: "ERROR".to_string(),
                 message: text.to_string(),
             },
-            other => Error::Other {
-                code: other.to_string(),
+            None => Error::Other {
+                code: code.to_string(),
                 message: m,
             },
         }
     }
 
+    /// The wire code of a server error.
+    pub fn wire_code(&self) -> Option<ErrorCode> {
+        Some(match self {
+            Error::Conflict(_) => ErrorCode::Conflict,
+            Error::TooOld(_) => ErrorCode::TooOld,
+            Error::NotPrimary(_) => ErrorCode::NotPrimary,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Timeout(_) => ErrorCode::Timeout,
+            Error::TooLarge(_) => ErrorCode::TooLarge,
+            Error::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Error::Unauthorized(_) => ErrorCode::Unauthorized,
+            Error::Internal(_) => ErrorCode::Internal,
+            Error::GaveUp { last, .. } => return last.wire_code(),
+            _ => return None,
+        })
+    }
+
     /// The wire code of a server error, or a name for a client-side one.
     pub fn code(&self) -> &str {
+        if let Some(c) = self.wire_code() {
+            return c.as_str();
+        }
         match self {
-            Error::Conflict(_) => "CONFLICT",
-            Error::TooOld(_) => "TOO_OLD",
-            Error::NotPrimary(_) => "NOT_PRIMARY",
-            Error::Unavailable(_) => "UNAVAILABLE",
-            Error::Timeout(_) => "TIMEOUT",
-            Error::TooLarge(_) => "TOO_LARGE",
-            Error::InvalidArgument(_) => "INVALID_ARGUMENT",
-            Error::Unauthorized(_) => "UNAUTHORIZED",
-            Error::Internal(_) => "INTERNAL",
             Error::Other { code, .. } => code,
             Error::OutcomeUnknown(_) => "OUTCOME_UNKNOWN",
             Error::Unreachable(_) => "UNREACHABLE",
             Error::Protocol(_) => "PROTOCOL",
             Error::GaveUp { last, .. } => last.code(),
+            // Server codes were answered by `wire_code` above.
+            _ => "ERROR",
         }
     }
 
@@ -146,8 +161,8 @@ fn split_code(text: &str) -> (Option<&str>, &str) {
         }
     }
     // "TOO_OLD" may also appear inside a snapshot read's message.
-    if text.contains("TOO_OLD") {
-        return (Some("TOO_OLD"), text);
+    if text.contains(ErrorCode::TooOld.as_str()) {
+        return (Some(ErrorCode::TooOld.as_str()), text);
     }
     (None, text)
 }
