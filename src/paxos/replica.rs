@@ -2,9 +2,10 @@
 //! handler shares (sending, persisting, holding replies until durable, role changes).
 //!
 //! Owns: `Replica` (its role types are in `state.rs`). Must not: touch clocks, randomness,
-//! sockets or files — time and randomness arrive in `Input::Tick`, durability in `Input::Durable`. Invariants: a message
-//! passed to `send_durable` leaves only after every record persisted so far is durable; at most
-//! one role at a time; a replica only proposes in ballots it owns (`ballot mod n == id`).
+//! sockets or files — time and randomness arrive in `Input::Tick`, durability in
+//! `Input::Durable`. Invariants: a message passed to `send_durable` leaves only after every
+//! record persisted so far is durable; at most one role at a time; a replica only proposes in
+//! ballots it owns (`ballot mod n == id`).
 //! The handlers live in `election.rs`, `replication.rs`, `catchup.rs` and `read_index.rs`.
 
 use super::config::PaxosConfig;
@@ -62,11 +63,7 @@ impl Replica {
             random: 0,
             promised: recovered.promised,
             ballot_seen_max: recovered.promised,
-            log: {
-                let mut log = Log::recover(&recovered);
-                log.strict = config.faults == Default::default();
-                log
-            },
+            log: Log::recover(&recovered, config.faults == Default::default()),
             role: Role::Follower,
             known_primary: None,
             last_heard_ms: 0,
