@@ -32,6 +32,8 @@ const READ_CHUNK_BYTES: usize = 64 << 10;
 
 enum Reply {
     Pending(glommio::Task<Response>),
+    /// Answered without running (refused at once).
+    Ready(Response),
     Exception(ApplicationError),
 }
 
@@ -282,7 +284,7 @@ where
                         "too many request bytes in flight on this server \
                          (thrift.max_in_flight_bytes_total); retry",
                     );
-                    Reply::Pending(glommio::spawn_local(std::future::ready(call.refused(&e))))
+                    Reply::Ready(call.refused(&e))
                 }
                 Ok(call) => Reply::Pending(glommio::spawn_local(handle(&ctx, &session, call))),
                 Err(e) => Reply::Exception(e),
@@ -377,22 +379,21 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
     let mut next = rx.recv().await;
     while let Some(mut item) = next.take() {
         loop {
-            let resp = match &mut item.reply {
-                Reply::Pending(task) => match poll_once(&mut *task).await {
-                    Some(r) => Ok(r),
-                    None => {
-                        // Not ready: send what is ready before waiting on it.
-                        flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
-                        Ok(task.await)
-                    }
-                },
-                Reply::Exception(e) => Err(ApplicationError::new(e.kind, e.message.clone())),
-            };
-            match resp {
-                Ok(r) => wire::encode_reply(&mut out, &item.name, item.sequence, &r, item.framed),
-                Err(e) => {
-                    wire::encode_exception(&mut out, &item.name, item.sequence, &e, item.framed)
+            let (name, seq, framed) = (&item.name, item.sequence, item.framed);
+            match &mut item.reply {
+                Reply::Pending(task) => {
+                    let r = match poll_once(&mut *task).await {
+                        Some(r) => r,
+                        None => {
+                            // Not ready: send what is ready before waiting on it.
+                            flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
+                            task.await
+                        }
+                    };
+                    wire::encode_reply(&mut out, name, seq, &r, framed)
                 }
+                Reply::Ready(r) => wire::encode_reply(&mut out, name, seq, r, framed),
+                Reply::Exception(e) => wire::encode_exception(&mut out, name, seq, e, framed),
             }
             encoded.0 += item.bytes;
             encoded.1 += item.room;
