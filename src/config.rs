@@ -253,7 +253,7 @@ impl Default for ConsensusSection {
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(500),
             commit_timeout: Duration::from_secs(10),
-            read_lease: false,
+            read_lease: true,
             clock_drift_bound: Duration::from_millis(50),
             max_batch_ops: 1024,
             max_batch_bytes: 4 << 20,

@@ -70,6 +70,12 @@ fn replica_messages_never_panic_and_round_trip() {
         Message::Prepare {
             ballot: Ballot(7),
             from_slot: Slot(3),
+            released: None,
+        },
+        Message::Prepare {
+            ballot: Ballot(9),
+            from_slot: Slot(3),
+            released: Some(Ballot(7)),
         },
         Message::Promise {
             ballot: Ballot(7),

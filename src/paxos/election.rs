@@ -24,9 +24,11 @@ impl Replica {
             partial,
             started_ms,
             last_send_ms,
+            released,
         } = &mut self.role
         {
             let ballot = *ballot;
+            let released = *released;
             if now.saturating_sub(*started_ms) >= self.election_timeout_ms {
                 self.become_follower(out);
                 self.draw_election_timeout();
@@ -47,7 +49,12 @@ impl Replica {
                     })
                     .collect();
                 for (to, from_slot) in missing {
-                    self.send(to, Message::Prepare { ballot, from_slot }, out);
+                    let prepare = Message::Prepare {
+                        ballot,
+                        from_slot,
+                        released,
+                    };
+                    self.send(to, prepare, out);
                 }
             }
             return;
@@ -56,7 +63,7 @@ impl Replica {
             self.election_timer_start_ms = now;
             self.draw_election_timeout();
             if self.cfg.faults.skip_prevote {
-                self.start_prepare(out);
+                self.start_prepare(None, out);
             } else {
                 self.start_prevote(out);
             }
@@ -77,6 +84,17 @@ impl Replica {
         let granted = self.would_grant_prevote(ballot);
         let me = self.me;
         self.on_prevote_reply(me, ballot, granted, out);
+    }
+
+    /// Lease mode: this replica heard from a primary (or a candidate it promised) within the
+    /// minimum election timeout, and `released` does not name the ballot it follows (or a later
+    /// one) as given up. Such a replica makes no new promise: the primary's lease, counted from
+    /// a heartbeat it sent before we heard it, may still run.
+    fn holds_for_lease(&self, released: Option<Ballot>) -> bool {
+        let heard_lately =
+            self.now_ms.saturating_sub(self.last_heard_ms) < self.cfg.election_timeout_min_ms;
+        let released = released.is_some_and(|b| b >= self.promised);
+        self.cfg.lease_enabled && heard_lately && !released
     }
 
     fn would_grant_prevote(&self, ballot: Ballot) -> bool {
@@ -102,14 +120,15 @@ impl Replica {
             if *b == ballot && granted {
                 *grants |= 1u64 << from.0;
                 if grants.count_ones() >= quorum {
-                    self.start_prepare(out);
+                    self.start_prepare(None, out);
                 }
             }
         }
     }
 
     /// Phase 1: promise ourselves and ask everyone for promises on every open slot.
-    pub(crate) fn start_prepare(&mut self, out: &mut Outputs) {
+    /// `released`: the ballot of the primary that handed its role to us, if it did.
+    pub(crate) fn start_prepare(&mut self, released: Option<Ballot>, out: &mut Outputs) {
         let ballot = self.next_ballot();
         self.role = Role::Candidate {
             ballot,
@@ -117,10 +136,15 @@ impl Replica {
             partial: (0..self.cfg.replica_count).map(|_| None).collect(),
             started_ms: self.now_ms,
             last_send_ms: self.now_ms,
+            released,
         };
         self.set_known_primary(None, out);
         let from_slot = self.log.commit_upto().next();
-        let prepare = Message::Prepare { ballot, from_slot };
+        let prepare = Message::Prepare {
+            ballot,
+            from_slot,
+            released,
+        };
         self.broadcast(&prepare, out);
         let me = self.me;
         self.send(me, prepare, out);
@@ -131,9 +155,15 @@ impl Replica {
         from: ReplicaId,
         ballot: Ballot,
         from_slot: Slot,
+        released: Option<Ballot>,
         out: &mut Outputs,
     ) {
         if self.nack_if_stale(from, ballot, out) {
+            return;
+        }
+        if ballot > self.promised && from != self.me && self.holds_for_lease(released) {
+            // A primary we heard from lately may hold a read lease: no new promise until it
+            // has been silent for a timeout (it steps down or is deposed by then).
             return;
         }
         if ballot > self.promised {
@@ -180,11 +210,13 @@ impl Replica {
             promises,
             partial,
             started_ms,
+            released,
             ..
         } = &mut self.role
         else {
             return;
         };
+        let released = *released;
         if *b != ballot || promises[from.0 as usize].is_some() {
             return;
         }
@@ -213,7 +245,12 @@ impl Replica {
             let from_slot = promise.entries.last().map(|e| e.slot.next());
             partial[from.0 as usize] = Some(promise);
             if let Some(from_slot) = from_slot {
-                self.send(from, Message::Prepare { ballot, from_slot }, out);
+                let prepare = Message::Prepare {
+                    ballot,
+                    from_slot,
+                    released,
+                };
+                self.send(from, prepare, out);
             }
             return;
         }
@@ -310,7 +347,7 @@ impl Replica {
 
     pub(crate) fn on_timeout_now(&mut self, from: ReplicaId, ballot: Ballot, out: &mut Outputs) {
         if ballot >= self.promised && ballot.primary(self.cfg.replica_count) == from {
-            self.start_prepare(out);
+            self.start_prepare(Some(ballot), out);
         }
     }
 

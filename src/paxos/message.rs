@@ -30,10 +30,13 @@ pub enum Message {
         ballot: Ballot,
         granted: bool,
     },
-    /// Phase 1a for every slot from `from_slot` on.
+    /// Phase 1a for every slot from `from_slot` on. `released`: the ballot of the primary that
+    /// handed its role to this candidate (`TimeoutNow`) and gave up its read lease for good; a
+    /// follower of that primary promises at once instead of waiting out its silence (lease mode).
     Prepare {
         ballot: Ballot,
         from_slot: Slot,
+        released: Option<Ballot>,
     },
     /// Phase 1b: everything the sender accepted from the Prepare's `from_slot` on.
     Promise {
@@ -159,7 +162,11 @@ impl Message {
             | Message::PreVoteReply { .. }
             | Message::Nack { .. }
             | Message::TimeoutNow { .. } => true,
-            Message::Prepare { from_slot, .. } => s(from_slot),
+            Message::Prepare {
+                from_slot,
+                released,
+                ..
+            } => s(from_slot) && released.as_ref().is_none_or(b),
             Message::Promise {
                 log_start,
                 commit_upto,
@@ -205,10 +212,16 @@ impl Message {
                 put_ballot(buf, *ballot);
                 put_u8(buf, u8::from(*granted));
             }
-            Message::Prepare { ballot, from_slot } => {
+            Message::Prepare {
+                ballot,
+                from_slot,
+                released,
+            } => {
                 put_u8(buf, TAG_PREPARE);
                 put_ballot(buf, *ballot);
                 put_slot(buf, *from_slot);
+                put_u8(buf, u8::from(released.is_some()));
+                put_ballot(buf, released.unwrap_or(Ballot(0)));
             }
             Message::Promise {
                 ballot,
@@ -326,10 +339,17 @@ impl Message {
                 ballot: r.ballot()?,
                 granted: r.bool()?,
             },
-            TAG_PREPARE => Message::Prepare {
-                ballot: r.ballot()?,
-                from_slot: r.slot()?,
-            },
+            TAG_PREPARE => {
+                let ballot = r.ballot()?;
+                let from_slot = r.slot()?;
+                let has_released = r.bool()?;
+                let released = r.ballot()?;
+                Message::Prepare {
+                    ballot,
+                    from_slot,
+                    released: has_released.then_some(released),
+                }
+            }
             TAG_PROMISE => {
                 let more = r.u8()? != 0;
                 let ballot = r.ballot()?;
@@ -454,6 +474,7 @@ mod tests {
                 2 => Message::Prepare {
                     ballot: b,
                     from_slot: s,
+                    released: self.next().is_multiple_of(2).then_some(Ballot(self.next())),
                 },
                 3 => Message::Promise {
                     ballot: b,

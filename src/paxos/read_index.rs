@@ -7,7 +7,11 @@
 //! it arrived; its read index is at least every slot that could have been chosen before it
 //! arrived (the commit index, and every slot Phase 1 recovered); a lease lasts
 //! `election_timeout_min_ms - clock_drift_bound_ms` from the *send* time of a round a quorum
-//! acknowledged, and ends at once when leadership transfer begins.
+//! acknowledged, and ends for good when leadership transfer begins. The lease holds because no
+//! quorum promises a new ballot while it runs: a replica promises (and grants a PreVote) only
+//! once it has heard nothing from a primary for `election_timeout_min_ms` on its own clock,
+//! unless the Prepare says the primary it follows released it (`election.rs`), and the shell
+//! gives the core the current time before every step (a clock read at ticks only would lag).
 
 use super::io::{Outputs, Rejection};
 use super::message::Message;
@@ -114,7 +118,7 @@ impl Replica {
             latest_sent_ms = r.sent_ms;
             out.read_ready.extend(r.reads);
         }
-        if lease && p.transfer.is_none() {
+        if lease && !p.lease_forfeited {
             p.reads.lease_expiry_ms = p.reads.lease_expiry_ms.max(latest_sent_ms + lease_ms);
         }
         if !p.reads.waiting.is_empty() && p.reads.rounds.is_empty() {

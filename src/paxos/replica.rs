@@ -82,6 +82,13 @@ impl Replica {
         }
     }
 
+    /// The time now, on the clock `Input::Tick` uses (earlier values are ignored). A shell calls
+    /// it before every step, so what the core decides by time (whether a read lease still runs,
+    /// whether a peer was heard from lately) judges by the present, not by the last tick.
+    pub fn observe_clock(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
     /// The single entry point: feed one input, collect outputs into `out` (appended).
     pub fn step(&mut self, input: Input, out: &mut Outputs) {
         match input {
@@ -151,7 +158,11 @@ impl Replica {
             Message::PreVoteReply { ballot, granted } => {
                 self.on_prevote_reply(from, ballot, granted, out)
             }
-            Message::Prepare { ballot, from_slot } => self.on_prepare(from, ballot, from_slot, out),
+            Message::Prepare {
+                ballot,
+                from_slot,
+                released,
+            } => self.on_prepare(from, ballot, from_slot, released, out),
             Message::Promise {
                 ballot,
                 log_start,

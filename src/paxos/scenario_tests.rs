@@ -3,6 +3,7 @@
 //! Owns: nothing but tests. Invariants exercised: replies wait for durability; a lower ballot
 //! is refused; a non-primary routes proposals; a three-replica round commits once everywhere.
 
+use super::state::{Role, Round};
 use super::*;
 use bytes::Bytes;
 
@@ -111,6 +112,7 @@ fn promise_waits_for_durability_and_reports_accepted_values() {
     let prepare = Message::Prepare {
         ballot: Ballot(4),
         from_slot: Slot(1),
+        released: None,
     };
     let out = step(
         &mut r,
@@ -506,6 +508,7 @@ fn a_promise_larger_than_its_byte_limit_comes_in_parts_that_cover_every_entry() 
         let prepare = Message::Prepare {
             ballot: Ballot(3),
             from_slot,
+            released: None,
         };
         let mut out = step(
             &mut r,
@@ -545,6 +548,7 @@ fn messages_with_absurd_ballots_or_slots_change_nothing() {
     let huge = Message::Prepare {
         ballot: Ballot(u64::MAX),
         from_slot: Slot(1),
+        released: None,
     };
     let out = step(
         &mut r,
@@ -567,6 +571,7 @@ fn messages_with_absurd_ballots_or_slots_change_nothing() {
     let prepare = Message::Prepare {
         ballot: Ballot(3),
         from_slot: Slot(1),
+        released: None,
     };
     let out = step(
         &mut r,
@@ -577,4 +582,116 @@ fn messages_with_absurd_ballots_or_slots_change_nothing() {
     );
     assert_eq!(out.persist.len(), 1);
     assert_eq!(r.promised(), Ballot(3));
+}
+
+/// A follower of primary 0 (ballot 3) that heard an Accept at t=1000 is asked by replica 2 to
+/// promise ballot 5 at `prepare_at_ms`; returns whether it promised.
+fn promises_after_hearing_primary(
+    lease: bool,
+    prepare_at_ms: u64,
+    released: Option<Ballot>,
+) -> bool {
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(1),
+        lease_enabled: lease,
+        ..PaxosConfig::default()
+    };
+    let mut r = Replica::new(cfg, DurableState::default());
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    r.observe_clock(1000);
+    let accept = Message::Accept {
+        ballot: Ballot(3),
+        slot: Slot(1),
+        value: batch(b"a"),
+        commit_upto: Slot(0),
+    };
+    let from = ReplicaId(0);
+    step(
+        &mut r,
+        Input::Message {
+            from,
+            message: accept,
+        },
+    );
+    r.observe_clock(prepare_at_ms);
+    let prepare = Message::Prepare {
+        ballot: Ballot(5),
+        from_slot: Slot(1),
+        released,
+    };
+    let from = ReplicaId(2);
+    let out = step(
+        &mut r,
+        Input::Message {
+            from,
+            message: prepare,
+        },
+    );
+    out.persist
+        .iter()
+        .any(|(_, rec)| *rec == Record::Promise { ballot: Ballot(5) })
+}
+
+#[test]
+fn in_lease_mode_a_follower_promises_no_new_ballot_while_its_primary_may_hold_a_lease() {
+    let timeout = PaxosConfig::default().election_timeout_min_ms;
+    // Heard 100 ms ago: the primary's lease may run, no promise.
+    assert!(!promises_after_hearing_primary(true, 1100, None));
+    // A primary of an older ballot than the one followed released nothing that counts.
+    assert!(!promises_after_hearing_primary(true, 1100, Some(Ballot(2))));
+    // The primary it follows handed its role over (TimeoutNow): promise at once.
+    assert!(promises_after_hearing_primary(true, 1100, Some(Ballot(3))));
+    // Silent for a full timeout: any lease it held has run out.
+    assert!(promises_after_hearing_primary(true, 1000 + timeout, None));
+    // Without leases nothing is held.
+    assert!(promises_after_hearing_primary(false, 1100, None));
+}
+
+/// Pushes a heartbeat round acknowledged by `acks` onto primary `p` and releases reads; returns
+/// the lease expiry after it.
+fn ack_round(r: &mut Replica, acks: u64) -> u64 {
+    let now = r.now_ms;
+    let Role::Primary(state) = &mut r.role else {
+        panic!("not primary");
+    };
+    state.reads.next_seq += 1;
+    let seq = state.reads.next_seq;
+    state.reads.rounds.push_back(Round {
+        seq,
+        sent_ms: now,
+        reads: Vec::new(),
+        acks,
+    });
+    let mut out = Outputs::default();
+    r.release_reads(&mut out);
+    let Role::Primary(state) = &r.role else {
+        panic!("not primary");
+    };
+    state.reads.lease_expiry_ms
+}
+
+#[test]
+fn a_primary_that_began_a_transfer_holds_no_lease_again_in_its_ballot() {
+    let (mut rs, _, _) = run_three(60, false);
+    let p = rs.iter().position(|r| r.is_primary()).expect("a primary");
+    rs[p].cfg.lease_enabled = true;
+    let to = ReplicaId(((p + 1) % 3) as u32);
+    let quorum_acks = (1 << p) | (1 << to.0);
+    assert!(
+        ack_round(&mut rs[p], quorum_acks) > 0,
+        "a quorum-acked round gives a lease"
+    );
+    step(&mut rs[p], Input::TransferLeadership { to });
+    let Role::Primary(state) = &mut rs[p].role else {
+        panic!("still primary while the transfer runs");
+    };
+    assert_eq!(state.reads.lease_expiry_ms, 0);
+    state.transfer = None; // the transfer timed out
+    assert_eq!(ack_round(&mut rs[p], quorum_acks), 0, "the lease came back");
 }

@@ -28,6 +28,8 @@ pub(crate) enum Role {
         partial: Vec<Option<Promised>>,
         started_ms: u64,
         last_send_ms: u64,
+        /// The primary that handed its role over (see `Message::Prepare`), if any.
+        released: Option<Ballot>,
     },
     Primary(Box<PrimaryState>),
 }
@@ -64,6 +66,9 @@ pub(crate) struct PrimaryState {
     pub peers: Vec<PeerState>,
     pub reads: ReadState,
     pub transfer: Option<(ReplicaId, u64)>,
+    /// A transfer began: this primary never holds a read lease again in its ballot (the
+    /// target's Prepare may pass followers that still hear from it), even if the transfer fails.
+    pub lease_forfeited: bool,
     pub last_heartbeat_ms: u64,
     pub became_ms: u64,
     /// Elected by a quorum of amnesiac promises (a cluster's first start).
@@ -87,6 +92,7 @@ impl PrimaryState {
             peers: vec![PeerState::default(); replica_count as usize],
             reads: ReadState::default(),
             transfer: None,
+            lease_forfeited: false,
             last_heartbeat_ms: now_ms,
             became_ms: now_ms,
             bootstrap: false,
@@ -112,6 +118,7 @@ impl PrimaryState {
 
     pub fn begin_transfer(&mut self, to: ReplicaId, deadline_ms: u64, out: &mut Outputs) {
         self.transfer = Some((to, deadline_ms));
+        self.lease_forfeited = true;
         self.reads.lease_expiry_ms = 0;
         let hint = Rejection::NotPrimary {
             primary_hint: Some(to),

@@ -360,10 +360,13 @@ impl Sim {
     fn step_node(&mut self, i: usize, input: Input) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
+            let now_ms = self.now_ms + self.nodes[i].clock_offset_ms;
             let Some(replica) = self.nodes[i].replica.as_mut() else {
                 return;
             };
             let mut out = Outputs::default();
+            // As the shell does: the core reads the clock before every step, not only at ticks.
+            replica.observe_clock(now_ms);
             replica.step(input, &mut out);
             self.handle_outputs(i, out, &mut inputs);
         }

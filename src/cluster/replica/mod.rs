@@ -373,6 +373,8 @@ impl Shell {
     }
 
     fn step(&mut self, input: Input) {
+        self.core
+            .observe_clock(self.started.elapsed().as_millis() as u64);
         self.core.step(input, &mut self.out);
         self.carry_out();
     }
