@@ -16,8 +16,9 @@ use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ReplicaStatus, Se
 use crate::storage::{KvReader, KvStoreExecutor, StorageError, StoreOptions};
 use crate::txn::{Command, Outcome};
 use crate::types::Version;
+use crate::util::reply::Reply;
 
-type Job = (Command, oneshot::Sender<Result<Outcome, ServiceError>>);
+type Job = (Command, Reply<Result<Outcome, ServiceError>>);
 
 #[derive(Clone)]
 pub struct LocalService {
@@ -86,7 +87,7 @@ fn run_apply(mut exec: KvStoreExecutor, rx: Receiver<Job>, max_batch_ops: usize)
         match exec.apply(seq, &cmds) {
             Ok(Some(outcomes)) => {
                 for (w, o) in waiters.drain(..).zip(outcomes) {
-                    let _ = w.send(Ok(o));
+                    w.send(Ok(o));
                 }
             }
             Ok(None) => unreachable_batch(&mut waiters),
@@ -94,7 +95,7 @@ fn run_apply(mut exec: KvStoreExecutor, rx: Receiver<Job>, max_batch_ops: usize)
                 // A failed write is fatal for this store: answer everyone and stop applying.
                 tracing::error!(error = %e, "apply failed; the store stops accepting writes");
                 for w in waiters.drain(..) {
-                    let _ = w.send(Err(ServiceError::new(ErrorCode::Internal, e.to_string())));
+                    w.send(Err(ServiceError::new(ErrorCode::Internal, e.to_string())));
                 }
                 return;
             }
@@ -103,9 +104,9 @@ fn run_apply(mut exec: KvStoreExecutor, rx: Receiver<Job>, max_batch_ops: usize)
     }
 }
 
-fn unreachable_batch(waiters: &mut Vec<oneshot::Sender<Result<Outcome, ServiceError>>>) {
+fn unreachable_batch(waiters: &mut Vec<Reply<Result<Outcome, ServiceError>>>) {
     for w in waiters.drain(..) {
-        let _ = w.send(Err(ServiceError::new(
+        w.send(Err(ServiceError::new(
             ErrorCode::Internal,
             "batch sequence already applied",
         )));
@@ -119,7 +120,9 @@ impl KvService for LocalService {
         _timeout: Option<std::time::Duration>,
     ) -> Result<Outcome, ServiceError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.try_send((cmd, tx)).map_err(|e| match e {
+        // Answered on the apply thread: relayed back to this executor's thread.
+        let reply = Reply::to_here(tx, None);
+        self.tx.try_send((cmd, reply)).map_err(|e| match e {
             crossbeam::channel::TrySendError::Full(_) => {
                 ServiceError::new(ErrorCode::Unavailable, "too many writes waiting; retry")
             }

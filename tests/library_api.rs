@@ -306,7 +306,7 @@ fn a_commit_waits_for_its_own_timeout_not_the_default() {
         let (tx, rx) = oneshot::channel();
         r.tx.unbounded_send(ClientMsg::Propose {
             command: set(k, "v").encode_to_bytes(),
-            reply: tx,
+            reply: paxoskv::util::reply::Reply::direct(tx),
             timeout,
         })
         .unwrap();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam::channel::Receiver;
-use futures_channel::{mpsc, oneshot};
+use futures_channel::mpsc;
 
 use super::envelope;
 use super::shared::ReplicaShared;
@@ -28,7 +28,7 @@ use crate::types::Sequence;
 /// How often a paused apply thread (test hook) looks whether it may go on.
 const PAUSE_POLL: Duration = Duration::from_millis(5);
 
-pub type Waiter = oneshot::Sender<Result<Outcome, ServiceError>>;
+pub type Waiter = crate::util::reply::Reply<Result<Outcome, ServiceError>>;
 
 /// One committed slot to apply.
 pub struct ApplyJob {

@@ -249,6 +249,11 @@ impl ReplicatedKvStore {
         shared
             .durable_slot
             .store(applied_slot, std::sync::atomic::Ordering::SeqCst);
+        // Channels without a capacity of their own, each bounded by what feeds it: `jobs`
+        // holds committed slots not yet applied (past consensus.max_apply_lag_slots the replica
+        // refuses new writes); `applied` gets at most one message per run of jobs taken;
+        // `client` carries requests the front admitted (thrift.max_in_flight_bytes_total and
+        // max_connections bound them, consensus.max_pending_ops bounds the proposals waiting).
         let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
         let (applied_tx, applied_rx) = mpsc::unbounded();
         let (client_tx, client_rx) = mpsc::unbounded();
@@ -494,7 +499,7 @@ impl ReplicatedKvStore {
                     let (tx, rx) = oneshot::channel();
                     r.tx.unbounded_send(ClientMsg::Propose {
                         command: bytes.clone(),
-                        reply: tx,
+                        reply: crate::util::reply::Reply::direct(tx),
                         timeout: None,
                     })
                     .map_err(|_| stopped())?;

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
 
+use crate::util::reply::Reply;
+
 use super::replica::ClientMsg;
 use super::shared::ReplicaShared;
 use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ReplicaStatus, ServiceError};
@@ -103,7 +105,8 @@ impl ClusterService {
     async fn confirm_read(&self) -> Result<LocalReplica, ServiceError> {
         self.with_primary(|r| async move {
             let (tx, rx) = oneshot::channel();
-            r.tx.unbounded_send(ClientMsg::Read { reply: tx })
+            let reply = Reply::to_here(tx, r.shared.executor_id());
+            r.tx.unbounded_send(ClientMsg::Read { reply })
                 .map_err(|_| stopped())?;
             rx.await.map_err(|_| stopped())??;
             Ok(r)
@@ -147,7 +150,7 @@ impl KvService for ClusterService {
                 let (tx, rx) = oneshot::channel();
                 r.tx.unbounded_send(ClientMsg::Propose {
                     command: bytes,
-                    reply: tx,
+                    reply: Reply::to_here(tx, r.shared.executor_id()),
                     timeout,
                 })
                 .map_err(|_| stopped())?;

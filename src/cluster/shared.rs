@@ -61,6 +61,8 @@ pub struct ReplicaShared {
     /// The replica has recovered its WAL (until then `amnesiac` is not known yet).
     pub recovered: AtomicBool,
     pub snapshots_served: AtomicU64,
+    /// The glommio executor the replica runs on, plus one (0 until it starts).
+    pub executor: AtomicU64,
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
     pub slot_commands: [AtomicU64; SLOT_COMMANDS_BUCKETS.len()],
@@ -71,6 +73,14 @@ pub const SLOT_COMMANDS_BUCKETS: [u64; 12] =
     [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, u64::MAX];
 
 impl ReplicaShared {
+    /// The glommio executor this replica runs on, once it started.
+    pub fn executor_id(&self) -> Option<usize> {
+        match self.executor.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            n => Some(n as usize - 1),
+        }
+    }
+
     pub fn new(id: u32, endpoint: String, replica_count: u32) -> Self {
         ReplicaShared {
             id,
@@ -105,6 +115,7 @@ impl ReplicaShared {
             amnesiac: AtomicBool::new(false),
             recovered: AtomicBool::new(false),
             snapshots_served: AtomicU64::new(0),
+            executor: AtomicU64::new(0),
             slot_commands: Default::default(),
         }
     }

@@ -9,4 +9,5 @@ pub mod duration;
 pub mod guest;
 pub mod io;
 pub mod read_buf;
+pub mod reply;
 pub mod time;

@@ -17,7 +17,7 @@ impl Shell {
         }
         self.last_housekeeping = now;
         for w in self.waiters.expired_writes(now) {
-            let _ = w.send(Err(err(
+            w.send(Err(err(
                 ErrorCode::Timeout,
                 "not committed within its timeout (the call's timeout_seconds, else \
                  consensus.commit_timeout); the write may or may not apply",
@@ -63,7 +63,7 @@ impl Shell {
     /// of waiting for `commit_timeout`; if such a command does commit, it applies as usual.
     pub(super) fn abandon_pending(&mut self) {
         for w in self.waiters.drain_writes() {
-            let _ = w.send(Err(err(
+            w.send(Err(err(
                 ErrorCode::Timeout,
                 "the primary changed before this write committed; it may or may not apply",
             )));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_channel::{mpsc, oneshot};
+use futures_channel::mpsc;
 use futures_lite::future::poll_once;
 use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalSender};
@@ -38,6 +38,7 @@ use crate::paxos::{
 };
 use crate::service::{ErrorCode, ServiceError};
 use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
+use crate::util::reply::Reply;
 use crate::wal::Wal;
 use crate::wal::{run_wal, WalCmd};
 
@@ -55,7 +56,7 @@ pub enum ClientMsg {
     },
     /// Resolves once a linearizable read may be served from this replica's store.
     Read {
-        reply: oneshot::Sender<Result<(), ServiceError>>,
+        reply: Reply<Result<(), ServiceError>>,
     },
     /// Hand leadership away and stop.
     Shutdown,
@@ -74,7 +75,7 @@ pub(super) enum Ev {
 
 /// A read waiting for its ReadIndex round and then for the store to catch up.
 enum ReadWaiter {
-    Local(oneshot::Sender<Result<(), ServiceError>>),
+    Local(Reply<Result<(), ServiceError>>),
     Remote { from: u32, id: u64 },
 }
 
@@ -108,6 +109,8 @@ pub struct ReplicaParams {
 
 /// Runs the replica until shutdown or a fatal error.
 pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
+    let executor = glommio::executor().id() as u64 + 1;
+    p.shared.executor.store(executor, Ordering::SeqCst);
     // The WAL opens first: its segments are the first DMA files this executor touches.
     let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes, p.wal_dsync)
         .await
@@ -197,6 +200,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     let outbound = Outbound::start(tcfg, p.shared.faults.clone());
     forward_stream(p.client_rx, ev_tx.clone(), Ev::Client);
     forward_stream(p.applied_rx, ev_tx.clone(), Ev::Applied);
+    // Bounded by the transfer protocol: a serving side sends one chunk per request it gets.
     let (snapshot_out, snapshot_rx) = mpsc::unbounded();
     forward_stream(snapshot_rx, ev_tx.clone(), Ev::SnapshotOut);
     {
@@ -356,7 +360,7 @@ impl Shell {
             Ev::Applied(Applied::Outcomes(outcomes)) => {
                 for (slot, i, o) in outcomes {
                     if let Some(w) = self.waiters.take_applied(slot, i) {
-                        let _ = w.send(o);
+                        w.send(o);
                     }
                 }
             }
@@ -416,7 +420,7 @@ impl Shell {
                     match a.read_index {
                         Some(slot) => self.read_at(slot, ReadWaiter::Local(w)),
                         None => {
-                            let _ = w.send(Err(err(
+                            w.send(Err(err(
                                 ErrorCode::NotPrimary,
                                 "no primary to confirm the read",
                             )));
@@ -438,7 +442,7 @@ impl Shell {
                 let applied = self.shared.applied_slot.load(Ordering::Relaxed);
                 let lag = commit.saturating_sub(applied);
                 if lag > self.max_apply_lag_slots && self.receiving.is_none() {
-                    let _ = reply.send(Err(err(
+                    reply.send(Err(err(
                         ErrorCode::Unavailable,
                         format!(
                             "the store is {lag} slots behind the log \
@@ -622,7 +626,7 @@ impl Shell {
                                 err(ErrorCode::NotPrimary, "no primary right now; retry")
                             }
                         };
-                        let _ = w.send(Err(e));
+                        w.send(Err(e));
                     }
                 }
             }

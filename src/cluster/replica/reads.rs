@@ -34,7 +34,7 @@ impl Shell {
                         err(ErrorCode::NotPrimary, "no primary right now; retry")
                     }
                 };
-                let _ = reply.send(Err(e));
+                reply.send(Err(e));
             }
             (ReadWaiter::Remote { from, id }, _) => {
                 let a = ReadIndexResponse {
@@ -54,7 +54,7 @@ impl Shell {
         let behind = slot.saturating_sub(self.applied);
         if behind > READ_LAG_MAX_SLOTS || (behind > 0 && self.receiving.is_some()) {
             if let ReadWaiter::Local(r) = w {
-                let _ = r.send(Err(err(
+                r.send(Err(err(
                     ErrorCode::Unavailable,
                     format!(
                         "replica {} is {behind} slots behind the primary (catching up); retry, \
@@ -77,7 +77,7 @@ impl Shell {
             self.shared.notify_applied.store(true, Ordering::SeqCst);
             self.poll_applied();
         } else if let ReadWaiter::Local(r) = w {
-            let _ = r.send(Ok(()));
+            r.send(Ok(()));
         }
     }
 
@@ -98,7 +98,7 @@ impl Shell {
             }
             for (_, w) in entry.remove() {
                 if let ReadWaiter::Local(r) = w {
-                    let _ = r.send(Ok(()));
+                    r.send(Ok(()));
                 }
             }
         }
@@ -120,7 +120,7 @@ impl Shell {
             .collect();
         for id in lost {
             if let Some((_, r)) = self.waiters.take_forwarded(id) {
-                let _ = r.send(Err(err(
+                r.send(Err(err(
                     ErrorCode::Timeout,
                     "the primary did not confirm the read in time; retry",
                 )));
@@ -129,7 +129,7 @@ impl Shell {
         for waiters in self.waiters.waiting_reads.values_mut() {
             for (_, w) in waiters.extract_if(.., |(d, _)| expired(d)) {
                 if let ReadWaiter::Local(r) = w {
-                    let _ = r.send(Err(err(
+                    r.send(Err(err(
                         ErrorCode::Timeout,
                         "this replica did not catch up with the read index in time; retry",
                     )));

@@ -8,14 +8,14 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::Instant;
 
-use futures_channel::oneshot;
+use crate::util::reply::Reply;
 
 use super::ReadWaiter;
 use crate::cluster::apply::Waiter;
 use crate::service::{ErrorCode, ServiceError};
 
 /// A read forwarded to the primary: (deadline, the client's reply).
-pub(super) type Forwarded = (Instant, oneshot::Sender<Result<(), ServiceError>>);
+pub(super) type Forwarded = (Instant, Reply<Result<(), ServiceError>>);
 
 pub(super) struct Waiters {
     next_request: u64,
@@ -124,21 +124,21 @@ impl Waiters {
     /// The replica stops: every client gets an answer (a write's outcome is unknown).
     pub(super) fn fail_all(&mut self) {
         for (_, w) in self.applying.drain() {
-            let _ = w.send(Err(ServiceError::outcome_unknown(
+            w.send(Err(ServiceError::outcome_unknown(
                 "the replica stopped before applying the write",
             )));
         }
         for (_, w) in self.pending.drain() {
-            let _ = w.send(Err(ServiceError::outcome_unknown("the replica stopped")));
+            w.send(Err(ServiceError::outcome_unknown("the replica stopped")));
         }
         let stopped = || ServiceError::new(ErrorCode::Unavailable, "replica stopped");
         for (_, w) in self.reads.drain() {
             if let ReadWaiter::Local(r) = w {
-                let _ = r.send(Err(stopped()));
+                r.send(Err(stopped()));
             }
         }
         for (_, (_, w)) in self.forwarded_reads.drain() {
-            let _ = w.send(Err(stopped()));
+            w.send(Err(stopped()));
         }
     }
 }
