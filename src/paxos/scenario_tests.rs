@@ -25,23 +25,33 @@ fn step(r: &mut Replica, input: Input) -> Outputs {
     out
 }
 
-#[test]
-fn accepted_is_sent_only_after_the_accept_is_durable() {
-    let mut r = replica(1);
+/// The first tick (a replica boots on it).
+fn boot(r: &mut Replica) {
     step(
-        &mut r,
+        r,
         Input::Tick {
             now_ms: 0,
             random: 1,
         },
     );
+}
+
+/// Primary 0 (ballot 3) proposes `a` in slot 1.
+fn accept_a_from_primary_0() -> (ReplicaId, Message) {
     let accept = Message::Accept {
         ballot: Ballot(3),
         slot: Slot(1),
         value: batch(b"a"),
         commit_upto: Slot(0),
     };
-    let from = ReplicaId(0);
+    (ReplicaId(0), accept)
+}
+
+#[test]
+fn accepted_is_sent_only_after_the_accept_is_durable() {
+    let mut r = replica(1);
+    boot(&mut r);
+    let (from, accept) = accept_a_from_primary_0();
     let out = step(
         &mut r,
         Input::Message {
@@ -597,21 +607,9 @@ fn promises_after_hearing_primary(
         ..PaxosConfig::default()
     };
     let mut r = Replica::new(cfg, DurableState::default());
-    step(
-        &mut r,
-        Input::Tick {
-            now_ms: 0,
-            random: 1,
-        },
-    );
+    boot(&mut r);
     r.observe_clock(1000);
-    let accept = Message::Accept {
-        ballot: Ballot(3),
-        slot: Slot(1),
-        value: batch(b"a"),
-        commit_upto: Slot(0),
-    };
-    let from = ReplicaId(0);
+    let (from, accept) = accept_a_from_primary_0();
     step(
         &mut r,
         Input::Message {
