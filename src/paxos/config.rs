@@ -46,9 +46,10 @@ pub struct PaxosConfig {
     /// anyway and the laggard catches up by snapshot. Bounds memory and WAL disk while a
     /// replica is down.
     pub log_retain_bytes: u64,
-    /// Stand for election first after a start: the first election timeout is half the
-    /// minimum, so when the whole cluster starts together this replica usually becomes the
-    /// primary (the shell puts the front beside it). Safety does not depend on it, and PreVote
+    /// Stand for election first after a start: this replica's first election timeout is the
+    /// minimum plus one heartbeat, and every other replica defers its first one by three
+    /// heartbeats, so when the whole cluster starts together (boots within a heartbeat of each
+    /// other) this replica becomes the primary (the shell puts the front beside it). Safety does not depend on it, and PreVote
     /// keeps it from disturbing a cluster that already has a primary.
     pub lead_after_start: bool,
     #[doc(hidden)]

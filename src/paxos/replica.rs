@@ -51,6 +51,9 @@ pub struct Replica {
     pub(crate) rebuild_target: Option<(Ballot, Slot)>,
 }
 
+/// Heartbeats by which a replica that does not lead after a start defers its first election.
+const BOOT_DEFERRAL_HEARTBEATS: u64 = 3;
+
 impl Replica {
     /// Builds a replica from what its WAL recovered. `config` should be `validate()`d.
     pub fn new(config: PaxosConfig, recovered: DurableState) -> Replica {
@@ -363,10 +366,16 @@ impl Replica {
             self.last_heard_ms = self.now_ms;
             self.election_timer_start_ms = self.now_ms;
             self.draw_election_timeout();
+            // Peers grant a PreVote only once they have heard nothing for the minimum timeout
+            // since their own boot. The replica that leads after a start stands one heartbeat
+            // after that minimum (peers that booted up to a heartbeat later grant by then);
+            // every other replica's first timeout is three heartbeats later than its draw, so
+            // the leader stands first whichever of them booted first.
+            let hb = self.cfg.heartbeat_interval_ms;
             if self.cfg.lead_after_start {
-                // Peers grant a PreVote only once they have heard nothing for the minimum
-                // timeout; standing exactly then puts this replica ahead of every random draw.
-                self.election_timeout_ms = self.cfg.election_timeout_min_ms;
+                self.election_timeout_ms = self.cfg.election_timeout_min_ms + hb;
+            } else {
+                self.election_timeout_ms += BOOT_DEFERRAL_HEARTBEATS * hb;
             }
             let mut committed = Vec::new();
             self.log.advance_commit(&mut committed);

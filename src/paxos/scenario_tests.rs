@@ -260,7 +260,8 @@ fn a_replica_that_leads_after_start_times_out_first() {
         DurableState::default(),
     );
     let mut others = [replica(1), replica(2)];
-    let min = PaxosConfig::default().election_timeout_min_ms;
+    let cfg = PaxosConfig::default();
+    let min = cfg.election_timeout_min_ms + cfg.heartbeat_interval_ms;
     for r in others.iter_mut().chain(std::iter::once(&mut eager)) {
         step(
             r,
@@ -270,8 +271,8 @@ fn a_replica_that_leads_after_start_times_out_first() {
             },
         );
     }
-    // At the minimum timeout (when peers start granting PreVotes) only the eager replica
-    // stands; the others drew random timeouts above it.
+    // A heartbeat after the minimum timeout (peers grant PreVotes from the minimum on) only
+    // the eager replica stands; the others' first timeouts are later still.
     let before = step(
         &mut eager,
         Input::Tick {
