@@ -64,6 +64,17 @@ pub struct FrontCtx<S> {
     pub in_flight_bytes: Cell<u64>,
 }
 
+/// `TOO_LARGE` when `bytes` exceed the `thrift.<setting>` bound `limit`.
+fn within_limit(what: &str, bytes: &[u8], setting: &str, limit: u32) -> Result<(), ServiceError> {
+    if bytes.len() > limit as usize {
+        return Err(too_large(format!(
+            "{what} of {} bytes exceeds thrift.{setting} ({limit})",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
 impl<S: KvService> FrontCtx<S> {
     pub fn new(
         service: S,
@@ -154,25 +165,16 @@ pub(super) fn version_of(v: i64, what: &str) -> Result<Version, ServiceError> {
 
 impl<S: KvService> FrontCtx<S> {
     pub(super) fn check_key(&self, key: &[u8]) -> Result<(), ServiceError> {
-        if key.len() > self.limits.max_key_bytes as usize {
-            return Err(too_large(format!(
-                "key of {} bytes exceeds thrift.max_key_bytes ({})",
-                key.len(),
-                self.limits.max_key_bytes
-            )));
-        }
-        Ok(())
+        within_limit("key", key, "max_key_bytes", self.limits.max_key_bytes)
     }
 
     pub(super) fn check_value(&self, value: &[u8]) -> Result<(), ServiceError> {
-        if value.len() > self.limits.max_value_bytes as usize {
-            return Err(too_large(format!(
-                "value of {} bytes exceeds thrift.max_value_bytes ({})",
-                value.len(),
-                self.limits.max_value_bytes
-            )));
-        }
-        Ok(())
+        within_limit(
+            "value",
+            value,
+            "max_value_bytes",
+            self.limits.max_value_bytes,
+        )
     }
 
     pub(super) fn write_op(&self, op: Operation) -> Result<WriteOp, ServiceError> {

@@ -114,77 +114,35 @@ macro_rules! range_reply {
 
 range_reply!(GetRangeResponse, SnapshotGetRangeResponse);
 
-impl Reply for SetVersionstampedKeyResponse {
-    type Ok = Vec<u8>;
-    fn ok(generated_key: Vec<u8>) -> Self {
-        SetVersionstampedKeyResponse {
-            generated_key,
-            success: true,
-            error: None,
+/// Responses with one field beside `success` and `error`: `$conv` fills it on success, its
+/// default on failure.
+macro_rules! one_field_reply {
+    ($($t:ident . $field:ident : $ok:ty => $conv:expr),* $(,)?) => {$(
+        impl Reply for $t {
+            type Ok = $ok;
+            fn ok(v: $ok) -> Self {
+                $t { $field: $conv(v), success: true, error: None }
+            }
+            fn failed(text: String, _code: &'static str) -> Self {
+                $t { $field: Default::default(), success: false, error: Some(text) }
+            }
         }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        SetVersionstampedKeyResponse {
-            generated_key: Vec::new(),
-            success: false,
-            error: Some(text),
-        }
-    }
+    )*};
 }
 
-impl Reply for SetVersionstampedValueResponse {
-    type Ok = Vec<u8>;
-    fn ok(generated_value: Vec<u8>) -> Self {
-        SetVersionstampedValueResponse {
-            generated_value,
-            success: true,
-            error: None,
-        }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        SetVersionstampedValueResponse {
-            generated_value: Vec::new(),
-            success: false,
-            error: Some(text),
-        }
-    }
+fn wire_version(v: Version) -> i64 {
+    v.0 as i64
 }
 
-impl Reply for GetReadVersionResponse {
-    type Ok = Version;
-    fn ok(v: Version) -> Self {
-        GetReadVersionResponse {
-            read_version: v.0 as i64,
-            success: true,
-            error: None,
-        }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        GetReadVersionResponse {
-            read_version: 0,
-            success: false,
-            error: Some(text),
-        }
-    }
-}
-
-impl Reply for GetCommittedVersionResponse {
-    type Ok = Version;
-    fn ok(v: Version) -> Self {
-        GetCommittedVersionResponse {
-            version: v.0 as i64,
-            success: true,
-            error: None,
-        }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        GetCommittedVersionResponse {
-            version: 0,
-            success: false,
-            error: Some(text),
-        }
-    }
-}
+one_field_reply!(
+    SetVersionstampedKeyResponse.generated_key: Vec<u8> => std::convert::identity,
+    SetVersionstampedValueResponse.generated_value: Vec<u8> => std::convert::identity,
+    GetReadVersionResponse.read_version: Version => wire_version,
+    GetCommittedVersionResponse.version: Version => wire_version,
+    GetClusterHealthResponse.cluster_health: ClusterHealth => Some,
+    GetDatabaseStatsResponse.database_stats: DatabaseStats => Some,
+    GetNodeInfoResponse.node_info: NodeStatus => Some,
+);
 
 impl Reply for AtomicCommitResponse {
     type Ok = Version;
@@ -193,7 +151,7 @@ impl Reply for AtomicCommitResponse {
             success: true,
             error: None,
             error_code: None,
-            committed_version: Some(v.0 as i64),
+            committed_version: Some(wire_version(v)),
         }
     }
     fn failed(text: String, code: &'static str) -> Self {
@@ -211,7 +169,7 @@ impl Reply for BeginTransactionResponse {
     fn ok((transaction_id, v): (String, Version)) -> Self {
         BeginTransactionResponse {
             transaction_id,
-            read_version: v.0 as i64,
+            read_version: wire_version(v),
             success: true,
             error: None,
         }
@@ -221,60 +179,6 @@ impl Reply for BeginTransactionResponse {
             transaction_id: String::new(),
             read_version: 0,
             success: false,
-            error: Some(text),
-        }
-    }
-}
-
-impl Reply for GetClusterHealthResponse {
-    type Ok = ClusterHealth;
-    fn ok(h: ClusterHealth) -> Self {
-        GetClusterHealthResponse {
-            success: true,
-            cluster_health: Some(h),
-            error: None,
-        }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        GetClusterHealthResponse {
-            success: false,
-            cluster_health: None,
-            error: Some(text),
-        }
-    }
-}
-
-impl Reply for GetDatabaseStatsResponse {
-    type Ok = DatabaseStats;
-    fn ok(s: DatabaseStats) -> Self {
-        GetDatabaseStatsResponse {
-            success: true,
-            database_stats: Some(s),
-            error: None,
-        }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        GetDatabaseStatsResponse {
-            success: false,
-            database_stats: None,
-            error: Some(text),
-        }
-    }
-}
-
-impl Reply for GetNodeInfoResponse {
-    type Ok = NodeStatus;
-    fn ok(n: NodeStatus) -> Self {
-        GetNodeInfoResponse {
-            success: true,
-            node_info: Some(n),
-            error: None,
-        }
-    }
-    fn failed(text: String, _code: &'static str) -> Self {
-        GetNodeInfoResponse {
-            success: false,
-            node_info: None,
             error: Some(text),
         }
     }

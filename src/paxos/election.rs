@@ -91,16 +91,17 @@ impl Replica {
     /// one) as given up. Such a replica makes no new promise: the primary's lease, counted from
     /// a heartbeat it sent before we heard it, may still run.
     fn holds_for_lease(&self, released: Option<Ballot>) -> bool {
-        let heard_lately =
-            self.now_ms.saturating_sub(self.last_heard_ms) < self.cfg.election_timeout_min_ms;
         let released = released.is_some_and(|b| b >= self.promised);
-        self.cfg.lease_enabled && heard_lately && !released
+        self.cfg.lease_enabled && self.heard_lately() && !released
+    }
+
+    /// A primary (or a candidate we promised) was heard from within the minimum timeout.
+    fn heard_lately(&self) -> bool {
+        self.now_ms.saturating_sub(self.last_heard_ms) < self.cfg.election_timeout_min_ms
     }
 
     fn would_grant_prevote(&self, ballot: Ballot) -> bool {
-        ballot > self.promised
-            && !self.is_primary()
-            && self.now_ms.saturating_sub(self.last_heard_ms) >= self.cfg.election_timeout_min_ms
+        ballot > self.promised && !self.is_primary() && !self.heard_lately()
     }
 
     pub(crate) fn on_prevote(&mut self, from: ReplicaId, ballot: Ballot, out: &mut Outputs) {

@@ -294,7 +294,6 @@ impl Replica {
             self.last_lsn
         );
         self.durable_lsn = self.durable_lsn.max(upto.min(self.last_lsn));
-        debug_assert!(self.durable_lsn <= self.last_lsn);
         while self
             .held
             .front()
@@ -357,7 +356,7 @@ impl Replica {
     }
 
     fn on_tick(&mut self, now_ms: u64, random: u64, out: &mut Outputs) {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.observe_clock(now_ms);
         self.random ^= random;
         if !self.booted {
             // A restarted replica treats boot as "just heard from the primary": it will not

@@ -99,9 +99,15 @@ impl Waiters {
         self.pending.drain().map(|(_, w)| w).collect()
     }
 
-    pub(super) fn add_read(&mut self, w: ReadWaiter) -> u64 {
+    /// Reads and forwarded reads draw their ids from one counter.
+    fn next_read_id(&mut self) -> u64 {
         let id = self.next_read;
         self.next_read += 1;
+        id
+    }
+
+    pub(super) fn add_read(&mut self, w: ReadWaiter) -> u64 {
+        let id = self.next_read_id();
         self.reads.insert(id, w);
         id
     }
@@ -111,8 +117,7 @@ impl Waiters {
     }
 
     pub(super) fn add_forwarded(&mut self, f: Forwarded) -> u64 {
-        let id = self.next_read;
-        self.next_read += 1;
+        let id = self.next_read_id();
         self.forwarded_reads.insert(id, f);
         id
     }

@@ -9,7 +9,7 @@ use super::super::generated::{
     DeleteKeyRequest, GetRequest, SetKeyRequest, SetVersionstampedKeyRequest,
     SetVersionstampedValueRequest,
 };
-use super::{with_timeout, Handled};
+use super::{commit_write, Handled};
 use crate::service::{ErrorCode, KvService, ReadOp, ReadResult, ServiceError};
 use crate::txn::{Command, WriteOp};
 use crate::types::Version;
@@ -102,9 +102,7 @@ async fn blind_write<S: KvService>(
     cmd: Result<Command, ServiceError>,
 ) -> Result<Vec<Bytes>, ServiceError> {
     use crate::txn::Outcome as Applied;
-    let cmd = cmd?;
-    c.stats.writes.set(c.stats.writes.get() + 1);
-    match with_timeout(DEFAULT_COMMIT_TIMEOUT, c.service.commit(cmd, None)).await? {
+    match commit_write(c, cmd?, DEFAULT_COMMIT_TIMEOUT, None).await? {
         Applied::Committed { generated, .. } => Ok(generated),
         Applied::Invalid(m) => Err(invalid(m)),
         Applied::Conflict { .. } | Applied::TooOld { .. } => Err(ServiceError::new(

@@ -127,6 +127,18 @@ async fn with_timeout<T>(
     })
 }
 
+/// Replicates one write command, counted in the front's write statistics; `TIMEOUT` after
+/// `timeout`. `asked` is the client's own timeout, handed to the replica too.
+async fn commit_write<S: KvService>(
+    c: &FrontCtx<S>,
+    cmd: crate::txn::Command,
+    timeout: Duration,
+    asked: Option<Duration>,
+) -> Result<crate::txn::Outcome, ServiceError> {
+    c.stats.writes.set(c.stats.writes.get() + 1);
+    with_timeout(timeout, c.service.commit(cmd, asked)).await
+}
+
 /// Starts serving one call. Session work happens now; the rest in the returned future.
 pub fn handle<S: KvService>(
     ctx: &Rc<FrontCtx<S>>,

@@ -10,10 +10,10 @@ use super::super::ctx::{invalid, version_of, FrontCtx, DEFAULT_COMMIT_TIMEOUT};
 use super::super::generated::{
     AbortTransactionRequest, AtomicCommitRequest, BeginTransactionRequest, CommitTransactionRequest,
 };
-use super::{with_timeout, Handled};
+use super::{commit_write, Handled};
 use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::txn::interactive::{Session, TxnError};
-use crate::txn::Outcome as Applied;
+use crate::txn::{Command, Outcome as Applied};
 use crate::types::Version;
 
 /// Longest `timeout_seconds` a commit may ask for, and a transaction's longest lifetime.
@@ -50,18 +50,26 @@ pub(super) fn atomic_commit<S: KvService>(
     })();
     let (c, session) = (ctx.clone(), session.clone());
     async move {
-        let res = match prepared {
-            Ok(cmd) => {
-                c.stats.writes.set(c.stats.writes.get() + 1);
-                with_timeout(timeout, c.service.commit(cmd, asked)).await
-            }
-            Err(e) => Err(e),
-        };
-        c.note_outcome(&res);
-        let v = committed(res)?;
+        let v = commit_counted(&c, prepared, timeout, asked).await?;
         session.borrow_mut().committed_version = Some(v);
         Ok(v)
     }
+}
+
+/// Commits a transaction's command (if it could be built), counts it as committed or aborted,
+/// and gives its outcome as the client sees it.
+async fn commit_counted<S: KvService>(
+    c: &FrontCtx<S>,
+    prepared: Result<Command, ServiceError>,
+    timeout: Duration,
+    asked: Option<Duration>,
+) -> Result<Version, ServiceError> {
+    let res = match prepared {
+        Ok(cmd) => commit_write(c, cmd, timeout, asked).await,
+        Err(e) => Err(e),
+    };
+    c.note_outcome(&res);
+    committed(res)
 }
 
 /// A commit's outcome as the client sees it.
@@ -143,17 +151,7 @@ pub(super) fn commit<S: KvService>(
         ctx.build_command(Some(rv), r.operations, conflicts)
     })();
     let c = ctx.clone();
-    async move {
-        let res = match prepared {
-            Ok(cmd) => {
-                c.stats.writes.set(c.stats.writes.get() + 1);
-                with_timeout(DEFAULT_COMMIT_TIMEOUT, c.service.commit(cmd, None)).await
-            }
-            Err(e) => Err(e),
-        };
-        c.note_outcome(&res);
-        committed(res)
-    }
+    async move { commit_counted(&c, prepared, DEFAULT_COMMIT_TIMEOUT, None).await }
 }
 
 pub(super) fn abort<S: KvService>(
