@@ -9,9 +9,9 @@
 //!   snapshot like any lagging replica.
 //!
 //! It is rebuilt when it becomes primary (its Phase 1 recovered everything chosen), when the
-//! primary it follows was itself elected by amnesiac promises (first start), or once its
-//! commit index passes the slot after the primary's log end as first reported to it in the
-//! primary's ballot: that slot was proposed after this replica came back and chosen without its
+//! primary it follows was elected by amnesiac promises including its own (first start), or
+//! once its commit index passes the slot after the primary's log end as first reported to it
+//! in the primary's ballot: that slot was proposed after this replica came back and chosen without its
 //! vote, which proves the primary's ballot is above every ballot the replica could have
 //! promised, and everything chosen before lies at or below the reported log end. This is the
 //! rule of "Paxos Made Live" (a rebuilding replica waits to observe a complete instance started
@@ -44,7 +44,10 @@ impl Replica {
         {
             return;
         }
-        if bootstrap {
+        // A first start: the primary's quorum was amnesiac promises, this one's among them.
+        // A replica that lost its disk later never promised that ballot and rebuilds by the
+        // general rule below.
+        if bootstrap && self.amnesiac_promise == Some(ballot) {
             self.rebuild_target = Some((ballot, Slot(0)));
             return;
         }

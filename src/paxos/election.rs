@@ -185,6 +185,9 @@ impl Replica {
         let (entries, more) = self
             .log
             .promise_entries(from_slot, self.cfg.promise_bytes_max);
+        if self.amnesiac {
+            self.amnesiac_promise = Some(ballot);
+        }
         let promise = Message::Promise {
             ballot,
             log_start: self.log.log_start(),

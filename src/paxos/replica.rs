@@ -49,6 +49,9 @@ pub struct Replica {
     /// While amnesiac: the ballot of the primary it follows and the slot its commit index
     /// must reach before it votes again.
     pub(crate) rebuild_target: Option<(Ballot, Slot)>,
+    /// The ballot this replica promised in Phase 1 while amnesiac: a primary that ballot's
+    /// amnesiac quorum elected (a first start) counted this very promise.
+    pub(crate) amnesiac_promise: Option<Ballot>,
 }
 
 /// Heartbeats by which a replica that does not lead after a start defers its first election.
@@ -81,6 +84,7 @@ impl Replica {
             cluster_applied: recovered.snapshot_upto,
             amnesiac: recovered.amnesiac && !config.faults.ignore_amnesia,
             rebuild_target: None,
+            amnesiac_promise: None,
             cfg: config,
         }
     }
