@@ -257,7 +257,7 @@ impl KvService for ClusterService {
             &'static str,
             fn(&LocalReplica) -> u64,
         );
-        let fields: [Field; 19] = [
+        let fields: [Field; 20] = [
             (
                 "paxoskv_replica_up",
                 "gauge",
@@ -340,6 +340,12 @@ impl KvService for ClusterService {
                 "gauge",
                 "1 while the replica lacks its durable Paxos state (started on an empty WAL) and does not vote.",
                 |r| r.shared.amnesiac.load(Relaxed) as u64,
+            ),
+            (
+                "paxoskv_replica_rebuilds_total",
+                "counter",
+                "Times the replica ended amnesia since this process started (it rebuilt and votes again).",
+                |r| r.shared.rebuilds.load(Relaxed),
             ),
             (
                 "paxoskv_replica_snapshots_served_total",

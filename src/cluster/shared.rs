@@ -61,6 +61,8 @@ pub struct ReplicaShared {
     /// The replica has recovered its WAL (until then `amnesiac` is not known yet).
     pub recovered: AtomicBool,
     pub snapshots_served: AtomicU64,
+    /// Times this process's replica ended amnesia (rebuilt from its peers, votes again).
+    pub rebuilds: AtomicU64,
     /// The glommio executor the replica runs on, plus one (0 until it starts).
     pub executor: AtomicU64,
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
@@ -115,6 +117,7 @@ impl ReplicaShared {
             amnesiac: AtomicBool::new(false),
             recovered: AtomicBool::new(false),
             snapshots_served: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
             executor: AtomicU64::new(0),
             slot_commands: Default::default(),
         }

@@ -584,6 +584,7 @@ impl Shell {
                 Event::NeedSnapshot { from } => need_snapshot.push(from),
                 Event::Rebuilt => {
                     tracing::info!(replica = self.id, "rebuilt: this replica votes again");
+                    self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = super::rebuild::mark_rebuilt(&self.wal_dir) {
                         // Harmless: the replica only stays amnesiac after its next restart.
                         tracing::warn!(replica = self.id, error = %e, "cannot drop the rebuilding marker");
