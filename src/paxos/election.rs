@@ -287,7 +287,10 @@ impl Replica {
         let mut merged: BTreeMap<Slot, ((bool, Ballot), Value)> = BTreeMap::new();
         for (_, p) in &promises {
             for e in p.entries.iter().filter(|e| e.slot >= start) {
-                let rank = (e.committed || e.slot <= p.commit_upto, e.ballot);
+                // Only the entry's own flag says "chosen": a promise that came in parts
+                // may pair an early part's entry with a later part's higher commit index,
+                // learned after that entry was reported (its value may not be the chosen one).
+                let rank = (e.committed, e.ballot);
                 let better = merged.get(&e.slot).is_none_or(|(r, _)| rank > *r);
                 if better {
                     merged.insert(e.slot, (rank, e.value.clone()));

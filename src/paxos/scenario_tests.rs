@@ -694,3 +694,77 @@ fn a_primary_that_began_a_transfer_holds_no_lease_again_in_its_ballot() {
     state.transfer = None; // the transfer timed out
     assert_eq!(ack_round(&mut rs[p], quorum_acks), 0, "the lease came back");
 }
+
+/// Replica 1's promise comes in two parts: the first reports slot 1 as accepted in ballot 2
+/// (not chosen); before the second, replica 1 learns that slot 1 was chosen (with the value
+/// the candidate itself accepted in ballot 4) and reports the higher commit index. The merged
+/// promise must not pass the first part's stale entry off as the chosen value.
+#[test]
+fn a_commit_index_in_a_later_promise_part_does_not_make_an_earlier_entry_chosen() {
+    let mine = batch(b"chosen in ballot 4");
+    let mut accepted = std::collections::BTreeMap::new();
+    accepted.insert(
+        Slot(1),
+        AcceptedValue {
+            ballot: Ballot(4),
+            value: mine.clone(),
+        },
+    );
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(0),
+        faults: Faults {
+            skip_prevote: true,
+            ..Faults::default()
+        },
+        ..PaxosConfig::default()
+    };
+    let state = DurableState {
+        promised: Ballot(4),
+        accepted,
+        ..DurableState::default()
+    };
+    let mut c = Replica::new(cfg, state);
+    boot(&mut c);
+    let out = step(
+        &mut c,
+        Input::Tick {
+            now_ms: 10_000,
+            random: 1,
+        },
+    );
+    let ballot = out
+        .sends
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::Prepare { ballot, .. } => Some(*ballot),
+            _ => None,
+        })
+        .expect("a prepare");
+    step(&mut c, Input::Durable { upto_lsn: Lsn(1) });
+    let part = |commit_upto, entries, more| Input::Message {
+        from: ReplicaId(1),
+        message: Message::Promise {
+            ballot,
+            log_start: Slot(1),
+            commit_upto: Slot(commit_upto),
+            entries,
+            amnesiac: false,
+            more,
+        },
+    };
+    let stale = PromiseEntry {
+        slot: Slot(1),
+        ballot: Ballot(2),
+        value: batch(b"accepted in ballot 2"),
+        committed: false,
+    };
+    step(&mut c, part(0, vec![stale], true));
+    assert!(!c.is_primary(), "a partial promise completed the quorum");
+    let out = step(&mut c, part(1, Vec::new(), false));
+    assert!(c.is_primary());
+    let proposed = out.sends.iter().find_map(|(_, m)| match m {
+        Message::Accept { slot, value, .. } if *slot == Slot(1) => Some(value.clone()),
+        _ => None,
+    });
+    assert_eq!(proposed, Some(mine));
+}
