@@ -9,7 +9,6 @@
 pub mod apply;
 pub mod envelope;
 pub mod incarnation;
-pub mod read_forward;
 pub mod rebuild;
 pub mod replica;
 pub mod service;

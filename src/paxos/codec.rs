@@ -46,11 +46,14 @@ pub(crate) fn put_value(buf: &mut Vec<u8>, v: &Value) {
         Value::Noop => put_u8(buf, 0),
         Value::Batch(batch) => {
             put_u8(buf, 1);
-            put_u32(buf, batch.len() as u32);
-            for c in batch.commands() {
-                put_bytes(buf, c);
-            }
+            put_commands(buf, batch.commands());
         }
+    }
+}
+pub(crate) fn put_commands(buf: &mut Vec<u8>, commands: &[Bytes]) {
+    put_u32(buf, commands.len() as u32);
+    for c in commands {
+        put_bytes(buf, c);
     }
 }
 
@@ -118,16 +121,17 @@ impl<'a> Reader<'a> {
     pub(crate) fn value(&mut self) -> Result<Value, DecodeError> {
         match self.u8()? {
             0 => Ok(Value::Noop),
-            1 => {
-                let count = self.count(4)?;
-                let mut commands = Vec::with_capacity(count);
-                for _ in 0..count {
-                    commands.push(self.bytes()?);
-                }
-                Ok(Value::Batch(Batch::new(commands)))
-            }
+            1 => Ok(Value::Batch(Batch::new(self.commands()?))),
             t => Err(DecodeError::UnknownTag(t)),
         }
+    }
+    pub(crate) fn commands(&mut self) -> Result<Vec<Bytes>, DecodeError> {
+        let count = self.count(4)?;
+        let mut commands = Vec::with_capacity(count);
+        for _ in 0..count {
+            commands.push(self.bytes()?);
+        }
+        Ok(commands)
     }
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.input.is_empty() {

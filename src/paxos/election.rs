@@ -7,7 +7,7 @@
 //! reported (the highest-ballot value, a known-chosen value first), filling gaps with `Noop`;
 //! a slot some promiser truncated is never filled with `Noop` (we ask for a snapshot instead).
 
-use super::io::{Event, Outputs};
+use super::io::{Event, Outputs, Rejection};
 use super::message::{Message, PromiseEntry};
 use super::record::Record;
 use super::replica::Replica;
@@ -367,7 +367,11 @@ impl Replica {
             return;
         };
         let ballot = p.ballot;
-        p.begin_transfer(to, deadline, out);
+        let queued = p.begin_transfer(to, deadline);
+        let why = Rejection::NotPrimary {
+            primary_hint: Some(to),
+        };
+        self.refuse_queued(queued, why, out);
         self.send(to, Message::TimeoutNow { ballot }, out);
     }
 }

@@ -6,9 +6,11 @@
 //! for is durable (enforced by the replica's hold queue, not here).
 
 use super::codec::{
-    put_ballot, put_slot, put_u32, put_u64, put_u8, put_value, DecodeError, Reader, CODEC_VERSION,
+    put_ballot, put_commands, put_slot, put_u32, put_u64, put_u8, put_value, DecodeError, Reader,
+    CODEC_VERSION,
 };
-use super::types::{Ballot, Slot, Value};
+use super::types::{Ballot, ReadId, Slot, Value};
+use bytes::Bytes;
 
 /// One accepted entry reported in a `Promise`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +107,30 @@ pub enum Message {
     TimeoutNow {
         ballot: Ballot,
     },
+    /// Client commands taken by a replica that does not lead, passed to the primary it knows
+    /// (`forward.rs`). The origin's clients are answered when the commands apply there. The
+    /// one message that must arrive at most once (a copy would be proposed again): the
+    /// transport never delivers a frame twice.
+    Forward {
+        commands: Vec<Bytes>,
+    },
+    /// The receiver could not queue these forwarded commands: it does not lead (or hands its
+    /// role away), or its queue is full (`overloaded`). The origin refuses them to its clients.
+    ForwardRefused {
+        commands: Vec<Bytes>,
+        overloaded: bool,
+    },
+    /// A linearizable read taken by a replica that does not lead: asks the primary for a read
+    /// index (`id` is the asker's read id, echoed back).
+    ReadIndexRequest {
+        id: ReadId,
+    },
+    /// `Some(slot)`: serve read `id` once applied through `slot`. `None`: refused (the receiver
+    /// does not lead, or too many reads wait).
+    ReadIndexReply {
+        id: ReadId,
+        read_index: Option<Slot>,
+    },
 }
 
 /// Ballots at or above this are refused: far beyond any real run (a ballot per election, a
@@ -128,6 +154,10 @@ const TAG_CATCHUP_REQUEST: u8 = 11;
 const TAG_CATCHUP: u8 = 12;
 const TAG_CATCHUP_TRUNCATED: u8 = 13;
 const TAG_TIMEOUT_NOW: u8 = 14;
+const TAG_FORWARD: u8 = 15;
+const TAG_FORWARD_REFUSED: u8 = 16;
+const TAG_READ_INDEX_REQUEST: u8 = 17;
+const TAG_READ_INDEX_REPLY: u8 = 18;
 
 impl Message {
     /// The ballot this message speaks for, if any.
@@ -146,7 +176,11 @@ impl Message {
             Message::Nack { promised } => Some(*promised),
             Message::CatchupRequest { .. }
             | Message::Catchup { .. }
-            | Message::CatchupTruncated { .. } => None,
+            | Message::CatchupTruncated { .. }
+            | Message::Forward { .. }
+            | Message::ForwardRefused { .. }
+            | Message::ReadIndexRequest { .. }
+            | Message::ReadIndexReply { .. } => None,
         }
     }
 
@@ -161,7 +195,11 @@ impl Message {
             Message::PreVote { .. }
             | Message::PreVoteReply { .. }
             | Message::Nack { .. }
-            | Message::TimeoutNow { .. } => true,
+            | Message::TimeoutNow { .. }
+            | Message::Forward { .. }
+            | Message::ForwardRefused { .. }
+            | Message::ReadIndexRequest { .. } => true,
+            Message::ReadIndexReply { read_index, .. } => read_index.as_ref().is_none_or(s),
             Message::Prepare {
                 from_slot,
                 released,
@@ -326,6 +364,28 @@ impl Message {
                 put_u8(buf, TAG_TIMEOUT_NOW);
                 put_ballot(buf, *ballot);
             }
+            Message::Forward { commands } => {
+                put_u8(buf, TAG_FORWARD);
+                put_commands(buf, commands);
+            }
+            Message::ForwardRefused {
+                commands,
+                overloaded,
+            } => {
+                put_u8(buf, TAG_FORWARD_REFUSED);
+                put_u8(buf, u8::from(*overloaded));
+                put_commands(buf, commands);
+            }
+            Message::ReadIndexRequest { id } => {
+                put_u8(buf, TAG_READ_INDEX_REQUEST);
+                put_u64(buf, id.0);
+            }
+            Message::ReadIndexReply { id, read_index } => {
+                put_u8(buf, TAG_READ_INDEX_REPLY);
+                put_u64(buf, id.0);
+                put_u8(buf, u8::from(read_index.is_some()));
+                put_slot(buf, read_index.unwrap_or(Slot(0)));
+            }
         }
     }
 
@@ -427,6 +487,28 @@ impl Message {
             TAG_TIMEOUT_NOW => Message::TimeoutNow {
                 ballot: r.ballot()?,
             },
+            TAG_FORWARD => Message::Forward {
+                commands: r.commands()?,
+            },
+            TAG_FORWARD_REFUSED => {
+                let overloaded = r.bool()?;
+                Message::ForwardRefused {
+                    commands: r.commands()?,
+                    overloaded,
+                }
+            }
+            TAG_READ_INDEX_REQUEST => Message::ReadIndexRequest {
+                id: ReadId(r.u64()?),
+            },
+            TAG_READ_INDEX_REPLY => {
+                let id = ReadId(r.u64()?);
+                let known = r.bool()?;
+                let slot = r.slot()?;
+                Message::ReadIndexReply {
+                    id,
+                    read_index: known.then_some(slot),
+                }
+            }
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.finish()?;
@@ -438,7 +520,6 @@ impl Message {
 mod tests {
     use super::*;
     use crate::paxos::types::Batch;
-    use bytes::Bytes;
 
     /// Tiny deterministic generator so the property test needs no dev-dependency.
     struct Gen(u64);
@@ -453,19 +534,21 @@ mod tests {
             if self.next().is_multiple_of(3) {
                 return Value::Noop;
             }
+            Value::Batch(Batch::new(self.commands()))
+        }
+        fn commands(&mut self) -> Vec<Bytes> {
             let n = (self.next() % 4) as usize;
-            let cmds = (0..n)
+            (0..n)
                 .map(|_| {
                     let len = (self.next() % 20) as usize;
                     Bytes::from((0..len).map(|_| self.next() as u8).collect::<Vec<u8>>())
                 })
-                .collect();
-            Value::Batch(Batch::new(cmds))
+                .collect()
         }
         fn message(&mut self) -> Message {
             let b = Ballot(self.next());
             let s = Slot(self.next());
-            match self.next() % 14 {
+            match self.next() % 18 {
                 0 => Message::PreVote { ballot: b },
                 1 => Message::PreVoteReply {
                     ballot: b,
@@ -525,7 +608,21 @@ mod tests {
                     commit_upto: s,
                 },
                 12 => Message::CatchupTruncated { log_start: s },
-                _ => Message::TimeoutNow { ballot: b },
+                13 => Message::TimeoutNow { ballot: b },
+                14 => Message::Forward {
+                    commands: self.commands(),
+                },
+                15 => Message::ForwardRefused {
+                    commands: self.commands(),
+                    overloaded: self.next().is_multiple_of(2),
+                },
+                16 => Message::ReadIndexRequest {
+                    id: ReadId(self.next()),
+                },
+                _ => Message::ReadIndexReply {
+                    id: ReadId(self.next()),
+                    read_index: self.next().is_multiple_of(2).then_some(s),
+                },
             }
         }
     }

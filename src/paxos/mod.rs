@@ -18,12 +18,14 @@
 //! 4. Apply: `outputs.committed` is `(Slot, Value)` in slot order, each slot once (after a
 //!    restart, from `snapshot_upto + 1`). Apply `Value::Noop` as "advance the sequence".
 //!    Report progress with `Input::Applied { upto }`.
-//! 5. Client commands: `Input::Propose(bytes)`; a non-primary answers with
-//!    `proposals_rejected` carrying `Rejection::NotPrimary { primary_hint }`. A proposal that
-//!    was accepted for batching may still be lost if the primary changes: the shell matches
-//!    request ids inside committed commands and times out the rest (outcome unknown).
+//! 5. Client commands: `Input::Propose(bytes)` / `ProposeBatch`. A replica that does not
+//!    lead forwards them to the primary it knows (`forward.rs`); a command nobody can take
+//!    comes back in `proposals_rejected` at the replica its client waits at, with a
+//!    `Rejection`. A proposal that was accepted for batching may still be lost if the primary
+//!    changes: the shell matches request ids inside committed commands and times out the
+//!    rest (outcome unknown).
 //! 6. Reads: `Input::ReadIndex { id }` → `read_ready (id, slot)`: serve once applied >= slot;
-//!    or `read_rejected`.
+//!    or `read_rejected`. A replica that does not lead asks the primary for the index.
 //! 7. Roles: `outputs.events` has `BecamePrimary { view }`, `PrimaryChanged { primary }` and
 //!    `NeedSnapshot { from }` (install a state-machine snapshot from that replica, then step
 //!    `Input::SnapshotInstalled { upto }`).
@@ -46,6 +48,7 @@ mod catchup;
 mod codec;
 mod config;
 mod election;
+mod forward;
 mod io;
 mod log;
 mod message;

@@ -16,38 +16,36 @@
 use super::io::{Outputs, Rejection};
 use super::message::Message;
 use super::replica::Replica;
-use super::state::{Role, Round};
-use super::types::ReadId;
+use super::state::{Reader, Role, Round};
 
 impl Replica {
-    pub(crate) fn on_read_index(&mut self, id: ReadId, out: &mut Outputs) {
+    /// A read at the primary, its own client's or a peer's: answered at once under the lease,
+    /// else it joins the next heartbeat round.
+    pub(crate) fn read_for(&mut self, reader: Reader, out: &mut Outputs) {
         let now = self.now_ms;
-        let hint = self.known_primary;
         let reads_max = self.cfg.pending_reads_max;
         let lease = self.cfg.lease_enabled;
         let commit = self.log.commit_upto();
         let Some(p) = self.primary_mut() else {
-            let why = Rejection::NotPrimary { primary_hint: hint };
-            out.read_rejected.push((id, why));
             return;
         };
         if let Some((to, _)) = p.transfer {
             let why = Rejection::NotPrimary {
                 primary_hint: Some(to),
             };
-            out.read_rejected.push((id, why));
+            reader.answer(Err(why), out);
             return;
         }
         let read_index = commit.max(p.recovered_upto);
         if lease && now < p.reads.lease_expiry_ms {
-            out.read_ready.push((id, read_index));
+            reader.answer(Ok(read_index), out);
             return;
         }
         if p.reads.pending() >= reads_max {
-            out.read_rejected.push((id, Rejection::Overloaded));
+            reader.answer(Err(Rejection::Overloaded), out);
             return;
         }
-        p.reads.waiting.push((id, read_index));
+        p.reads.waiting.push((reader, read_index));
         if p.reads.rounds.is_empty() {
             self.start_heartbeat_round(out);
         }
@@ -116,7 +114,9 @@ impl Replica {
         let mut latest_sent_ms = 0;
         for r in p.reads.rounds.drain(..=last) {
             latest_sent_ms = r.sent_ms;
-            out.read_ready.extend(r.reads);
+            for (reader, slot) in r.reads {
+                reader.answer(Ok(slot), out);
+            }
         }
         if lease && !p.lease_forfeited {
             p.reads.lease_expiry_ms = p.reads.lease_expiry_ms.max(latest_sent_ms + lease_ms);

@@ -13,7 +13,7 @@ use super::io::{Event, Input, Outputs, Rejection};
 use super::log::Log;
 use super::message::Message;
 use super::record::{DurableState, Record};
-use super::state::{Promised, Role};
+use super::state::{PrimaryState, Promised, Role};
 use super::types::{Ballot, Lsn, ReplicaId, Slot};
 use std::collections::VecDeque;
 
@@ -107,8 +107,8 @@ impl Replica {
                     self.on_message(from, message, out);
                 }
             }
-            Input::Propose(command) => self.on_propose(std::iter::once(command), out),
-            Input::ProposeBatch(commands) => self.on_propose(commands, out),
+            Input::Propose(command) => self.on_client_commands(vec![command], out),
+            Input::ProposeBatch(commands) => self.on_client_commands(commands, out),
             Input::Durable { upto_lsn } => self.on_durable(upto_lsn, out),
             Input::Applied { upto } => self.log.set_applied(upto),
             Input::ReadIndex { id } => self.on_read_index(id, out),
@@ -224,6 +224,15 @@ impl Replica {
                 self.on_catchup_truncated(from, log_start, out)
             }
             Message::TimeoutNow { ballot } => self.on_timeout_now(from, ballot, out),
+            Message::Forward { commands } => self.on_forward(from, commands, out),
+            Message::ForwardRefused {
+                commands,
+                overloaded,
+            } => self.on_forward_refused(commands, overloaded, out),
+            Message::ReadIndexRequest { id } => self.on_read_index_request(from, id, out),
+            Message::ReadIndexReply { id, read_index } => {
+                self.on_read_index_reply(id, read_index, out)
+            }
         }
     }
 
@@ -321,10 +330,9 @@ impl Replica {
         let old = std::mem::replace(&mut self.role, Role::Follower);
         if let Role::Primary(p) = old {
             let hint = Rejection::NotPrimary { primary_hint: None };
-            for cmd in p.queue {
-                out.proposals_rejected.push((cmd, hint.clone()));
-            }
-            p.reads.reject_all(&hint, out);
+            let PrimaryState { queue, reads, .. } = *p;
+            self.refuse_queued(queue, hint.clone(), out);
+            reads.reject_all(&hint, out);
             if self.known_primary == Some(self.me) {
                 self.set_known_primary(None, out);
             }

@@ -24,37 +24,23 @@ impl Replica {
         }
     }
 
-    /// Queues `commands` (refusing them if this replica cannot take them), then cuts slots.
-    pub(crate) fn on_propose(
-        &mut self,
-        commands: impl IntoIterator<Item = Bytes>,
-        out: &mut Outputs,
-    ) {
+    /// Queues commands whose clients wait at `origin` (refusing what does not fit), then cuts
+    /// slots. The caller checked that this replica leads.
+    pub(crate) fn enqueue(&mut self, origin: ReplicaId, commands: Vec<Bytes>, out: &mut Outputs) {
         let queue_max = self.cfg.proposal_queue_max;
-        let hint = self.known_primary;
         let Some(p) = self.primary_mut() else {
-            let r = Rejection::NotPrimary { primary_hint: hint };
-            for command in commands {
-                out.proposals_rejected.push((command, r.clone()));
-            }
             return;
         };
-        if let Some((to, _)) = p.transfer {
-            let r = Rejection::NotPrimary {
-                primary_hint: Some(to),
-            };
-            for command in commands {
-                out.proposals_rejected.push((command, r.clone()));
-            }
-            return;
-        }
-        for command in commands {
-            if p.queue.len() >= queue_max {
-                out.proposals_rejected
-                    .push((command, Rejection::Overloaded));
-            } else {
-                p.queue.push_back(command);
-            }
+        let room = queue_max.saturating_sub(p.queue.len());
+        let mut commands = commands;
+        let overflow = if commands.len() > room {
+            commands.split_off(room)
+        } else {
+            Vec::new()
+        };
+        p.queue.extend(commands.into_iter().map(|c| (origin, c)));
+        if !overflow.is_empty() {
+            self.refuse(origin, overflow, Rejection::Overloaded, out);
         }
         self.pump_proposals(out);
     }
@@ -76,13 +62,13 @@ impl Replica {
             }
             let mut batch = Vec::with_capacity(p.queue.len().min(ops_max));
             let mut bytes = 0usize;
-            while let Some(cmd) = p.queue.front() {
+            while let Some((_, cmd)) = p.queue.front() {
                 let fits = batch.is_empty() || bytes + cmd.len() <= bytes_max;
                 if batch.len() >= ops_max || !fits {
                     break;
                 }
                 bytes += cmd.len();
-                if let Some(cmd) = p.queue.pop_front() {
+                if let Some((_, cmd)) = p.queue.pop_front() {
                     batch.push(cmd);
                 }
             }

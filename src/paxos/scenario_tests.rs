@@ -85,15 +85,13 @@ fn accepted_is_sent_only_after_the_accept_is_durable() {
     assert_eq!(out.sends, vec![(from, accepted)]);
     assert!(out.persist.is_empty() && out.committed.is_empty());
 
-    // A non-primary routes proposals to the primary it knows.
+    // A non-primary forwards its clients' commands to the primary it knows.
     let out = step(&mut r, Input::Propose(Bytes::from_static(b"x")));
-    let hint = Rejection::NotPrimary {
-        primary_hint: Some(from),
+    let forward = Message::Forward {
+        commands: vec![Bytes::from_static(b"x")],
     };
-    assert_eq!(
-        out.proposals_rejected,
-        vec![(Bytes::from_static(b"x"), hint)]
-    );
+    assert_eq!(out.sends, vec![(from, forward)]);
+    assert!(out.proposals_rejected.is_empty());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::io::{Outputs, Rejection};
-use super::message::PromiseEntry;
+use super::message::{Message, PromiseEntry};
 use super::types::{Ballot, ReadId, ReplicaId, Slot, Value};
 
 #[derive(Debug)]
@@ -62,7 +62,8 @@ pub(crate) struct PrimaryState {
     /// Highest slot Phase 1 recovered; reads must wait for it to commit.
     pub recovered_upto: Slot,
     pub inflight: BTreeMap<Slot, Inflight>,
-    pub queue: VecDeque<Bytes>,
+    /// Commands waiting for a slot, each with the replica its client waits at.
+    pub queue: VecDeque<(ReplicaId, Bytes)>,
     pub peers: Vec<PeerState>,
     pub reads: ReadState,
     pub transfer: Option<(ReplicaId, u64)>,
@@ -116,15 +117,37 @@ impl PrimaryState {
             .fold(own_applied, Slot::min)
     }
 
-    pub fn begin_transfer(&mut self, to: ReplicaId, deadline_ms: u64, out: &mut Outputs) {
+    /// Starts handing the role to `to`; returns the queued commands (refused by the caller).
+    pub fn begin_transfer(
+        &mut self,
+        to: ReplicaId,
+        deadline_ms: u64,
+    ) -> VecDeque<(ReplicaId, Bytes)> {
         self.transfer = Some((to, deadline_ms));
         self.lease_forfeited = true;
         self.reads.lease_expiry_ms = 0;
-        let hint = Rejection::NotPrimary {
-            primary_hint: Some(to),
-        };
-        for cmd in self.queue.drain(..) {
-            out.proposals_rejected.push((cmd, hint.clone()));
+        std::mem::take(&mut self.queue)
+    }
+}
+
+/// Who waits for a read index: this replica's shell, or a peer that forwarded the read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reader {
+    Local(ReadId),
+    Peer(ReplicaId, ReadId),
+}
+
+impl Reader {
+    /// Tells the reader its read index, or why it was refused.
+    pub(crate) fn answer(self, index: Result<Slot, Rejection>, out: &mut Outputs) {
+        match (self, index) {
+            (Reader::Local(id), Ok(slot)) => out.read_ready.push((id, slot)),
+            (Reader::Local(id), Err(why)) => out.read_rejected.push((id, why)),
+            (Reader::Peer(to, id), index) => {
+                let read_index = index.ok();
+                out.sends
+                    .push((to, Message::ReadIndexReply { id, read_index }));
+            }
         }
     }
 }
@@ -133,7 +156,7 @@ impl PrimaryState {
 pub(crate) struct Round {
     pub(crate) seq: u64,
     pub(crate) sent_ms: u64,
-    pub(crate) reads: Vec<(ReadId, Slot)>,
+    pub(crate) reads: Vec<(Reader, Slot)>,
     pub(crate) acks: u64,
 }
 
@@ -141,7 +164,7 @@ pub(crate) struct Round {
 pub(crate) struct ReadState {
     pub(crate) next_seq: u64,
     pub(crate) rounds: VecDeque<Round>,
-    pub(crate) waiting: Vec<(ReadId, Slot)>,
+    pub(crate) waiting: Vec<(Reader, Slot)>,
     pub lease_expiry_ms: u64,
 }
 
@@ -158,8 +181,8 @@ impl ReadState {
 
     pub fn reject_all(self, why: &Rejection, out: &mut Outputs) {
         let rounds = self.rounds.into_iter().flat_map(|r| r.reads);
-        for (id, _) in rounds.chain(self.waiting) {
-            out.read_rejected.push((id, why.clone()));
+        for (reader, _) in rounds.chain(self.waiting) {
+            reader.answer(Err(why.clone()), out);
         }
     }
 }

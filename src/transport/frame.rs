@@ -15,7 +15,7 @@ use zerocopy::little_endian::{U16, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const MAGIC: [u8; 4] = *b"PXKV";
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Bytes of each side's handshake nonce, and of each proof.
 pub const NONCE_BYTES: usize = 32;
 pub const PROOF_BYTES: usize = 32;
@@ -56,11 +56,6 @@ pub struct HelloAck {
 pub enum FrameKind {
     /// A Paxos message between replica cores.
     Paxos,
-    /// A client command forwarded to the primary by another replica.
-    Forward,
-    /// A linearizable-read request forwarded to the primary, and its answer.
-    ReadIndexRequest,
-    ReadIndexResponse,
     /// A replica that lags behind every peer's log asks for the next chunk of a state-machine
     /// snapshot, and the answer (see `cluster::replica::snapshot`).
     SnapshotRequest,
@@ -71,9 +66,6 @@ impl FrameKind {
     pub fn to_u8(self) -> u8 {
         match self {
             FrameKind::Paxos => 1,
-            FrameKind::Forward => 2,
-            FrameKind::ReadIndexRequest => 3,
-            FrameKind::ReadIndexResponse => 4,
             FrameKind::SnapshotRequest => 5,
             FrameKind::SnapshotChunk => 6,
         }
@@ -81,9 +73,6 @@ impl FrameKind {
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             1 => FrameKind::Paxos,
-            2 => FrameKind::Forward,
-            3 => FrameKind::ReadIndexRequest,
-            4 => FrameKind::ReadIndexResponse,
             5 => FrameKind::SnapshotRequest,
             6 => FrameKind::SnapshotChunk,
             _ => return None,
@@ -314,11 +303,11 @@ mod tests {
     #[test]
     fn frame_header_layout() {
         let mut out = Vec::new();
-        encode_frame(&mut out, FrameKind::Forward, b"abc");
+        encode_frame(&mut out, FrameKind::SnapshotChunk, b"abc");
         assert_eq!(out.len(), FRAME_HEADER_BYTES + 3);
         let h = FrameHeader::read_from_bytes(&out[..FRAME_HEADER_BYTES]).unwrap();
         assert_eq!(h.len.get(), 3);
-        assert_eq!(FrameKind::from_u8(h.kind), Some(FrameKind::Forward));
+        assert_eq!(FrameKind::from_u8(h.kind), Some(FrameKind::SnapshotChunk));
         assert_eq!(FrameKind::from_u8(0), None);
     }
 }

@@ -92,6 +92,9 @@ pub struct Stats {
     pub wipes: usize,
     /// Promises cut by bytes (more parts followed).
     pub promise_parts: usize,
+    /// Node mode: client commands and reads a follower passed to the primary.
+    pub forwards: usize,
+    pub forwarded_reads: usize,
 }
 
 enum Ev {
@@ -439,13 +442,26 @@ impl Sim {
         if matches!(msg, Message::Promise { more: true, .. }) {
             self.stats.promise_parts += 1;
         }
+        match msg {
+            Message::Forward { .. } => self.stats.forwards += 1,
+            Message::ReadIndexRequest { .. } => self.stats.forwarded_reads += 1,
+            _ => {}
+        }
         if self.blocked[from][to] {
             return;
         }
         if self.rng.gen_bool(self.loss) {
             return;
         }
-        let copies = if self.rng.gen_bool(self.dup) { 2 } else { 1 };
+        // Paxos messages are safe to deliver twice; forwarded client commands are not (a copy
+        // would be proposed again), and the transport never delivers a frame twice (TCP, no
+        // resend after a failed write), so the simulated network does not duplicate them.
+        let may_dup = !matches!(msg, Message::Forward { .. });
+        let copies = if may_dup && self.rng.gen_bool(self.dup) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let delay = self.rng.gen_range(1..=self.delay_max_ms);
             let msg = msg.clone();

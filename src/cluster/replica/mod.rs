@@ -22,24 +22,23 @@ use glommio::channels::local_channel::{self, LocalSender};
 use rand::{Rng, SeedableRng};
 
 mod housekeeping;
+mod outputs;
 mod reads;
+mod recover;
 mod snapshot;
 mod waiters;
 mod wal_host;
 
+use recover::Recovered;
 pub use snapshot::SnapshotParams;
 
-use super::apply::{Applied, ApplyJob, ApplyWork, Waiter};
+use super::apply::{Applied, ApplyWork, Waiter};
 use super::envelope;
-use super::read_forward::{ReadIndexRequest, ReadIndexResponse};
 use super::shared::ReplicaShared;
-use crate::paxos::{
-    self, DurableState, Event, Input, Outputs, ReadId, Record, Rejection, ReplicaId, Slot,
-};
+use crate::paxos::{self, Input, Outputs, ReplicaId, Slot};
 use crate::service::{ErrorCode, ServiceError};
 use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
 use crate::util::reply::Reply;
-use crate::wal::Wal;
 use crate::wal::{run_wal, WalCmd};
 
 /// How long a stopping primary lets the transport deliver its leadership hand-off.
@@ -71,12 +70,6 @@ pub(super) enum Ev {
     /// A chunk (or refusal) this replica's snapshot thread produced for a peer.
     SnapshotOut((u32, Bytes)),
     Fatal(String),
-}
-
-/// A read waiting for its ReadIndex round and then for the store to catch up.
-enum ReadWaiter {
-    Local(Reply<Result<(), ServiceError>>),
-    Remote { from: u32, id: u64 },
 }
 
 /// The finest clock granularity of the core. The tick is the heartbeat interval (100 ms by
@@ -111,64 +104,14 @@ pub struct ReplicaParams {
 pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
     let executor = glommio::executor().id() as u64 + 1;
     p.shared.executor.store(executor, Ordering::SeqCst);
-    // The WAL opens first: its segments are the first DMA files this executor touches.
-    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes, p.wal_dsync)
-        .await
-        .map_err(|e| e.to_string())?;
-    // The core's log restarts below everything the WAL still holds, not at the store's applied
-    // slot: peers that lag behind this replica can then catch up from its log. Slots the store
-    // already applied are re-emitted as committed and skipped by the executor (exactly once).
-    let mut decoded = Vec::with_capacity(records.len());
-    let mut first_wal_slot: Option<u64> = None;
-    for (lsn, bytes) in &records {
-        let rec = Record::decode(bytes).map_err(|e| format!("wal record {}: {e}", lsn.0))?;
-        if let Record::Accept { slot, .. } = &rec {
-            first_wal_slot = Some(first_wal_slot.map_or(slot.0, |f| f.min(slot.0)));
-        }
-        decoded.push(rec);
-    }
-    let base = first_wal_slot.map_or(p.applied_slot, |f| p.applied_slot.min(f.saturating_sub(1)));
-    let amnesiac = super::rebuild::amnesiac_at_start(&p.wal_dir, records.is_empty())?;
-    if amnesiac {
-        tracing::info!(
-            replica = p.id,
-            "this replica starts without its durable Paxos state (a new cluster, or a lost \
-             WAL): it does not vote until it has rebuilt from its peers"
-        );
-    }
-    let mut durable = DurableState {
-        snapshot_upto: Slot(base),
-        amnesiac,
-        ..DurableState::default()
-    };
-    for rec in &decoded {
-        durable.apply(rec);
-    }
-    drop(decoded);
-    let promised = durable.promised;
-    // Segments recovered from disk may hold accepts up to here: no cut may drop them before
-    // the store covers that slot.
-    let recovered_max_slot = durable
-        .accepted
-        .keys()
-        .next_back()
-        .copied()
-        .unwrap_or(Slot(0));
-    let incarnation = super::incarnation::next_incarnation(&p.wal_dir)?;
-    tracing::info!(
-        replica = p.id,
+    let Recovered {
+        wal,
+        core,
+        base,
+        promised,
+        recovered_max_slot,
         incarnation,
-        "request ids of this run carry incarnation {incarnation}"
-    );
-    tracing::info!(
-        replica = p.id,
-        records = records.len(),
-        applied = p.applied_slot,
-        log_base = base,
-        "replica recovered"
-    );
-    drop(records);
-    let core = paxos::Replica::new(p.paxos.clone(), durable);
+    } = recover::recover(&p).await?;
 
     let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
     let ev_tx = Rc::new(ev_tx);
@@ -397,37 +340,8 @@ impl Shell {
                     tracing::warn!(replica = self.id, from = m.from, error = %e, "undecodable paxos message")
                 }
             },
-            FrameKind::Forward => {
-                self.shared.proposals.fetch_add(1, Ordering::Relaxed);
-                self.proposals.push(m.payload);
-            }
-            FrameKind::ReadIndexRequest => {
-                if let Ok(q) = ReadIndexRequest::decode(&m.payload) {
-                    let id = self.waiters.add_read(ReadWaiter::Remote {
-                        from: m.from,
-                        id: q.id,
-                    });
-                    self.step(Input::ReadIndex { id: ReadId(id) });
-                }
-            }
             FrameKind::SnapshotRequest => self.on_snapshot_request(&m),
             FrameKind::SnapshotChunk => self.on_snapshot_chunk(&m),
-            FrameKind::ReadIndexResponse => {
-                let Ok(a) = ReadIndexResponse::decode(&m.payload) else {
-                    return;
-                };
-                if let Some((_, w)) = self.waiters.take_forwarded(a.id) {
-                    match a.read_index {
-                        Some(slot) => self.read_at(slot, ReadWaiter::Local(w)),
-                        None => {
-                            w.send(Err(err(
-                                ErrorCode::NotPrimary,
-                                "no primary to confirm the read",
-                            )));
-                        }
-                    }
-                }
-            }
         }
     }
 
@@ -457,10 +371,7 @@ impl Shell {
                 self.proposals
                     .push(envelope::encode(self.id, req, &command));
             }
-            ClientMsg::Read { reply } => {
-                let id = self.waiters.add_read(ReadWaiter::Local(reply));
-                self.step(Input::ReadIndex { id: ReadId(id) });
-            }
+            ClientMsg::Read { reply } => self.start_read(reply),
             ClientMsg::Shutdown => {
                 self.flush_proposals();
                 if self.core.is_primary() {
@@ -483,154 +394,5 @@ impl Shell {
 
     fn core_count(&self) -> u32 {
         self.shared.last_heard_unix_ms.len().max(1) as u32
-    }
-
-    /// Carries out everything the core asked for in the last step.
-    fn carry_out(&mut self) {
-        let mut out = std::mem::take(&mut self.out);
-        for (lsn, rec) in out.persist.drain(..) {
-            let _ = self.wal.try_send(WalCmd::Append(lsn, rec));
-        }
-        if !out.sends.is_empty() {
-            let mut buf = Vec::new();
-            for (to, msg) in out.sends.drain(..) {
-                buf.clear();
-                msg.encode(&mut buf);
-                self.outbound
-                    .send(to.0, FrameKind::Paxos, Bytes::copy_from_slice(&buf));
-            }
-        }
-        for (slot, value) in out.committed.drain(..) {
-            let commands: Vec<Bytes> = value.commands().to_vec();
-            let mut waiting = Vec::new();
-            // Only a replica with clients waiting needs to look for its own commands.
-            let mine = if !self.waiters.has_writes() {
-                &[][..]
-            } else {
-                &commands[..]
-            };
-            for (i, c) in mine.iter().enumerate() {
-                if let Ok((origin, req, _)) = envelope::decode(c) {
-                    if origin == self.id && self.waiters.committed(req, slot.0, i) {
-                        waiting.push(i);
-                    }
-                }
-            }
-            self.shared.batches.fetch_add(1, Ordering::Relaxed);
-            self.shared.record_slot(commands.len());
-            self.shared
-                .commands
-                .fetch_add(commands.len() as u64, Ordering::Relaxed);
-            self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
-            if self
-                .jobs
-                .send(ApplyWork::Slot(ApplyJob {
-                    slot: slot.0,
-                    commands,
-                    waiting,
-                }))
-                .is_err()
-            {
-                tracing::error!(replica = self.id, "apply thread is gone");
-            }
-        }
-        for (id, slot) in out.read_ready.drain(..) {
-            if let Some(w) = self.waiters.take_read(id.0) {
-                match w {
-                    ReadWaiter::Remote { from, id } => {
-                        let a = ReadIndexResponse {
-                            id,
-                            read_index: Some(slot.0),
-                        };
-                        self.outbound
-                            .send(from, FrameKind::ReadIndexResponse, a.encode());
-                    }
-                    local => self.read_at(slot.0, local),
-                }
-            }
-        }
-        for (id, why) in out.read_rejected.drain(..) {
-            if let Some(w) = self.waiters.take_read(id.0) {
-                self.reject_read(w, why);
-            }
-        }
-        for (command, why) in out.proposals_rejected.drain(..) {
-            self.reject_proposal(command, why);
-        }
-        let mut need_snapshot = Vec::new();
-        for e in out.events.drain(..) {
-            match e {
-                Event::BecamePrimary { view } => {
-                    tracing::info!(replica = self.id, view = view.0, "became primary");
-                    self.shared.view.store(view.0, Ordering::SeqCst);
-                    self.shared
-                        .primary
-                        .store(i64::from(self.id), Ordering::SeqCst);
-                    self.shared.is_primary.store(true, Ordering::SeqCst);
-                }
-                Event::PrimaryChanged { primary } => {
-                    let p = primary.map(|r| i64::from(r.0)).unwrap_or(-1);
-                    if p != self.shared.primary.load(Ordering::SeqCst) {
-                        self.abandon_pending();
-                    }
-                    self.shared.primary.store(p, Ordering::SeqCst);
-                    self.shared
-                        .is_primary
-                        .store(self.core.is_primary(), Ordering::SeqCst);
-                    self.shared
-                        .view
-                        .store(self.core.promised().0, Ordering::SeqCst);
-                }
-                Event::NeedSnapshot { from } => need_snapshot.push(from),
-                Event::Rebuilt => {
-                    tracing::info!(replica = self.id, "rebuilt: this replica votes again");
-                    self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
-                    if let Err(e) = super::rebuild::mark_rebuilt(&self.wal_dir) {
-                        // Harmless: the replica only stays amnesiac after its next restart.
-                        tracing::warn!(replica = self.id, error = %e, "cannot drop the rebuilding marker");
-                    }
-                }
-            }
-        }
-        self.shared
-            .is_primary
-            .store(self.core.is_primary(), Ordering::Relaxed);
-        self.shared
-            .slots_inflight
-            .store(self.core.slots_inflight() as u64, Ordering::Relaxed);
-        out.clear();
-        self.out = out;
-        for from in need_snapshot {
-            self.on_need_snapshot(from);
-        }
-    }
-
-    fn reject_proposal(&mut self, command: Bytes, why: Rejection) {
-        let Ok((origin, req, _)) = envelope::decode(&command) else {
-            return;
-        };
-        match why {
-            Rejection::NotPrimary {
-                primary_hint: Some(p),
-            } if p.0 != self.id => {
-                // Forward to the primary; the origin still answers when the command applies.
-                self.outbound.send(p.0, FrameKind::Forward, command);
-            }
-            why => {
-                if origin == self.id {
-                    if let Some(w) = self.waiters.take_write(req) {
-                        let e = match why {
-                            Rejection::Overloaded => {
-                                err(ErrorCode::Unavailable, "too many proposals waiting; retry")
-                            }
-                            Rejection::NotPrimary { .. } => {
-                                err(ErrorCode::NotPrimary, "no primary right now; retry")
-                            }
-                        };
-                        w.send(Err(e));
-                    }
-                }
-            }
-        }
     }
 }

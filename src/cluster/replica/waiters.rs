@@ -1,8 +1,9 @@
 //! Everyone the shell owes an answer, in one place: client writes waiting to commit (each with
 //! its deadline), committed writes waiting for the store's outcome, reads waiting for their
-//! ReadIndex round, reads waiting for the store to apply their index, and reads forwarded to
-//! the primary. Ids come from the replica's incarnation (`incarnation.rs`), so an id of an
-//! earlier run never matches.
+//! read index (from this replica's core, or the primary's when this one does not lead), and
+//! reads waiting for the store to apply their index. Ids come from the replica's incarnation
+//! (`incarnation.rs`), so an id of an earlier run never matches (ids travel to the primary and
+//! back in node mode).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -10,12 +11,11 @@ use std::time::Instant;
 
 use crate::util::reply::Reply;
 
-use super::ReadWaiter;
 use crate::cluster::apply::Waiter;
 use crate::service::{ErrorCode, ServiceError};
 
-/// A read forwarded to the primary: (deadline, the client's reply).
-pub(super) type Forwarded = (Instant, Reply<Result<(), ServiceError>>);
+/// A linearizable read's client: told when it may read this replica's store.
+pub(super) type ReadWaiter = Reply<Result<(), ServiceError>>;
 
 pub(super) struct Waiters {
     next_request: u64,
@@ -26,12 +26,10 @@ pub(super) struct Waiters {
     /// Committed writes waiting for the apply thread's outcome: (slot, index in slot) → waiter.
     applying: HashMap<(u64, usize), Waiter>,
     next_read: u64,
-    /// Reads waiting for their ReadIndex round.
-    reads: HashMap<u64, ReadWaiter>,
+    /// Reads waiting for their read index: id → (deadline, waiter).
+    reads: HashMap<u64, (Instant, ReadWaiter)>,
     /// Reads whose index is known, waiting for the store: slot → (deadline, waiter).
     pub(super) waiting_reads: BTreeMap<u64, Vec<(Instant, ReadWaiter)>>,
-    /// Reads this replica forwarded to the primary: id → (deadline, waiter).
-    pub(super) forwarded_reads: HashMap<u64, Forwarded>,
 }
 
 impl Waiters {
@@ -44,7 +42,6 @@ impl Waiters {
             next_read: first_id,
             reads: HashMap::new(),
             waiting_reads: BTreeMap::new(),
-            forwarded_reads: HashMap::new(),
         }
     }
 
@@ -99,31 +96,28 @@ impl Waiters {
         self.pending.drain().map(|(_, w)| w).collect()
     }
 
-    /// Reads and forwarded reads draw their ids from one counter.
-    fn next_read_id(&mut self) -> u64 {
+    pub(super) fn add_read(&mut self, w: ReadWaiter, deadline: Instant) -> u64 {
         let id = self.next_read;
         self.next_read += 1;
+        self.reads.insert(id, (deadline, w));
         id
     }
 
-    pub(super) fn add_read(&mut self, w: ReadWaiter) -> u64 {
-        let id = self.next_read_id();
-        self.reads.insert(id, w);
-        id
-    }
-
-    pub(super) fn take_read(&mut self, id: u64) -> Option<ReadWaiter> {
+    /// The read `id` with its deadline, if it still waits for its index.
+    pub(super) fn take_read(&mut self, id: u64) -> Option<(Instant, ReadWaiter)> {
         self.reads.remove(&id)
     }
 
-    pub(super) fn add_forwarded(&mut self, f: Forwarded) -> u64 {
-        let id = self.next_read_id();
-        self.forwarded_reads.insert(id, f);
-        id
-    }
-
-    pub(super) fn take_forwarded(&mut self, id: u64) -> Option<Forwarded> {
-        self.forwarded_reads.remove(&id)
+    /// Reads past their deadline that still wait for their index.
+    pub(super) fn expired_reads(&mut self, now: Instant) -> Vec<ReadWaiter> {
+        let lost: Vec<u64> = (self.reads.iter())
+            .filter(|(_, (d, _))| *d <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        lost.into_iter()
+            .filter_map(|id| self.reads.remove(&id))
+            .map(|(_, w)| w)
+            .collect()
     }
 
     /// The replica stops: every client gets an answer (a write's outcome is unknown).
@@ -137,12 +131,13 @@ impl Waiters {
             w.send(Err(ServiceError::outcome_unknown("the replica stopped")));
         }
         let stopped = || ServiceError::new(ErrorCode::Unavailable, "replica stopped");
-        for (_, w) in self.reads.drain() {
-            if let ReadWaiter::Local(r) = w {
-                r.send(Err(stopped()));
-            }
+        for (_, (_, w)) in self.reads.drain() {
+            w.send(Err(stopped()));
         }
-        for (_, (_, w)) in self.forwarded_reads.drain() {
+        for (_, w) in std::mem::take(&mut self.waiting_reads)
+            .into_values()
+            .flatten()
+        {
             w.send(Err(stopped()));
         }
     }

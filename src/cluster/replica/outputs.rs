@@ -1,0 +1,149 @@
+//! Carrying out what one step of the core asked for: records to the WAL task, messages to the
+//! transport, committed slots to the apply thread (with this replica's waiting clients
+//! attached), read indexes and refusals to their clients, role changes to the shared state.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::{err, Shell};
+use crate::cluster::apply::{ApplyJob, ApplyWork};
+use crate::cluster::envelope;
+use crate::paxos::{Event, Rejection};
+use crate::service::ErrorCode;
+use crate::transport::FrameKind;
+use crate::wal::WalCmd;
+
+impl Shell {
+    /// Carries out everything the core asked for in the last step.
+    pub(super) fn carry_out(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for (lsn, rec) in out.persist.drain(..) {
+            let _ = self.wal.try_send(WalCmd::Append(lsn, rec));
+        }
+        if !out.sends.is_empty() {
+            let mut buf = Vec::new();
+            for (to, msg) in out.sends.drain(..) {
+                buf.clear();
+                msg.encode(&mut buf);
+                self.outbound
+                    .send(to.0, FrameKind::Paxos, Bytes::copy_from_slice(&buf));
+            }
+        }
+        for (slot, value) in out.committed.drain(..) {
+            let commands: Vec<Bytes> = value.commands().to_vec();
+            let mut waiting = Vec::new();
+            // Only a replica with clients waiting needs to look for its own commands.
+            let mine = if !self.waiters.has_writes() {
+                &[][..]
+            } else {
+                &commands[..]
+            };
+            for (i, c) in mine.iter().enumerate() {
+                if let Ok((origin, req, _)) = envelope::decode(c) {
+                    if origin == self.id && self.waiters.committed(req, slot.0, i) {
+                        waiting.push(i);
+                    }
+                }
+            }
+            self.shared.batches.fetch_add(1, Ordering::Relaxed);
+            self.shared.record_slot(commands.len());
+            self.shared
+                .commands
+                .fetch_add(commands.len() as u64, Ordering::Relaxed);
+            self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
+            if self
+                .jobs
+                .send(ApplyWork::Slot(ApplyJob {
+                    slot: slot.0,
+                    commands,
+                    waiting,
+                }))
+                .is_err()
+            {
+                tracing::error!(replica = self.id, "apply thread is gone");
+            }
+        }
+        for (id, slot) in out.read_ready.drain(..) {
+            if let Some((deadline, w)) = self.waiters.take_read(id.0) {
+                self.read_at(slot.0, deadline, w);
+            }
+        }
+        for (id, why) in out.read_rejected.drain(..) {
+            if let Some((_, w)) = self.waiters.take_read(id.0) {
+                self.reject_read(w, why);
+            }
+        }
+        for (command, why) in out.proposals_rejected.drain(..) {
+            self.reject_proposal(command, why);
+        }
+        let mut need_snapshot = Vec::new();
+        for e in out.events.drain(..) {
+            match e {
+                Event::BecamePrimary { view } => {
+                    tracing::info!(replica = self.id, view = view.0, "became primary");
+                    self.shared.view.store(view.0, Ordering::SeqCst);
+                    self.shared
+                        .primary
+                        .store(i64::from(self.id), Ordering::SeqCst);
+                    self.shared.is_primary.store(true, Ordering::SeqCst);
+                }
+                Event::PrimaryChanged { primary } => {
+                    let p = primary.map(|r| i64::from(r.0)).unwrap_or(-1);
+                    if p != self.shared.primary.load(Ordering::SeqCst) {
+                        self.abandon_pending();
+                    }
+                    self.shared.primary.store(p, Ordering::SeqCst);
+                    self.shared
+                        .is_primary
+                        .store(self.core.is_primary(), Ordering::SeqCst);
+                    self.shared
+                        .view
+                        .store(self.core.promised().0, Ordering::SeqCst);
+                }
+                Event::NeedSnapshot { from } => need_snapshot.push(from),
+                Event::Rebuilt => {
+                    tracing::info!(replica = self.id, "rebuilt: this replica votes again");
+                    self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = crate::cluster::rebuild::mark_rebuilt(&self.wal_dir) {
+                        // Harmless: the replica only stays amnesiac after its next restart.
+                        tracing::warn!(replica = self.id, error = %e, "cannot drop the rebuilding marker");
+                    }
+                }
+            }
+        }
+        self.shared
+            .is_primary
+            .store(self.core.is_primary(), Ordering::Relaxed);
+        self.shared
+            .slots_inflight
+            .store(self.core.slots_inflight() as u64, Ordering::Relaxed);
+        out.clear();
+        self.out = out;
+        for from in need_snapshot {
+            self.on_need_snapshot(from);
+        }
+    }
+
+    /// A command the core could not replicate: its client, if it waits here, is told why
+    /// (the command was not applied, so the client may retry). The core already returned
+    /// another replica's commands to their origin.
+    fn reject_proposal(&mut self, command: Bytes, why: Rejection) {
+        let Ok((origin, req, _)) = envelope::decode(&command) else {
+            return;
+        };
+        if origin != self.id {
+            return;
+        }
+        if let Some(w) = self.waiters.take_write(req) {
+            w.send(Err(match why {
+                Rejection::Overloaded => {
+                    err(ErrorCode::Unavailable, "too many proposals waiting; retry")
+                }
+                Rejection::NotPrimary { .. } => {
+                    err(ErrorCode::NotPrimary, "no primary right now; retry")
+                }
+            }));
+        }
+    }
+}
