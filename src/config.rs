@@ -361,14 +361,14 @@ impl ReplicatedConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+        Self::from_toml(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
+            message: e.to_string(),
         })
     }
 
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
     }
 
     pub fn to_toml(&self) -> String {
@@ -388,10 +388,10 @@ impl ReplicatedConfig {
             })
         }
         fn dur(name: &'static str, v: &str) -> Result<Duration, ConfigError> {
-            parse_duration(v).map_err(|message| ConfigError::Env {
+            parse_duration(v).map_err(|e| ConfigError::Env {
                 name,
                 value: v.to_string(),
-                message,
+                message: e.to_string(),
             })
         }
         for &name in ENV_VARS {

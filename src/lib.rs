@@ -26,6 +26,8 @@ pub mod cluster;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod error;
+#[cfg(feature = "server")]
 pub mod linearizability;
 #[cfg(feature = "server")]
 pub mod local;

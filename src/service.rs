@@ -119,9 +119,12 @@ pub trait KvService: Clone + 'static {
         render_store_gauges(self, out);
     }
     /// Cuts replica `replica` off from its peers (or heals it): fault injection for tests.
-    fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
+    fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), ServiceError> {
         let _ = (replica, isolated);
-        Err("this server has no replicas to partition".into())
+        Err(ServiceError::new(
+            ErrorCode::InvalidArgument,
+            "this server has no replicas to partition",
+        ))
     }
 }
 

@@ -25,6 +25,9 @@ pub enum TlsError {
     File { path: PathBuf, message: String },
     #[error("TLS setup: {0}")]
     Setup(String),
+    /// A replica's certificate does not name the replica it claims to be (or none came).
+    #[error("{0}")]
+    Certificate(String),
 }
 
 fn file_err(path: &Path, message: impl ToString) -> TlsError {
@@ -111,8 +114,8 @@ impl ReplicaTls {
     }
 
     /// The server name a dialer verifies replica `id`'s certificate against.
-    pub fn server_name(id: u32) -> Result<ServerName<'static>, String> {
-        ServerName::try_from(replica_name(id)).map_err(|e| e.to_string())
+    pub fn server_name(id: u32) -> Result<ServerName<'static>, TlsError> {
+        ServerName::try_from(replica_name(id)).map_err(|e| TlsError::Setup(e.to_string()))
     }
 }
 
@@ -120,15 +123,19 @@ impl ReplicaTls {
 pub fn cert_names_replica(
     peer_certs: Option<&[CertificateDer<'_>]>,
     id: u32,
-) -> Result<(), String> {
-    let leaf = peer_certs
-        .and_then(|c| c.first())
-        .ok_or("the peer presented no certificate")?;
+) -> Result<(), TlsError> {
+    let bad = |m: String| TlsError::Certificate(m);
+    let leaf = (peer_certs.and_then(|c| c.first()))
+        .ok_or_else(|| bad("the peer presented no certificate".into()))?;
     let cert =
-        webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("bad certificate: {e}"))?;
+        webpki::EndEntityCert::try_from(leaf).map_err(|e| bad(format!("bad certificate: {e}")))?;
     let name = ReplicaTls::server_name(id)?;
-    cert.verify_is_valid_for_subject_name(&name)
-        .map_err(|_| format!("the peer's certificate is not for {}", replica_name(id)))
+    cert.verify_is_valid_for_subject_name(&name).map_err(|_| {
+        bad(format!(
+            "the peer's certificate is not for {}",
+            replica_name(id)
+        ))
+    })
 }
 
 /// The Thrift front's server side (no client certificate asked).

@@ -71,7 +71,7 @@ pub enum ProtocolArg {
     EtcdHttp,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, paxoskv::util::duration::BadDuration> {
     paxoskv::util::duration::parse_duration(s)
 }
 

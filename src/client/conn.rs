@@ -28,6 +28,11 @@ pub(crate) enum ConnError {
     Protocol(String),
 }
 
+/// A connection could not be made (nothing was sent on it).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct ConnectError(pub(crate) String);
+
 type Waiter = oneshot::Sender<Result<Vec<u8>, ConnError>>;
 
 type Writer = Box<dyn AsyncWrite + Send + Unpin>;
@@ -57,14 +62,14 @@ pub(crate) struct Conn {
 impl Conn {
     /// Connects (TCP_NODELAY; TLS when configured) and starts the connection's reader and
     /// writer tasks.
-    pub(crate) async fn connect(addr: &str, o: &ConnOptions) -> Result<Conn, String> {
+    pub(crate) async fn connect(addr: &str, o: &ConnOptions) -> Result<Conn, ConnectError> {
         let stream = tokio::time::timeout(o.connect_timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| format!("connecting to {addr} timed out"))?
-            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+            .map_err(|_| ConnectError(format!("connecting to {addr} timed out")))?
+            .map_err(|e| ConnectError(format!("connecting to {addr}: {e}")))?;
         stream
             .set_nodelay(true)
-            .map_err(|e| format!("TCP_NODELAY on {addr}: {e}"))?;
+            .map_err(|e| ConnectError(format!("TCP_NODELAY on {addr}: {e}")))?;
         let waiting = Arc::new(Mutex::new(HashMap::new()));
         let dead = Arc::new(AtomicBool::new(false));
         let (w, d) = (waiting.clone(), dead.clone());
@@ -78,8 +83,8 @@ impl Conn {
                 let tls = tokio_rustls::TlsConnector::from(config.clone());
                 let stream = tokio::time::timeout(o.connect_timeout, tls.connect(name, stream))
                     .await
-                    .map_err(|_| format!("TLS handshake with {addr} timed out"))?
-                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                    .map_err(|_| ConnectError(format!("TLS handshake with {addr} timed out")))?
+                    .map_err(|e| ConnectError(format!("TLS handshake with {addr}: {e}")))?;
                 let (rd, wr) = tokio::io::split(stream);
                 (Box::new(wr), tokio::spawn(read_loop(rd, o.clone(), w, d)))
             }

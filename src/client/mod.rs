@@ -414,7 +414,7 @@ impl Client {
             let err = match ep.conn(&self.inner.conn).await {
                 Err(e) => {
                     self.endpoint_failed(i);
-                    Error::Unreachable(e)
+                    Error::Unreachable(e.to_string())
                 }
                 Ok(conn) => match conn.call(req, cfg.request_timeout).await {
                     Ok(resp) => match resp.error_text() {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::conn::{Conn, ConnOptions};
+use super::conn::{Conn, ConnOptions, ConnectError};
 use super::lock;
 use crate::front::generated::PingRequest;
 
@@ -57,7 +57,7 @@ impl Endpoint {
 
     /// A live connection, round-robin over the endpoint's slots (connecting the slot if its
     /// connection is missing or dead).
-    pub(crate) async fn conn(&self, o: &ConnOptions) -> Result<Arc<Conn>, String> {
+    pub(crate) async fn conn(&self, o: &ConnOptions) -> Result<Arc<Conn>, ConnectError> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
         if let Some(c) = slot.as_ref().filter(|c| !c.is_dead()) {

@@ -47,7 +47,7 @@ pub(crate) fn client_config(t: &TlsConfig) -> Result<Arc<rustls::ClientConfig>> 
 pub(crate) fn server_name(
     t: &TlsConfig,
     addr: &str,
-) -> std::result::Result<ServerName<'static>, String> {
+) -> std::result::Result<ServerName<'static>, super::conn::ConnectError> {
     let host = match &t.server_name {
         Some(n) => n.as_str(),
         None => addr
@@ -56,5 +56,6 @@ pub(crate) fn server_name(
             .trim_start_matches('[')
             .trim_end_matches(']'),
     };
-    ServerName::try_from(host.to_string()).map_err(|e| format!("TLS name {host:?}: {e}"))
+    ServerName::try_from(host.to_string())
+        .map_err(|e| super::conn::ConnectError(format!("TLS name {host:?}: {e}")))
 }

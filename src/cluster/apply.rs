@@ -20,6 +20,7 @@ use futures_channel::mpsc;
 
 use super::envelope;
 use super::shared::ReplicaShared;
+use crate::error::Error;
 use crate::service::{ErrorCode, ServiceError};
 use crate::storage::{KvStoreExecutor, SnapshotChunk};
 use crate::txn::{Command, Outcome};
@@ -67,7 +68,7 @@ pub enum Applied {
     },
     /// The outcomes of waited-for commands in a run of slots just applied.
     Outcomes(Vec<SlotOutcome>),
-    Failed(String),
+    Failed(Error),
 }
 
 /// Slots applied in one RocksDB write at most, and commands in one write at most (a run stops
@@ -201,16 +202,12 @@ struct Applier {
 
 impl Applier {
     /// Applies one run of consecutive slots and hands the waited-for outcomes back.
-    fn apply_run(
-        &mut self,
-        exec: &mut KvStoreExecutor,
-        group: Vec<ApplyJob>,
-    ) -> Result<(), String> {
+    fn apply_run(&mut self, exec: &mut KvStoreExecutor, group: Vec<ApplyJob>) -> Result<(), Error> {
         while self.shared.pause_apply.load(Ordering::Relaxed) {
             std::thread::sleep(PAUSE_POLL);
         }
         if !group.is_empty() && ReplicaShared::take_fault(&self.shared.inject_store_failure) {
-            let e = "rocksdb: IO error: injected write failure".to_string();
+            let e = Error::Injected("rocksdb: IO error: injected write failure");
             tracing::error!(replica = self.shared.id, error = %e, "apply failed; this replica stops");
             return Err(e);
         }
@@ -235,8 +232,11 @@ impl Applier {
     }
 
     /// One step of a snapshot install; after the last, the slots held meanwhile apply on top.
-    fn install(&mut self, exec: &mut KvStoreExecutor, step: InstallStep) -> Result<(), String> {
-        let e = |e: crate::storage::StorageError| format!("snapshot install: {e}");
+    fn install(&mut self, exec: &mut KvStoreExecutor, step: InstallStep) -> Result<(), Error> {
+        let e = |source| Error::Store {
+            what: "snapshot install",
+            source,
+        };
         if step.first {
             exec.install_begin().map_err(e)?;
             self.installing = true;
@@ -286,19 +286,16 @@ struct Flusher {
 
 impl Flusher {
     /// A failed flush is fatal for the replica, like a failed fsync.
-    fn advance(
-        &mut self,
-        exec: &mut KvStoreExecutor,
-        shared: &ReplicaShared,
-    ) -> Result<(), String> {
-        let durable = exec
-            .durable_sequence()
-            .map_err(|e| format!("rocksdb flush: {e}"))?;
+    fn advance(&mut self, exec: &mut KvStoreExecutor, shared: &ReplicaShared) -> Result<(), Error> {
+        let flush = |source| Error::Store {
+            what: "rocksdb flush",
+            source,
+        };
+        let durable = exec.durable_sequence().map_err(flush)?;
         shared.durable_slot.store(durable.0, Ordering::SeqCst);
         if self.last.elapsed() >= self.every {
             self.last = Instant::now();
-            exec.start_flush()
-                .map_err(|e| format!("rocksdb flush: {e}"))?;
+            exec.start_flush().map_err(flush)?;
         }
         Ok(())
     }
@@ -311,7 +308,7 @@ fn apply_group(
     group: Vec<ApplyJob>,
     cmds: &mut Vec<Vec<Command>>,
     outcomes: &mut Vec<SlotOutcome>,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let Some(first) = group.first().map(|j| j.slot) else {
         return Ok(());
     };
@@ -343,7 +340,7 @@ fn apply_group(
                     outcomes.push((job.slot, i, Err(err)));
                 }
             }
-            return Err(e.to_string());
+            return Err(e.into());
         }
     };
     for ((job, result), bad) in group.into_iter().zip(results).zip(bad) {

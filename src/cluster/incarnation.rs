@@ -10,6 +10,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::error::{Error, Result};
+
 /// Bits of a request id that count requests within one incarnation.
 pub const REQUEST_SEQ_BITS: u32 = 40;
 /// Incarnations before the counter would wrap (a replica restarted 16 million times).
@@ -18,30 +20,30 @@ pub const INCARNATION_MAX: u64 = (1 << (64 - REQUEST_SEQ_BITS)) - 1;
 const FILE_NAME: &str = "incarnation";
 
 /// Reads the incarnation persisted in `dir`, makes the next one durable, and returns it.
-pub fn next_incarnation(dir: &Path) -> Result<u64, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+pub fn next_incarnation(dir: &Path) -> Result<u64> {
+    std::fs::create_dir_all(dir).map_err(Error::file(dir))?;
     let path = dir.join(FILE_NAME);
     let previous = match std::fs::read_to_string(&path) {
-        Ok(s) => s
-            .trim()
-            .parse::<u64>()
-            .map_err(|e| format!("{}: bad incarnation {s:?}: {e}", path.display()))?,
+        Ok(s) => s.trim().parse::<u64>().map_err(|e| Error::BadFile {
+            path: path.clone(),
+            message: format!("bad incarnation {s:?}: {e}"),
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(Error::file(&path)(e)),
     };
     let next = previous + 1;
     if next > INCARNATION_MAX {
-        return Err(format!(
-            "{}: incarnation {next} exceeds {INCARNATION_MAX}",
-            path.display()
-        ));
+        return Err(Error::BadFile {
+            path,
+            message: format!("incarnation {next} exceeds {INCARNATION_MAX}"),
+        });
     }
     let tmp = dir.join(format!("{FILE_NAME}.tmp"));
-    let io = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(format!("{next}\n").as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = std::fs::File::create(&tmp).map_err(Error::file(&tmp))?;
+    f.write_all(format!("{next}\n").as_bytes())
+        .map_err(Error::file(&tmp))?;
+    f.sync_all().map_err(Error::file(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(Error::file(&path))?;
     super::rebuild::sync_dir(dir)?;
     Ok(next)
 }

@@ -82,7 +82,7 @@ struct Executor {
     /// Ends the executor. Until then it keeps running its guests even after its replicas
     /// stopped (a fatal WAL or apply error must not take the front down with it).
     stop: Option<oneshot::Sender<()>>,
-    handle: Option<ExecutorJoinHandle<Result<(), String>>>,
+    handle: Option<ExecutorJoinHandle<Result<(), crate::error::Error>>>,
 }
 
 pub struct ReplicatedKvStore {
@@ -105,7 +105,7 @@ impl ReplicatedKvStore {
         let tx = e.guests.clone();
         Some(Box::new(move |guest: Guest| {
             tx.unbounded_send(guest)
-                .map_err(|_| format!("replica {id}'s executor has stopped"))
+                .map_err(|_| crate::util::guest::ExecutorStopped(id))
         }))
     }
 
@@ -339,7 +339,7 @@ impl ReplicatedKvStore {
                             if let Err(e) = &r {
                                 tracing::error!(replica = id, error = %e, "replica stopped");
                                 *shared.failure.lock().unwrap_or_else(|p| p.into_inner()) =
-                                    Some(e.clone());
+                                    Some(e.to_string());
                             }
                             r
                         })

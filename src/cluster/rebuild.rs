@@ -7,11 +7,13 @@
 
 use std::path::Path;
 
+use crate::error::{Error, Result};
+
 const FILE_NAME: &str = "rebuilding";
 
 /// Whether the replica starts amnesiac: the marker exists, or the WAL held nothing (then the
 /// marker is made durable before this returns).
-pub fn amnesiac_at_start(dir: &Path, wal_empty: bool) -> Result<bool, String> {
+pub fn amnesiac_at_start(dir: &Path, wal_empty: bool) -> Result<bool> {
     let path = dir.join(FILE_NAME);
     if path.exists() {
         return Ok(true);
@@ -19,29 +21,28 @@ pub fn amnesiac_at_start(dir: &Path, wal_empty: bool) -> Result<bool, String> {
     if !wal_empty {
         return Ok(false);
     }
-    let io = |e: std::io::Error| format!("{}: {e}", path.display());
     std::fs::File::create(&path)
         .and_then(|f| f.sync_all())
-        .map_err(io)?;
+        .map_err(Error::file(&path))?;
     sync_dir(dir)?;
     Ok(true)
 }
 
 /// The core rebuilt what it forgot: drop the marker.
-pub fn mark_rebuilt(dir: &Path) -> Result<(), String> {
+pub fn mark_rebuilt(dir: &Path) -> Result<()> {
     let path = dir.join(FILE_NAME);
     match std::fs::remove_file(&path) {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(Error::file(&path)(e)),
     }
 }
 
 /// Makes a directory's entries (a created, renamed or removed file) durable.
-pub(super) fn sync_dir(dir: &Path) -> Result<(), String> {
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(Error::file(dir))
 }
 
 #[cfg(test)]

@@ -406,13 +406,16 @@ impl KvService for ClusterService {
         render_slot_commands(&self.inner.local, out);
     }
 
-    fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), String> {
+    fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), ServiceError> {
         match self.inner.local.iter().find(|r| r.id == replica) {
             Some(r) => {
                 r.shared.faults.isolate(isolated);
                 Ok(())
             }
-            None => Err(format!("replica {replica} does not run in this process")),
+            None => Err(ServiceError::new(
+                ErrorCode::InvalidArgument,
+                format!("replica {replica} does not run in this process"),
+            )),
         }
     }
 }

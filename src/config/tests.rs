@@ -75,5 +75,6 @@ fn validation_names_the_field_and_value() {
         .contains("election_timeout_min"));
     assert!(ReplicatedConfig::from_toml("[thrift]\nbogus = 1\n")
         .unwrap_err()
+        .to_string()
         .contains("bogus"));
 }

@@ -132,7 +132,7 @@ pub fn scan_resume(
         }
         Transport::Unframed => {
             let window = &buf[..buf.len().min(max)];
-            match state.walk(window).map_err(FrameError::Malformed)? {
+            match state.walk(window)? {
                 Some(n) => Ok(Scan::Complete { header: 0, body: n }),
                 None if buf.len() >= max => Err(FrameError::TooLarge(buf.len() as u64, max)),
                 None => Ok(Scan::Incomplete),
@@ -143,9 +143,7 @@ pub fn scan_resume(
 
 /// Walks one binary-protocol message; `Ok(None)` when `buf` ends before it does.
 pub fn binary_message_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
-    ScanState::default()
-        .walk(buf)
-        .map_err(FrameError::Malformed)
+    ScanState::default().walk(buf)
 }
 
 /// A walk through one message, stopped where the bytes ran out: the position of the next
@@ -182,21 +180,25 @@ fn be_i32(b: &[u8], at: usize) -> Option<i32> {
     Some(i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+fn malformed(message: String) -> FrameError {
+    FrameError::Malformed(message)
+}
+
 /// A container's element type must be a Thrift type. Its count needs no check here: elements
 /// are walked as their bytes arrive, each at least one byte, so a count that lies is ended by
 /// the message size limit, never by spinning.
-fn check_elem(elem: u8, what: &str) -> Result<(), String> {
+fn check_elem(elem: u8, what: &str) -> Result<(), FrameError> {
     match elem {
         2 | 3 | 4 | 6 | 8 | 10 | 11 | 12 | 13 | 14 | 15 => Ok(()),
-        t => Err(format!("unknown {what} element type {t}")),
+        t => Err(malformed(format!("unknown {what} element type {t}"))),
     }
 }
 
 /// A length or count at `at`: `None` while its bytes are missing, an error if negative.
-fn len_at(buf: &[u8], at: usize, what: &str) -> Result<Option<usize>, String> {
+fn len_at(buf: &[u8], at: usize, what: &str) -> Result<Option<usize>, FrameError> {
     match be_i32(buf, at) {
         None => Ok(None),
-        Some(n) if n < 0 => Err(format!("negative {what} length {n}")),
+        Some(n) if n < 0 => Err(malformed(format!("negative {what} length {n}"))),
         Some(n) => Ok(Some(n as usize)),
     }
 }
@@ -204,7 +206,7 @@ fn len_at(buf: &[u8], at: usize, what: &str) -> Result<Option<usize>, String> {
 impl ScanState {
     /// Continues the walk over `buf` (which extends what earlier calls saw): `Some(len)` once
     /// the message is complete, `None` while bytes are missing.
-    fn walk(&mut self, buf: &[u8]) -> Result<Option<usize>, String> {
+    fn walk(&mut self, buf: &[u8]) -> Result<Option<usize>, FrameError> {
         if !self.started {
             let Some(n) = message_header_len(buf)? else {
                 return Ok(None);
@@ -260,7 +262,7 @@ impl ScanState {
     }
 
     /// Moves past an item and opens its container, if any.
-    fn take(&mut self, item: Item) -> Result<(), String> {
+    fn take(&mut self, item: Item) -> Result<(), FrameError> {
         #[cfg(test)]
         {
             self.taken += 1;
@@ -269,7 +271,7 @@ impl ScanState {
             Item::Whole(end) => self.pos = end,
             Item::Opens(end, open) => {
                 if self.open.len() > MAX_DEPTH {
-                    return Err("nesting deeper than 64".into());
+                    return Err(malformed("nesting deeper than 64".into()));
                 }
                 self.pos = end;
                 self.open.push(open);
@@ -280,7 +282,7 @@ impl ScanState {
 
     /// The value of type `ty` starting at `at`: `None` if its bytes (or its container header)
     /// are not all in `buf` yet.
-    fn item(&self, buf: &[u8], at: usize, ty: u8) -> Result<Option<Item>, String> {
+    fn item(&self, buf: &[u8], at: usize, ty: u8) -> Result<Option<Item>, FrameError> {
         let whole = |n: usize| (buf.len() >= at + n).then_some(Item::Whole(at + n));
         Ok(match ty {
             2 | 3 => whole(1),
@@ -307,13 +309,13 @@ impl ScanState {
                 }
                 _ => None,
             },
-            t => return Err(format!("unknown field type {t}")),
+            t => return Err(malformed(format!("unknown field type {t}"))),
         })
     }
 }
 
 /// The length of a message's header (strict or not), `None` while it is incomplete.
-fn message_header_len(buf: &[u8]) -> Result<Option<usize>, String> {
+fn message_header_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     let Some(first) = be_i32(buf, 0) else {
         return Ok(None);
     };
@@ -322,7 +324,7 @@ fn message_header_len(buf: &[u8]) -> Result<Option<usize>, String> {
     let (name_len, start, after_name) = if first < 0 {
         let v = first as u32;
         if v & VERSION_MASK != VERSION_1 {
-            return Err(format!("bad protocol version {v:#x}"));
+            return Err(malformed(format!("bad protocol version {v:#x}")));
         }
         let Some(n) = len_at(buf, 4, "method name")? else {
             return Ok(None);
@@ -332,7 +334,7 @@ fn message_header_len(buf: &[u8]) -> Result<Option<usize>, String> {
         (first as usize, 4, 5)
     };
     if name_len > MAX_NAME_BYTES {
-        return Err(format!("method name of {name_len} bytes"));
+        return Err(malformed(format!("method name of {name_len} bytes")));
     }
     let end = start + name_len + after_name;
     Ok((buf.len() >= end).then_some(end))

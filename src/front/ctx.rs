@@ -224,7 +224,7 @@ impl<S: KvService> FrontCtx<S> {
             Bytes::copy_from_slice(key),
             Bytes::copy_from_slice(value),
         )]);
-        cmd.validate().map_err(invalid)?;
+        cmd.validate()?;
         Ok(cmd)
     }
 
@@ -275,7 +275,7 @@ impl<S: KvService> FrontCtx<S> {
             writes,
             read_conflicts: std::mem::take(&mut read_conflicts),
         };
-        cmd.validate().map_err(invalid)?;
+        cmd.validate()?;
         let size = cmd.payload_bytes();
         if size > self.limits.max_message_bytes as usize {
             return Err(too_large(format!(

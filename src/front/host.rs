@@ -139,7 +139,8 @@ where
             Some(handle)
         }
         FrontHost::Guest(spawn) => {
-            spawn(Box::new(move || Box::pin(body()))).map_err(FrontError::Executor)?;
+            spawn(Box::new(move || Box::pin(body())))
+                .map_err(|e| FrontError::Executor(e.to_string()))?;
             None
         }
     };

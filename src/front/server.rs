@@ -8,6 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_lite::future::poll_once;
 use futures_lite::AsyncReadExt;
@@ -16,7 +17,7 @@ use glommio::task::JoinHandle;
 use thrift::ApplicationError;
 
 use super::cmd::handle;
-use super::codec::{self, Scan, Transport};
+use super::codec::{self, FrameError, Scan, Transport};
 use super::ctx::FrontCtx;
 use super::wire::{self, Response};
 use crate::service::{ErrorCode, KvService, ServiceError};
@@ -190,10 +191,8 @@ pub async fn run_thrift_listener<S: KvService>(
                     let timeout = ctx.limits.read_timeout;
                     match crate::util::time::within(timeout, acceptor.accept(stream)).await {
                         Some(Ok(tls_stream)) => serve_connection(tls_stream, ctx, idle).await,
-                        Some(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                        None => Err(format!(
-                            "TLS handshake not completed within thrift.read_timeout ({timeout:?})"
-                        )),
+                        Some(Err(e)) => Err(Closed::Tls(e)),
+                        None => Err(Closed::TlsTimeout(timeout)),
                     }
                 }
             };
@@ -208,12 +207,37 @@ pub async fn run_thrift_listener<S: KvService>(
     }
 }
 
+/// Why the front closed a client's connection (logged with the peer's address).
+#[derive(Debug, thiserror::Error)]
+enum Closed {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("undecodable message header: {0}")]
+    Header(String),
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("TLS handshake not completed within thrift.read_timeout ({0:?})")]
+    TlsTimeout(Duration),
+    #[error("message not completed within thrift.read_timeout ({0:?}); closed")]
+    ReadTimeout(Duration),
+    #[error("idle for thrift.idle_timeout ({0:?}); closed")]
+    Idle(Duration),
+    #[error("connection closed inside a message ({0} bytes pending)")]
+    Truncated(usize),
+    #[error("writer stopped")]
+    WriterStopped,
+}
+
 /// Serves one connection until the peer closes it or sends something unusable.
 async fn serve_connection<S, IO>(
     stream: IO,
     ctx: Rc<FrontCtx<S>>,
     mut idle: IdleWatch,
-) -> Result<(), String>
+) -> Result<(), Closed>
 where
     S: KvService,
     IO: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
@@ -229,7 +253,7 @@ where
         room: Cell::new(0),
         progress,
     });
-    let writer: JoinHandle<Result<(), String>> =
+    let writer: JoinHandle<Result<(), Closed>> =
         glommio::spawn_local(run_writer(rx, wr, inflight.clone())).detach();
     let session = Rc::new(RefCell::new(Session::default()));
     let max = ctx.limits.max_message_bytes as usize;
@@ -249,7 +273,7 @@ where
                         t
                     }
                     Ok(None) => break,
-                    Err(e) => break 'conn Err(e.to_string()),
+                    Err(e) => break 'conn Err(e.into()),
                 },
             };
             let (header, body) = match codec::scan_resume(pending, t, max, &mut scan_state) {
@@ -258,12 +282,12 @@ where
                     (header, body)
                 }
                 Ok(Scan::Incomplete) => break,
-                Err(e) => break 'conn Err(e.to_string()),
+                Err(e) => break 'conn Err(e.into()),
             };
             let msg = &pending[header..header + body];
             let incoming = match wire::decode(msg) {
                 Ok(i) => i,
-                Err(e) => break 'conn Err(format!("undecodable message header: {e}")),
+                Err(e) => break 'conn Err(Closed::Header(e.to_string())),
             };
             buf.consume(header + body);
             // A range call holds room for its largest reply until that reply is written: the
@@ -299,12 +323,12 @@ where
                 room,
             };
             if tx.send(out).await.is_err() {
-                break 'conn Err("writer stopped".to_string());
+                break 'conn Err(Closed::WriterStopped);
             }
             // A client that does not read its replies stops being read.
             while inflight.held() > ctx.limits.max_in_flight_bytes_per_connection {
                 if progress_rx.recv().await.is_none() {
-                    break 'conn Err("writer stopped".to_string());
+                    break 'conn Err(Closed::WriterStopped);
                 }
             }
         }
@@ -333,31 +357,22 @@ where
             .await;
         let Some(read) = read else {
             break Err(if pending > 0 {
-                format!(
-                    "message not completed within thrift.read_timeout ({:?}); closed",
-                    ctx.limits.read_timeout
-                )
+                Closed::ReadTimeout(ctx.limits.read_timeout)
             } else {
-                format!(
-                    "idle for thrift.idle_timeout ({:?}); closed",
-                    ctx.limits.idle_timeout
-                )
+                Closed::Idle(ctx.limits.idle_timeout)
             });
         };
         idle.last_active.set(std::time::Instant::now());
         match read {
             Ok(0) => {
                 if !buf.pending().is_empty() {
-                    break Err(format!(
-                        "connection closed inside a message ({} bytes pending)",
-                        buf.pending().len()
-                    ));
+                    break Err(Closed::Truncated(buf.pending().len()));
                 }
                 break Ok(());
             }
             Ok(n) => buf.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
-            Err(e) => break Err(format!("read failed: {e}")),
+            Err(e) => break Err(Closed::Read(e)),
         }
     };
     drop(tx);
@@ -372,7 +387,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
     rx: glommio::channels::local_channel::LocalReceiver<Outgoing>,
     mut wr: W,
     inflight: Rc<InFlight<S>>,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
     // Request bytes and range-reply room of the replies encoded in `out` but not written yet.
     let mut encoded = (0u64, 0u64);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
@@ -420,11 +435,11 @@ async fn flush<W: futures_lite::AsyncWrite + Unpin, S>(
     out: &mut Vec<u8>,
     inflight: &InFlight<S>,
     held: &mut (u64, u64),
-) -> Result<(), String> {
+) -> Result<(), Closed> {
     if !out.is_empty() {
         let r = crate::util::io::write_all_flushed(wr, out).await;
         out.clear();
-        r.map_err(|e| format!("write failed: {e}"))?;
+        r.map_err(Closed::Write)?;
     }
     let (n, room) = std::mem::take(held);
     inflight.release(n, room);

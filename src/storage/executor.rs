@@ -307,7 +307,7 @@ impl KvStoreExecutor {
         overlay: &Overlay,
     ) -> Result<Outcome, StorageError> {
         if let Err(e) = cmd.validate() {
-            return Ok(Outcome::Invalid(e));
+            return Ok(Outcome::Invalid(e.message));
         }
         if let Some(rv) = cmd.read_version {
             if rv > latest {

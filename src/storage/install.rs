@@ -55,18 +55,17 @@ impl SnapshotChunk {
     }
 
     /// Decodes a chunk and checks its checksum.
-    pub fn decode(r: &mut Reader<'_>) -> Result<SnapshotChunk, String> {
-        let e = |e: DecodeError| format!("snapshot chunk: {e}");
-        let slot = r.u64().map_err(e)?;
-        let last_version = r.u64().map_err(e)?;
-        let cursor = r.bytes().map_err(e)?;
-        let count = r.u32().map_err(e)?;
-        let done = r.bool().map_err(e)?;
-        let crc = r.u32().map_err(e)?;
-        let pairs = r.bytes().map_err(e)?;
-        r.finish().map_err(e)?;
+    pub fn decode(r: &mut Reader<'_>) -> Result<SnapshotChunk, DecodeError> {
+        let slot = r.u64()?;
+        let last_version = r.u64()?;
+        let cursor = r.bytes()?;
+        let count = r.u32()?;
+        let done = r.bool()?;
+        let crc = r.u32()?;
+        let pairs = r.bytes()?;
+        r.finish()?;
         if crc32c::crc32c(&pairs) != crc {
-            return Err("snapshot chunk: checksum mismatch".into());
+            return Err(DecodeError::Checksum("snapshot chunk"));
         }
         Ok(SnapshotChunk {
             slot,

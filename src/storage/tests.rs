@@ -552,9 +552,10 @@ fn a_snapshot_installed_in_small_chunks_reproduces_the_store_and_its_position() 
     let n = wire.len();
     wire[n - 3] ^= 0x40;
     let mut r = crate::util::codec::Reader::new(&wire);
-    assert!(SnapshotChunk::decode(&mut r)
-        .unwrap_err()
-        .contains("checksum"));
+    assert_eq!(
+        SnapshotChunk::decode(&mut r),
+        Err(crate::util::codec::DecodeError::Checksum("snapshot chunk"))
+    );
 
     let reader = b.reader();
     b.install_begin().unwrap();

@@ -14,6 +14,7 @@ use glommio::net::{TcpListener, TcpStream};
 use zerocopy::FromBytes;
 
 use super::frame::{self, FrameHeader, FrameKind, ACK_BYTES, FRAME_HEADER_BYTES, HELLO_BYTES};
+use super::TransportError;
 use super::{Inbound, TransportFaults};
 use crate::util::io::write_all_flushed;
 use crate::util::read_buf::ReadBuf;
@@ -97,7 +98,7 @@ async fn serve_peer(
     cfg: &TransportConfig,
     faults: &TransportFaults,
     deliver: &dyn Fn(Inbound),
-) -> Result<(), String> {
+) -> Result<(), TransportError> {
     let _ = stream.set_nodelay(true);
     let (mut stream, peer_certs): (Link, _) = match &cfg.tls {
         None => (Box::new(stream), None),
@@ -106,7 +107,7 @@ async fn serve_peer(
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection: TLS handshake failed");
-                    return Err(format!("TLS handshake: {e}"));
+                    return Err(TransportError::Tls(e.to_string()));
                 }
             };
             let certs: Option<Vec<_>> = s
@@ -119,16 +120,12 @@ async fn serve_peer(
     };
     let from = {
         let mut h = [0u8; HELLO_BYTES];
-        with_deadline(cfg.connect_timeout, stream.read_exact(&mut h))
-            .await
-            .map_err(|e| e.to_string())?;
+        with_deadline(cfg.connect_timeout, stream.read_exact(&mut h)).await?;
         let res = match frame::parse_hello(&h) {
             Ok(hh) => {
                 let mut rest =
                     vec![0u8; hh.cluster_id_len.get() as usize + hh.nonce_len.get() as usize];
-                with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                with_deadline(cfg.connect_timeout, stream.read_exact(&mut rest)).await?;
                 frame::check_hello(&hh, &rest, &cfg.cluster_id, cfg.replica_count)
             }
             Err(e) => Err(e),
@@ -137,7 +134,7 @@ async fn serve_peer(
         let res = res.and_then(|(claimed, nonce)| {
             if cfg.tls.is_some() {
                 crate::tls::cert_names_replica(peer_certs.as_deref(), claimed)
-                    .map_err(frame::HandshakeError::Certificate)?;
+                    .map_err(|e| frame::HandshakeError::Certificate(e.to_string()))?;
             }
             Ok((claimed, nonce))
         });
@@ -146,7 +143,7 @@ async fn serve_peer(
             Err(e) => {
                 tracing::warn!(replica = cfg.me, error = %e, "refused a replica connection");
                 let _ = write_all_flushed(&mut stream, &frame::encode_ack(1)).await;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
         // Prove we hold the secret, then make the dialer prove it for the id it claims.
@@ -155,16 +152,12 @@ async fn serve_peer(
         let mut reply = frame::encode_ack(0);
         reply.extend_from_slice(&own_nonce);
         reply.extend_from_slice(&ours);
-        write_all_flushed(&mut stream, &reply)
-            .await
-            .map_err(|e| e.to_string())?;
+        write_all_flushed(&mut stream, &reply).await?;
         let mut theirs = [0u8; frame::PROOF_BYTES];
-        with_deadline(cfg.connect_timeout, stream.read_exact(&mut theirs))
-            .await
-            .map_err(|e| e.to_string())?;
+        with_deadline(cfg.connect_timeout, stream.read_exact(&mut theirs)).await?;
         if let Err(e) = frame::check_proof(&theirs, &want) {
             tracing::warn!(replica = cfg.me, claimed, error = %e, "refused a replica connection");
-            return Err(e.to_string());
+            return Err(e.into());
         }
         claimed
     };
@@ -174,15 +167,15 @@ async fn serve_peer(
         while buf.pending().len() >= FRAME_HEADER_BYTES {
             let pending = buf.pending();
             let h = FrameHeader::read_from_bytes(&pending[..FRAME_HEADER_BYTES])
-                .map_err(|_| "bad frame header")?;
+                .map_err(|_| TransportError::Frame("bad header".into()))?;
             let len = h.len.get() as usize;
             if len > cfg.max_frame_bytes as usize {
-                return Err(format!(
-                    "frame of {len} bytes exceeds network.max_frame_bytes"
-                ));
+                return Err(TransportError::Frame(format!(
+                    "{len} bytes exceed network.max_frame_bytes"
+                )));
             }
             let kind = FrameKind::from_u8(h.kind)
-                .ok_or_else(|| format!("unknown frame kind {}", h.kind))?;
+                .ok_or_else(|| TransportError::Frame(format!("unknown kind {}", h.kind)))?;
             if pending.len() < FRAME_HEADER_BYTES + len {
                 break;
             }
@@ -201,7 +194,7 @@ async fn serve_peer(
             Ok(0) => return Ok(()),
             Ok(n) => buf.filled(n),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -359,55 +352,52 @@ fn handshake_proofs(
     (proof(frame::Role::Listener), proof(frame::Role::Dialer))
 }
 
-async fn dial(cfg: &TransportConfig, peer: u32) -> Result<Link, String> {
-    let addr = cfg.peers.get(peer as usize).ok_or("no address for peer")?;
+async fn dial(cfg: &TransportConfig, peer: u32) -> Result<Link, TransportError> {
+    let addr = (cfg.peers.get(peer as usize)).ok_or(TransportError::NoAddress(peer))?;
+    let bad = |message: String| TransportError::Address {
+        addr: addr.clone(),
+        message,
+    };
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
-        .map_err(|e| format!("bad peer address {addr}: {e}"))?
+        .map_err(|e| bad(e.to_string()))?
         .next()
-        .ok_or_else(|| format!("peer address {addr} resolves to nothing"))?;
+        .ok_or_else(|| bad("resolves to nothing".into()))?;
     let tcp = TcpStream::connect_timeout(addr, cfg.connect_timeout)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| TransportError::Io(e.into()))?;
     let _ = tcp.set_nodelay(true);
     let mut s: Link = match &cfg.tls {
         None => Box::new(tcp),
         Some(tls) => {
-            let name = crate::tls::ReplicaTls::server_name(peer)?;
+            let name = crate::tls::ReplicaTls::server_name(peer)
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
             match with_deadline(cfg.connect_timeout, tls.connector.connect(name, tcp)).await {
                 Ok(s) => Box::new(s),
                 Err(e) => {
                     // The peer answered but its certificate (or ours) was not accepted.
                     tracing::warn!(replica = cfg.me, peer, error = %e, "TLS handshake with a replica peer failed");
-                    return Err(format!("TLS handshake with replica {peer}: {e}"));
+                    return Err(TransportError::Tls(format!("with replica {peer}: {e}")));
                 }
             }
         }
     };
     let own_nonce = frame::nonce();
     let hello = frame::encode_hello(cfg.me as u16, &cfg.cluster_id, &own_nonce);
-    write_all_flushed(&mut s, &hello)
-        .await
-        .map_err(|e| e.to_string())?;
+    write_all_flushed(&mut s, &hello).await?;
     let mut ack = [0u8; ACK_BYTES];
-    with_deadline(cfg.connect_timeout, s.read_exact(&mut ack))
-        .await
-        .map_err(|e| e.to_string())?;
-    frame::parse_ack(&ack).map_err(|e| e.to_string())?;
+    with_deadline(cfg.connect_timeout, s.read_exact(&mut ack)).await?;
+    frame::parse_ack(&ack)?;
     // The listener proves it holds the secret and is the replica we meant; then we prove it.
     let mut challenge = [0u8; frame::NONCE_BYTES + frame::PROOF_BYTES];
-    with_deadline(cfg.connect_timeout, s.read_exact(&mut challenge))
-        .await
-        .map_err(|e| e.to_string())?;
+    with_deadline(cfg.connect_timeout, s.read_exact(&mut challenge)).await?;
     let (their_nonce, their_proof) = challenge.split_at(frame::NONCE_BYTES);
     let mut listener_nonce = [0u8; frame::NONCE_BYTES];
     listener_nonce.copy_from_slice(their_nonce);
     let (want, ours) = handshake_proofs(cfg, cfg.me, peer, &own_nonce, &listener_nonce);
     if let Err(e) = frame::check_proof(their_proof, &want) {
         tracing::warn!(replica = cfg.me, peer, error = %e, "replica peer failed its handshake proof");
-        return Err(e.to_string());
+        return Err(e.into());
     }
-    write_all_flushed(&mut s, &ours)
-        .await
-        .map_err(|e| e.to_string())?;
+    write_all_flushed(&mut s, &ours).await?;
     Ok(s)
 }

@@ -16,6 +16,23 @@ pub use faults::TransportFaults;
 pub use frame::{FrameKind, HandshakeError};
 pub use link::{run_listener, Outbound, TransportConfig};
 
+/// Why a connection to or from a peer ended (logged; the protocol above tolerates the loss).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("no address for peer {0}")]
+    NoAddress(u32),
+    #[error("peer address {addr}: {message}")]
+    Address { addr: String, message: String },
+    #[error("TLS handshake: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    #[error("bad frame: {0}")]
+    Frame(String),
+}
+
 /// A frame received from a peer.
 #[derive(Debug)]
 pub struct Inbound {

@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::service::{ErrorCode, ServiceError};
 use crate::types::Version;
 use crate::util::codec::{put_bytes, put_str, put_u32, put_u64, put_u8, DecodeError, Reader};
 
@@ -127,14 +128,15 @@ impl Command {
                 .sum::<usize>()
     }
 
-    /// Checks rules that do not depend on the store; `Err` text names the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks rules that do not depend on the store (`INVALID_ARGUMENT` naming the problem).
+    pub fn validate(&self) -> Result<(), ServiceError> {
+        let invalid = |m: String| Err(ServiceError::new(ErrorCode::InvalidArgument, m));
         for (i, w) in self.writes.iter().enumerate() {
             match w {
                 WriteOp::SetVersionstampedKey { key_prefix, .. }
                     if key_prefix.len() < VERSIONSTAMP_LEN =>
                 {
-                    return Err(format!(
+                    return invalid(format!(
                         "operation {i}: versionstamped key prefix is {} bytes, needs at least {VERSIONSTAMP_LEN}",
                         key_prefix.len()
                     ));
@@ -142,7 +144,7 @@ impl Command {
                 WriteOp::SetVersionstampedValue { value_prefix, .. }
                     if value_prefix.len() < VERSIONSTAMP_LEN =>
                 {
-                    return Err(format!(
+                    return invalid(format!(
                         "operation {i}: versionstamped value prefix is {} bytes, needs at least {VERSIONSTAMP_LEN}",
                         value_prefix.len()
                     ));
@@ -151,7 +153,7 @@ impl Command {
             }
         }
         if self.writes.len() > u16::MAX as usize {
-            return Err(format!(
+            return invalid(format!(
                 "{} operations in one commit; at most {} fit a versionstamp",
                 self.writes.len(),
                 u16::MAX
@@ -367,7 +369,9 @@ mod tests {
             key_prefix: Bytes::from_static(b"short"),
             value: Bytes::new(),
         }]);
-        assert!(c.validate().unwrap_err().contains("at least 10"));
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument);
+        assert!(e.message.contains("at least 10"), "{e:?}");
         assert!(sample().validate().is_ok());
     }
 }

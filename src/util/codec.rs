@@ -19,6 +19,8 @@ pub enum DecodeError {
     Trailing(usize),
     #[error("invalid utf-8 in {0}")]
     Utf8(&'static str),
+    #[error("checksum mismatch in {0}")]
+    Checksum(&'static str),
 }
 
 pub fn put_u8(buf: &mut Vec<u8>, v: u8) {

@@ -3,13 +3,18 @@
 
 use std::time::Duration;
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A duration that does not parse; the text says what was wrong and what would do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadDuration(String);
+
+pub fn parse_duration(s: &str) -> Result<Duration, BadDuration> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try `10s` or `100ms`)"))?;
+        .map_err(|_| BadDuration(format!("`{s}` is not a duration (try `10s` or `100ms`)")))?;
     let d = match unit.trim() {
         "" | "ms" => Duration::from_millis(n),
         "us" => Duration::from_micros(n),
@@ -17,9 +22,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
         u => {
-            return Err(format!(
+            return Err(BadDuration(format!(
                 "`{s}` has an unknown unit `{u}` (use us, ms, s, m, h)"
-            ))
+            )))
         }
     };
     Ok(d)

@@ -35,6 +35,7 @@ pub use snapshot::SnapshotParams;
 use super::apply::{Applied, ApplyWork, Waiter};
 use super::envelope;
 use super::shared::ReplicaShared;
+use crate::error::Error;
 use crate::paxos::{self, Input, Outputs, ReplicaId, Slot};
 use crate::service::{ErrorCode, ServiceError};
 use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
@@ -69,7 +70,7 @@ pub(super) enum Ev {
     Applied(Applied),
     /// A chunk (or refusal) this replica's snapshot thread produced for a peer.
     SnapshotOut((u32, Bytes)),
-    Fatal(String),
+    Fatal(Error),
 }
 
 /// The finest clock granularity of the core. The tick is the heartbeat interval (100 ms by
@@ -101,7 +102,7 @@ pub struct ReplicaParams {
 }
 
 /// Runs the replica until shutdown or a fatal error.
-pub async fn run_replica(p: ReplicaParams) -> Result<(), String> {
+pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
     let executor = glommio::executor().id() as u64 + 1;
     p.shared.executor.store(executor, Ordering::SeqCst);
     let Recovered {
@@ -281,7 +282,7 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ServiceError {
 }
 
 impl Shell {
-    fn handle(&mut self, ev: Ev) -> Result<(), String> {
+    fn handle(&mut self, ev: Ev) -> Result<(), Error> {
         match ev {
             Ev::Peer(m) => self.on_peer(m),
             Ev::Client(c) => self.on_client(c),
@@ -310,7 +311,7 @@ impl Shell {
             Ev::Applied(Applied::Install { session, installed }) => {
                 self.on_install_progress(session, installed)
             }
-            Ev::Applied(Applied::Failed(e)) => return Err(format!("apply failed: {e}")),
+            Ev::Applied(Applied::Failed(e)) => return Err(Error::Apply(Box::new(e))),
             Ev::SnapshotOut((peer, payload)) => {
                 self.outbound.send(peer, FrameKind::SnapshotChunk, payload)
             }

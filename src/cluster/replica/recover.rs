@@ -2,6 +2,7 @@
 //! whether it starts without its votes (amnesia), and draw this run's incarnation.
 
 use super::ReplicaParams;
+use crate::error::Error;
 use crate::paxos::{self, Ballot, DurableState, Record, Slot};
 use crate::wal::Wal;
 
@@ -16,18 +17,17 @@ pub(super) struct Recovered {
     pub(super) incarnation: u64,
 }
 
-pub(super) async fn recover(p: &ReplicaParams) -> Result<Recovered, String> {
+pub(super) async fn recover(p: &ReplicaParams) -> Result<Recovered, Error> {
     // The WAL opens first: its segments are the first DMA files this executor touches.
-    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes, p.wal_dsync)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (wal, records) = Wal::open(&p.wal_dir, p.wal_segment_bytes, p.wal_dsync).await?;
     // The core's log restarts below everything the WAL still holds, not at the store's applied
     // slot: peers that lag behind this replica can then catch up from its log. Slots the store
     // already applied are re-emitted as committed and skipped by the executor (exactly once).
     let mut decoded = Vec::with_capacity(records.len());
     let mut first_wal_slot: Option<u64> = None;
     for (lsn, bytes) in &records {
-        let rec = Record::decode(bytes).map_err(|e| format!("wal record {}: {e}", lsn.0))?;
+        let rec =
+            Record::decode(bytes).map_err(|source| Error::WalRecord { lsn: lsn.0, source })?;
         if let Record::Accept { slot, .. } = &rec {
             first_wal_slot = Some(first_wal_slot.map_or(slot.0, |f| f.min(slot.0)));
         }

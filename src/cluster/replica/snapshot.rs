@@ -87,7 +87,7 @@ fn spawn_server(
     chunk_bytes: usize,
     idle: Duration,
     out: mpsc::UnboundedSender<(u32, Bytes)>,
-) -> Result<crossbeam::channel::Sender<(u64, Bytes)>, String> {
+) -> std::io::Result<crossbeam::channel::Sender<(u64, Bytes)>> {
     let (tx, rx) = crossbeam::channel::bounded::<(u64, Bytes)>(4);
     std::thread::Builder::new()
         .name(format!("paxoskv-snapshot-{peer}"))
@@ -124,8 +124,7 @@ fn spawn_server(
                     let _ = out.unbounded_send((peer, payload));
                 },
             );
-        })
-        .map_err(|e| format!("cannot start a snapshot thread: {e}"))?;
+        })?;
     Ok(tx)
 }
 
@@ -224,7 +223,7 @@ impl Shell {
                     self.shared.snapshots_served.fetch_add(1, Ordering::Relaxed);
                     self.serving.insert(m.from, Serving { session, requests });
                 }
-                Err(e) => return refuse(self, &e),
+                Err(e) => return refuse(self, &format!("cannot start a snapshot thread: {e}")),
             }
         }
         match self.serving.get(&m.from) {

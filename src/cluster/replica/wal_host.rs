@@ -24,7 +24,7 @@ impl WalHost for ShellWal {
     async fn report(&self, e: WalEvent) -> bool {
         let ev = match e {
             WalEvent::Durable(l) => Ev::Durable(l),
-            WalEvent::Fatal(m) => Ev::Fatal(m),
+            WalEvent::Fatal(m) => Ev::Fatal(crate::error::Error::WalStopped(m)),
         };
         self.ev.send(ev).await.is_ok()
     }

@@ -95,10 +95,7 @@ fn set_fault<S: KvService>(
                 .and_then(|s| s.strip_prefix("replica:"))
                 .and_then(|n| n.parse::<u32>().ok())
                 .ok_or_else(|| invalid("partition needs target_operation \"replica:N\""))?;
-            return ctx
-                .service
-                .set_isolated(replica, t == "partition")
-                .map_err(|e| invalid(e.to_string()));
+            return ctx.service.set_isolated(replica, t == "partition");
         }
         "delay" | "latency" => FaultKind::Delay(Duration::from_millis(ms)),
         "error" | "unavailable" => FaultKind::Error,
