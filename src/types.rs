@@ -1,10 +1,16 @@
-//! Newtypes shared across modules: commit versions and log sequence numbers.
+//! The crate's newtypes, in one place: commit versions and applied sequences (defined here), and
+//! the Paxos core's replica ids, slots, ballots and LSNs (defined in `paxos/types.rs`, which
+//! must not import from outside `paxos/`, and re-exported here).
 //!
 //! A `Version` is a commit version: every command applied from the replicated log consumes exactly
 //! one, in log order, so versions are strictly increasing and identical on every replica.
-//! A `Sequence` numbers the batches of the committed log (one per Paxos slot).
+//! A `Sequence` numbers the batches of the committed log (one per Paxos slot: the store's view
+//! of a `Slot`). A `wal::Lsn` numbers the WAL's records across restarts; a `paxos::Lsn` numbers
+//! one incarnation's records as the core sees them.
 
 use std::fmt;
+
+pub use crate::paxos::{Ballot, Lsn, ReplicaId, Slot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Version(pub u64);
