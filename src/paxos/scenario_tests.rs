@@ -385,6 +385,29 @@ fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_comm
     assert_eq!(out.persist.len(), 1, "votes again once rebuilt: {out:?}");
 }
 
+/// Boots `c`, lets its election timeout pass (PreVote skipped) and makes its own promise
+/// durable: it waits for its peers' promises. Returns its ballot.
+fn campaign(c: &mut Replica) -> Ballot {
+    boot(c);
+    let out = step(
+        c,
+        Input::Tick {
+            now_ms: 10_000,
+            random: 1,
+        },
+    );
+    let ballot = out
+        .sends
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::Prepare { ballot, .. } => Some(*ballot),
+            _ => None,
+        })
+        .expect("a prepare");
+    step(c, Input::Durable { upto_lsn: Lsn(1) });
+    ballot
+}
+
 #[test]
 fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
     // Replica 0 remembers (it holds a promise); replica 1 lost its disk.
@@ -402,29 +425,7 @@ fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
             ..DurableState::default()
         },
     );
-    step(
-        &mut c,
-        Input::Tick {
-            now_ms: 0,
-            random: 1,
-        },
-    );
-    let out = step(
-        &mut c,
-        Input::Tick {
-            now_ms: 10_000,
-            random: 1,
-        },
-    );
-    let ballot = out
-        .sends
-        .iter()
-        .find_map(|(_, m)| match m {
-            Message::Prepare { ballot, .. } => Some(*ballot),
-            _ => None,
-        })
-        .expect("a prepare");
-    step(&mut c, Input::Durable { upto_lsn: Lsn(1) });
+    let ballot = campaign(&mut c);
     let promise = |amnesiac| Message::Promise {
         ballot,
         log_start: Slot(1),
@@ -453,21 +454,7 @@ fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
     // Three new replicas (a first start) elect among themselves.
     let mut n = amnesiac(0);
     n.cfg.faults.skip_prevote = true;
-    step(
-        &mut n,
-        Input::Tick {
-            now_ms: 0,
-            random: 1,
-        },
-    );
-    step(
-        &mut n,
-        Input::Tick {
-            now_ms: 10_000,
-            random: 1,
-        },
-    );
-    step(&mut n, Input::Durable { upto_lsn: Lsn(1) });
+    campaign(&mut n);
     step(
         &mut n,
         Input::Message {
@@ -722,23 +709,7 @@ fn a_commit_index_in_a_later_promise_part_does_not_make_an_earlier_entry_chosen(
         ..DurableState::default()
     };
     let mut c = Replica::new(cfg, state);
-    boot(&mut c);
-    let out = step(
-        &mut c,
-        Input::Tick {
-            now_ms: 10_000,
-            random: 1,
-        },
-    );
-    let ballot = out
-        .sends
-        .iter()
-        .find_map(|(_, m)| match m {
-            Message::Prepare { ballot, .. } => Some(*ballot),
-            _ => None,
-        })
-        .expect("a prepare");
-    step(&mut c, Input::Durable { upto_lsn: Lsn(1) });
+    let ballot = campaign(&mut c);
     let part = |commit_upto, entries, more| Input::Message {
         from: ReplicaId(1),
         message: Message::Promise {
