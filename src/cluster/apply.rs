@@ -21,6 +21,7 @@ use futures_channel::mpsc;
 use super::envelope;
 use super::shared::ReplicaShared;
 use crate::error::Error;
+use crate::paxos::Slot;
 use crate::service::{ErrorCode, ServiceError};
 use crate::storage::{KvStoreExecutor, SnapshotChunk};
 use crate::txn::{Command, Outcome};
@@ -33,7 +34,7 @@ pub type Waiter = crate::util::reply::Reply<Result<Outcome, ServiceError>>;
 
 /// One committed slot to apply.
 pub struct ApplyJob {
-    pub slot: u64,
+    pub slot: Slot,
     /// Envelopes, in slot order (empty for a no-op slot).
     pub commands: Vec<Bytes>,
     /// Indexes into `commands` of the commands a client of this replica waits for.
@@ -41,7 +42,7 @@ pub struct ApplyJob {
 }
 
 /// The outcome of one waited-for command: (slot, index in the slot, outcome).
-pub type SlotOutcome = (u64, usize, Result<Outcome, ServiceError>);
+pub type SlotOutcome = (Slot, usize, Result<Outcome, ServiceError>);
 
 /// What the replica hands its apply thread, in order.
 pub enum ApplyWork {
@@ -59,7 +60,7 @@ pub struct InstallStep {
 
 /// What the apply thread tells the replica.
 pub enum Applied {
-    Upto(u64),
+    Upto(Slot),
     /// A snapshot chunk of `session` is written; `installed` is the slot the store now stands
     /// at once the last chunk is in (flushed, durable).
     Install {
@@ -157,7 +158,7 @@ pub fn run_apply(
             };
             let full = group.len() >= APPLY_SLOTS_MAX || group_commands >= APPLY_COMMANDS_MAX;
             let follows = match (&next, group.last()) {
-                (Some(n), Some(last)) => n.slot == last.slot + 1,
+                (Some(n), Some(last)) => n.slot == last.slot.next(),
                 _ => false,
             };
             if next.is_none() || full || !follows {
@@ -227,7 +228,7 @@ impl Applier {
         self.shared.applied_slot.store(applied, Ordering::SeqCst);
         // A cross-thread wake costs more than the apply itself: only when a read waits.
         if self.shared.notify_applied.load(Ordering::SeqCst) {
-            let _ = self.notify.unbounded_send(Applied::Upto(applied));
+            let _ = self.notify.unbounded_send(Applied::Upto(Slot(applied)));
         }
     }
 
@@ -261,7 +262,7 @@ impl Applier {
             held.sort_by_key(|j| j.slot);
             let mut run: Vec<ApplyJob> = Vec::new();
             for j in held {
-                if run.last().is_some_and(|l| l.slot + 1 != j.slot) {
+                if run.last().is_some_and(|l| l.slot.next() != j.slot) {
                     self.apply_run(exec, std::mem::take(&mut run))?;
                 }
                 run.push(j);
@@ -331,7 +332,7 @@ fn apply_group(
         bad.push(b);
     }
     let batches: Vec<&[Command]> = cmds[..group.len()].iter().map(Vec::as_slice).collect();
-    let results = match exec.apply_many(Sequence(first), &batches) {
+    let results = match exec.apply_many(Sequence(first.0), &batches) {
         Ok(r) => r,
         Err(e) => {
             for job in group {

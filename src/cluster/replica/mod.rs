@@ -182,12 +182,12 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
         waiters: waiters::Waiters::new(super::incarnation::first_request_id(incarnation)),
         proposals: Vec::new(),
         applied: base,
-        store_applied: p.applied_slot,
+        store_applied: Slot(p.applied_slot),
         commit_timeout: p.commit_timeout,
         max_apply_lag_slots: p.max_apply_lag_slots,
         last_housekeeping: Instant::now(),
         last_compact: Instant::now(),
-        compacted: Slot(base),
+        compacted: base,
         stopping: false,
     };
     sh.shared
@@ -266,9 +266,9 @@ struct Shell {
     waiters: waiters::Waiters,
     /// Commands gathered this turn (own clients' and forwarded), proposed together at its end.
     proposals: Vec<Bytes>,
-    applied: u64,
+    applied: Slot,
     /// What the store had applied when this replica started (it may be ahead of the core).
-    store_applied: u64,
+    store_applied: Slot,
     commit_timeout: Duration,
     max_apply_lag_slots: u64,
     last_housekeeping: Instant,
@@ -296,9 +296,7 @@ impl Shell {
             Ev::Durable(l) => self.step(Input::Durable { upto_lsn: l }),
             Ev::Applied(Applied::Upto(s)) => {
                 self.applied = self.applied.max(s);
-                self.step(Input::Applied {
-                    upto: Slot(self.applied),
-                });
+                self.step(Input::Applied { upto: self.applied });
                 self.release_reads();
             }
             Ev::Applied(Applied::Outcomes(outcomes)) => {

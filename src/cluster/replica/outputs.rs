@@ -41,7 +41,7 @@ impl Shell {
             };
             for (i, c) in mine.iter().enumerate() {
                 if let Ok((origin, req, _)) = envelope::decode(c) {
-                    if origin == self.id && self.waiters.committed(req, slot.0, i) {
+                    if origin == self.id && self.waiters.committed(req, slot, i) {
                         waiting.push(i);
                     }
                 }
@@ -55,7 +55,7 @@ impl Shell {
             if self
                 .jobs
                 .send(ApplyWork::Slot(ApplyJob {
-                    slot: slot.0,
+                    slot,
                     commands,
                     waiting,
                 }))
@@ -66,7 +66,7 @@ impl Shell {
         }
         for (id, slot) in out.read_ready.drain(..) {
             if let Some((deadline, w)) = self.waiters.take_read(id.0) {
-                self.read_at(slot.0, deadline, w);
+                self.read_at(slot, deadline, w);
             }
         }
         for (id, why) in out.read_rejected.drain(..) {

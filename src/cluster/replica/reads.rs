@@ -32,8 +32,8 @@ impl Shell {
     /// Serves `w` once this replica has applied through `slot`; a replica far behind (or
     /// installing a snapshot) refuses at once with a retryable error instead of letting the
     /// client wait for it to catch up.
-    pub(super) fn read_at(&mut self, slot: u64, deadline: Instant, w: ReadWaiter) {
-        let behind = slot.saturating_sub(self.applied);
+    pub(super) fn read_at(&mut self, slot: Slot, deadline: Instant, w: ReadWaiter) {
+        let behind = slot.0.saturating_sub(self.applied.0);
         if behind > READ_LAG_MAX_SLOTS || (behind > 0 && self.receiving.is_some()) {
             w.send(Err(err(
                 ErrorCode::Unavailable,
@@ -62,10 +62,10 @@ impl Shell {
 
     /// Takes up apply progress published by the apply thread.
     pub(super) fn poll_applied(&mut self) {
-        let a = self.shared.applied_slot.load(Ordering::SeqCst);
+        let a = Slot(self.shared.applied_slot.load(Ordering::SeqCst));
         if a > self.applied {
             self.applied = a;
-            self.step(Input::Applied { upto: Slot(a) });
+            self.step(Input::Applied { upto: a });
             self.release_reads();
         }
     }

@@ -10,7 +10,7 @@ pub(super) struct Recovered {
     pub(super) wal: Wal,
     pub(super) core: paxos::Replica,
     /// The slot the core's log restarts after.
-    pub(super) base: u64,
+    pub(super) base: Slot,
     pub(super) promised: Ballot,
     /// The highest slot the recovered WAL holds an accept for.
     pub(super) recovered_max_slot: Slot,
@@ -33,7 +33,8 @@ pub(super) async fn recover(p: &ReplicaParams) -> Result<Recovered, Error> {
         }
         decoded.push(rec);
     }
-    let base = first_wal_slot.map_or(p.applied_slot, |f| p.applied_slot.min(f.saturating_sub(1)));
+    let base =
+        Slot(first_wal_slot.map_or(p.applied_slot, |f| p.applied_slot.min(f.saturating_sub(1))));
     let amnesiac = crate::cluster::rebuild::amnesiac_at_start(&p.wal_dir, records.is_empty())?;
     if amnesiac {
         tracing::info!(
@@ -43,7 +44,7 @@ pub(super) async fn recover(p: &ReplicaParams) -> Result<Recovered, Error> {
         );
     }
     let mut durable = DurableState {
-        snapshot_upto: Slot(base),
+        snapshot_upto: base,
         amnesiac,
         ..DurableState::default()
     };
@@ -70,7 +71,7 @@ pub(super) async fn recover(p: &ReplicaParams) -> Result<Recovered, Error> {
         replica = p.id,
         records = records.len(),
         applied = p.applied_slot,
-        log_base = base,
+        log_base = base.0,
         "replica recovered"
     );
     drop(records);

@@ -134,18 +134,16 @@ impl Shell {
     /// snapshot: skip the core ahead to what RocksDB already holds. Only when the peer
     /// truncated past that does a snapshot come over the wire (`snapshot.rs`).
     pub(super) fn on_need_snapshot(&mut self, from: ReplicaId) {
-        let store = self
-            .store_applied
-            .max(self.shared.applied_slot.load(Ordering::SeqCst));
-        if store > self.core.commit_upto().0 {
+        let store = (self.store_applied).max(Slot(self.shared.applied_slot.load(Ordering::SeqCst)));
+        if store > self.core.commit_upto() {
             tracing::info!(
                 replica = self.id,
                 from = from.0,
-                upto = store,
+                upto = store.0,
                 "peer truncated its log; the local store covers it"
             );
             self.applied = self.applied.max(store);
-            self.step(Input::SnapshotInstalled { upto: Slot(store) });
+            self.step(Input::SnapshotInstalled { upto: store });
         } else {
             self.start_snapshot_install(from);
         }
@@ -334,12 +332,10 @@ impl Shell {
         self.shared
             .snapshots_installed
             .fetch_add(1, Ordering::Relaxed);
-        self.applied = self.applied.max(slot);
-        self.store_applied = self.store_applied.max(slot);
+        self.applied = self.applied.max(Slot(slot));
+        self.store_applied = self.store_applied.max(Slot(slot));
         self.step(Input::SnapshotInstalled { upto: Slot(slot) });
-        self.step(Input::Applied {
-            upto: Slot(self.applied),
-        });
+        self.step(Input::Applied { upto: self.applied });
         self.release_reads();
     }
 

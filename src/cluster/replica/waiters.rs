@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::util::reply::Reply;
 
 use crate::cluster::apply::Waiter;
+use crate::paxos::Slot;
 use crate::service::{ErrorCode, ServiceError};
 
 /// A linearizable read's client: told when it may read this replica's store.
@@ -24,12 +25,12 @@ pub(super) struct Waiters {
     /// (deadline, request id), earliest first.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Committed writes waiting for the apply thread's outcome: (slot, index in slot) → waiter.
-    applying: HashMap<(u64, usize), Waiter>,
+    applying: HashMap<(Slot, usize), Waiter>,
     next_read: u64,
     /// Reads waiting for their read index: id → (deadline, waiter).
     reads: HashMap<u64, (Instant, ReadWaiter)>,
     /// Reads whose index is known, waiting for the store: slot → (deadline, waiter).
-    pub(super) waiting_reads: BTreeMap<u64, Vec<(Instant, ReadWaiter)>>,
+    pub(super) waiting_reads: BTreeMap<Slot, Vec<(Instant, ReadWaiter)>>,
 }
 
 impl Waiters {
@@ -64,7 +65,7 @@ impl Waiters {
 
     /// The write `req` committed as command `index` of `slot`: its client now waits for the
     /// store. False when nobody waits for it (timed out, or another replica's).
-    pub(super) fn committed(&mut self, req: u64, slot: u64, index: usize) -> bool {
+    pub(super) fn committed(&mut self, req: u64, slot: Slot, index: usize) -> bool {
         match self.pending.remove(&req) {
             Some(w) => {
                 self.applying.insert((slot, index), w);
@@ -74,7 +75,7 @@ impl Waiters {
         }
     }
 
-    pub(super) fn take_applied(&mut self, slot: u64, index: usize) -> Option<Waiter> {
+    pub(super) fn take_applied(&mut self, slot: Slot, index: usize) -> Option<Waiter> {
         self.applying.remove(&(slot, index))
     }
 
