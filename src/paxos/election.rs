@@ -100,8 +100,28 @@ impl Replica {
         self.now_ms.saturating_sub(self.last_heard_ms) < self.cfg.election_timeout_min_ms
     }
 
+    /// PreVote is granted only to a ballot this replica could promise, by a replica that
+    /// neither leads, nor heard from a primary (or a candidate it promised) lately, nor runs a
+    /// Phase 1 of its own that made progress lately. The last rule keeps a long Phase 1 (a
+    /// promise that comes in many parts) from being overrun by each peer that times out
+    /// meanwhile: without it two candidates that both need the same long promise can depose
+    /// each other forever.
     fn would_grant_prevote(&self, ballot: Ballot) -> bool {
-        ballot > self.promised && !self.is_primary() && !self.heard_lately()
+        ballot > self.promised
+            && !self.is_primary()
+            && !self.heard_lately()
+            && !self.phase1_progressing()
+    }
+
+    /// A candidate whose Phase 1 started or received a promise part within the minimum
+    /// election timeout.
+    fn phase1_progressing(&self) -> bool {
+        match &self.role {
+            Role::Candidate { started_ms, .. } => {
+                self.now_ms.saturating_sub(*started_ms) < self.cfg.election_timeout_min_ms
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn on_prevote(&mut self, from: ReplicaId, ballot: Ballot, out: &mut Outputs) {

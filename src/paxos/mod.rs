@@ -68,4 +68,6 @@ pub use replica::Replica;
 pub use types::{Ballot, Batch, Lsn, ReadId, ReplicaId, Slot, Value, View};
 
 #[cfg(test)]
+mod phase1_tests;
+#[cfg(test)]
 mod scenario_tests;

@@ -1,0 +1,267 @@
+//! Phase 1 scenarios: who may stand, which promises count, promises that come in parts, and
+//! how a long Phase 1 is protected from being deposed.
+
+use super::scenario_tests::{amnesiac, batch, boot, step};
+use super::*;
+use bytes::Bytes;
+
+/// Boots `c`, lets its election timeout pass (PreVote skipped) and makes its own promise
+/// durable: it waits for its peers' promises. Returns its ballot.
+fn campaign(c: &mut Replica) -> Ballot {
+    boot(c);
+    let out = step(
+        c,
+        Input::Tick {
+            now_ms: 10_000,
+            random: 1,
+        },
+    );
+    let ballot = out
+        .sends
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::Prepare { ballot, .. } => Some(*ballot),
+            _ => None,
+        })
+        .expect("a prepare");
+    step(c, Input::Durable { upto_lsn: Lsn(1) });
+    ballot
+}
+
+#[test]
+fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
+    // Replica 0 remembers (it holds a promise); replica 1 lost its disk.
+    let mut c = Replica::new(
+        PaxosConfig {
+            replica_id: ReplicaId(0),
+            faults: Faults {
+                skip_prevote: true,
+                ..Faults::default()
+            },
+            ..PaxosConfig::default()
+        },
+        DurableState {
+            promised: Ballot(1),
+            ..DurableState::default()
+        },
+    );
+    let ballot = campaign(&mut c);
+    let promise = |amnesiac| Message::Promise {
+        ballot,
+        log_start: Slot(1),
+        commit_upto: Slot(0),
+        entries: Vec::new(),
+        amnesiac,
+        more: false,
+    };
+    step(
+        &mut c,
+        Input::Message {
+            from: ReplicaId(1),
+            message: promise(true),
+        },
+    );
+    assert!(!c.is_primary(), "an amnesiac promise completed a quorum");
+    step(
+        &mut c,
+        Input::Message {
+            from: ReplicaId(2),
+            message: promise(false),
+        },
+    );
+    assert!(c.is_primary());
+
+    // Three new replicas (a first start) elect among themselves.
+    let mut n = amnesiac(0);
+    n.cfg.faults.skip_prevote = true;
+    campaign(&mut n);
+    step(
+        &mut n,
+        Input::Message {
+            from: ReplicaId(1),
+            message: promise(true),
+        },
+    );
+    assert!(n.is_primary());
+    assert!(!n.is_amnesiac());
+}
+
+#[test]
+fn a_promise_larger_than_its_byte_limit_comes_in_parts_that_cover_every_entry() {
+    let mut accepted = std::collections::BTreeMap::new();
+    for s in 1..=10u64 {
+        let value = Value::Batch(Batch::new(vec![Bytes::from(vec![b'x'; 100])]));
+        accepted.insert(
+            Slot(s),
+            AcceptedValue {
+                ballot: Ballot(2),
+                value,
+            },
+        );
+    }
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(1),
+        promise_bytes_max: 250,
+        ..PaxosConfig::default()
+    };
+    let state = DurableState {
+        promised: Ballot(2),
+        accepted,
+        ..DurableState::default()
+    };
+    let mut r = Replica::new(cfg, state);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let mut from_slot = Slot(1);
+    let mut seen = Vec::new();
+    for round in 0.. {
+        assert!(round < 10, "parts never ended");
+        let prepare = Message::Prepare {
+            ballot: Ballot(3),
+            from_slot,
+            released: None,
+        };
+        let mut out = step(
+            &mut r,
+            Input::Message {
+                from: ReplicaId(0),
+                message: prepare,
+            },
+        );
+        if out.sends.is_empty() {
+            out = step(&mut r, Input::Durable { upto_lsn: Lsn(1) });
+        }
+        let Some((_, Message::Promise { entries, more, .. })) = out.sends.pop() else {
+            panic!("no promise: {out:?}");
+        };
+        let bytes: usize = entries.iter().map(|e| e.value.size_bytes()).sum();
+        assert!(bytes <= 250, "a part of {bytes} bytes");
+        seen.extend(entries.iter().map(|e| e.slot.0));
+        if !more {
+            break;
+        }
+        from_slot = Slot(seen[seen.len() - 1] + 1);
+    }
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+}
+
+/// Replica 1's promise comes in two parts: the first reports slot 1 as accepted in ballot 2
+/// (not chosen); before the second, replica 1 learns that slot 1 was chosen (with the value
+/// the candidate itself accepted in ballot 4) and reports the higher commit index. The merged
+/// promise must not pass the first part's stale entry off as the chosen value.
+#[test]
+fn a_commit_index_in_a_later_promise_part_does_not_make_an_earlier_entry_chosen() {
+    let mine = batch(b"chosen in ballot 4");
+    let mut accepted = std::collections::BTreeMap::new();
+    accepted.insert(
+        Slot(1),
+        AcceptedValue {
+            ballot: Ballot(4),
+            value: mine.clone(),
+        },
+    );
+    let cfg = PaxosConfig {
+        replica_id: ReplicaId(0),
+        faults: Faults {
+            skip_prevote: true,
+            ..Faults::default()
+        },
+        ..PaxosConfig::default()
+    };
+    let state = DurableState {
+        promised: Ballot(4),
+        accepted,
+        ..DurableState::default()
+    };
+    let mut c = Replica::new(cfg, state);
+    let ballot = campaign(&mut c);
+    let part = |commit_upto, entries, more| Input::Message {
+        from: ReplicaId(1),
+        message: Message::Promise {
+            ballot,
+            log_start: Slot(1),
+            commit_upto: Slot(commit_upto),
+            entries,
+            amnesiac: false,
+            more,
+        },
+    };
+    let stale = PromiseEntry {
+        slot: Slot(1),
+        ballot: Ballot(2),
+        value: batch(b"accepted in ballot 2"),
+        committed: false,
+    };
+    step(&mut c, part(0, vec![stale], true));
+    assert!(!c.is_primary(), "a partial promise completed the quorum");
+    let out = step(&mut c, part(1, Vec::new(), false));
+    assert!(c.is_primary());
+    let proposed = out.sends.iter().find_map(|(_, m)| match m {
+        Message::Accept { slot, value, .. } if *slot == Slot(1) => Some(value.clone()),
+        _ => None,
+    });
+    assert_eq!(proposed, Some(mine));
+}
+
+/// A candidate gathering a promise in parts refuses PreVotes while the parts keep coming, so
+/// a peer that timed out meanwhile cannot depose it; once its Phase 1 stalls it grants them.
+#[test]
+fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
+    let mut c = Replica::new(
+        PaxosConfig {
+            replica_id: ReplicaId(0),
+            faults: Faults {
+                skip_prevote: true,
+                ..Faults::default()
+            },
+            ..PaxosConfig::default()
+        },
+        DurableState::default(),
+    );
+    let ballot = campaign(&mut c);
+    let at = |c: &mut Replica, now_ms: u64, from: u32, message: Message| {
+        c.observe_clock(now_ms);
+        let from = ReplicaId(from);
+        step(c, Input::Message { from, message })
+    };
+    let part = Message::Promise {
+        ballot,
+        log_start: Slot(1),
+        commit_upto: Slot(0),
+        entries: vec![PromiseEntry {
+            slot: Slot(1),
+            ballot: Ballot(1),
+            value: batch(b"a"),
+            committed: false,
+        }],
+        amnesiac: false,
+        more: true,
+    };
+    at(&mut c, 10_150, 1, part);
+    let rival = ballot.next_owned_by(ReplicaId(2), 3);
+    let prevote = Message::PreVote { ballot: rival };
+    let granted = |out: Outputs| {
+        out.sends.iter().find_map(|(_, m)| match m {
+            Message::PreVoteReply { granted, .. } => Some(*granted),
+            _ => None,
+        })
+    };
+    let out = at(&mut c, 10_200, 2, prevote.clone());
+    assert_eq!(
+        granted(out),
+        Some(false),
+        "a progressing candidate granted a PreVote"
+    );
+    // The default minimum election timeout is 300 ms: the last part came 350 ms ago.
+    let out = at(&mut c, 10_500, 2, prevote);
+    assert_eq!(
+        granted(out),
+        Some(true),
+        "a stalled candidate still refuses PreVotes"
+    );
+}
