@@ -8,7 +8,7 @@ use paxoskv::paxos::Faults;
 use sim::{run, SimOptions};
 use std::time::Instant;
 
-const DEFAULT_SEEDS: u64 = 2_000;
+const DEFAULT_SEEDS: u64 = 10_000;
 const DEFAULT_STEPS: usize = 5_000;
 
 fn env_u64(name: &str, default: u64) -> u64 {
