@@ -249,6 +249,10 @@ impl Replica {
         // then the merged promise is what it would say now (its log starts at the later
         // log start, entries below it are not reported), so no slot falls in a gap unnoticed.
         let earlier = partial[from.0 as usize].take();
+        let known_upto = earlier
+            .as_ref()
+            .and_then(|p| p.entries.last())
+            .map(|e| e.slot);
         if let Some(mut p) = earlier {
             let log_start = p.log_start.max(promise.log_start);
             let mut by_slot: BTreeMap<Slot, PromiseEntry> =
@@ -264,11 +268,16 @@ impl Replica {
             promise = p;
         }
         if more {
-            // A long log takes many parts: Phase 1 that makes progress does not time out.
-            *started_ms = now;
-            let from_slot = promise.entries.last().map(|e| e.slot.next());
+            // A long log takes many parts: Phase 1 that makes progress does not time out. Only
+            // a part that reaches past what this promiser already reported is progress and
+            // asks for the next one: a duplicated or late part asks nothing (a lost request is
+            // asked again at the next tick), so copies do not multiply into request storms.
+            let last = promise.entries.last().map(|e| e.slot);
+            let progress = last > known_upto;
             partial[from.0 as usize] = Some(promise);
-            if let Some(from_slot) = from_slot {
+            if let (true, Some(last)) = (progress, last) {
+                *started_ms = now;
+                let from_slot = last.next();
                 let prepare = Message::Prepare {
                     ballot,
                     from_slot,

@@ -265,3 +265,58 @@ fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
         "a stalled candidate still refuses PreVotes"
     );
 }
+
+/// A promise part asks for the next one once: a copy of it (or a late part) asks nothing, so
+/// duplicated parts do not multiply into a storm of requests and replies.
+#[test]
+fn a_repeated_promise_part_asks_for_nothing_more() {
+    let mut c = Replica::new(
+        PaxosConfig {
+            replica_id: ReplicaId(0),
+            faults: Faults {
+                skip_prevote: true,
+                ..Faults::default()
+            },
+            ..PaxosConfig::default()
+        },
+        DurableState::default(),
+    );
+    let ballot = campaign(&mut c);
+    let part = |slot: u64| Input::Message {
+        from: ReplicaId(1),
+        message: Message::Promise {
+            ballot,
+            log_start: Slot(1),
+            commit_upto: Slot(0),
+            entries: vec![PromiseEntry {
+                slot: Slot(slot),
+                ballot: Ballot(1),
+                value: batch(b"a"),
+                committed: false,
+            }],
+            amnesiac: false,
+            more: true,
+        },
+    };
+    let asks = |out: Outputs| -> Vec<Slot> {
+        out.sends
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Prepare { from_slot, .. } => Some(*from_slot),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(asks(step(&mut c, part(1))), vec![Slot(2)]);
+    assert_eq!(
+        asks(step(&mut c, part(1))),
+        Vec::<Slot>::new(),
+        "a copy asked again"
+    );
+    assert_eq!(asks(step(&mut c, part(2))), vec![Slot(3)]);
+    assert_eq!(
+        asks(step(&mut c, part(1))),
+        Vec::<Slot>::new(),
+        "a late part asked again"
+    );
+}
