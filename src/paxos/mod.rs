@@ -52,6 +52,7 @@ mod forward;
 mod io;
 mod log;
 mod message;
+mod message_codec;
 mod read_index;
 mod record;
 mod replica;
