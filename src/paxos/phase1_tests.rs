@@ -208,10 +208,8 @@ fn a_commit_index_in_a_later_promise_part_does_not_make_an_earlier_entry_chosen(
     assert_eq!(proposed, Some(mine));
 }
 
-/// A candidate gathering a promise in parts refuses PreVotes while the parts keep coming, so
-/// a peer that timed out meanwhile cannot depose it; once its Phase 1 stalls it grants them.
-#[test]
-fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
+/// Replica 0, standing for election at once (PreVote skipped), waiting for its peers' promises.
+fn candidate() -> (Replica, Ballot) {
     let mut c = Replica::new(
         PaxosConfig {
             replica_id: ReplicaId(0),
@@ -224,25 +222,38 @@ fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
         DurableState::default(),
     );
     let ballot = campaign(&mut c);
-    let at = |c: &mut Replica, now_ms: u64, from: u32, message: Message| {
-        c.observe_clock(now_ms);
-        let from = ReplicaId(from);
-        step(c, Input::Message { from, message })
-    };
-    let part = Message::Promise {
+    (c, ballot)
+}
+
+/// A part of a promise for `ballot` that reports slot `slot` (accepted in ballot 1) and says
+/// more follow.
+fn first_part(ballot: Ballot, slot: u64) -> Message {
+    Message::Promise {
         ballot,
         log_start: Slot(1),
         commit_upto: Slot(0),
         entries: vec![PromiseEntry {
-            slot: Slot(1),
+            slot: Slot(slot),
             ballot: Ballot(1),
             value: batch(b"a"),
             committed: false,
         }],
         amnesiac: false,
         more: true,
+    }
+}
+
+/// A candidate gathering a promise in parts refuses PreVotes while the parts keep coming, so
+/// a peer that timed out meanwhile cannot depose it; once its Phase 1 stalls it grants them.
+#[test]
+fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
+    let (mut c, ballot) = candidate();
+    let at = |c: &mut Replica, now_ms: u64, from: u32, message: Message| {
+        c.observe_clock(now_ms);
+        let from = ReplicaId(from);
+        step(c, Input::Message { from, message })
     };
-    at(&mut c, 10_150, 1, part);
+    at(&mut c, 10_150, 1, first_part(ballot, 1));
     let rival = ballot.next_owned_by(ReplicaId(2), 3);
     let prevote = Message::PreVote { ballot: rival };
     let granted = |out: Outputs| {
@@ -270,33 +281,10 @@ fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
 /// duplicated parts do not multiply into a storm of requests and replies.
 #[test]
 fn a_repeated_promise_part_asks_for_nothing_more() {
-    let mut c = Replica::new(
-        PaxosConfig {
-            replica_id: ReplicaId(0),
-            faults: Faults {
-                skip_prevote: true,
-                ..Faults::default()
-            },
-            ..PaxosConfig::default()
-        },
-        DurableState::default(),
-    );
-    let ballot = campaign(&mut c);
+    let (mut c, ballot) = candidate();
     let part = |slot: u64| Input::Message {
         from: ReplicaId(1),
-        message: Message::Promise {
-            ballot,
-            log_start: Slot(1),
-            commit_upto: Slot(0),
-            entries: vec![PromiseEntry {
-                slot: Slot(slot),
-                ballot: Ballot(1),
-                value: batch(b"a"),
-                committed: false,
-            }],
-            amnesiac: false,
-            more: true,
-        },
+        message: first_part(ballot, slot),
     };
     let asks = |out: Outputs| -> Vec<Slot> {
         out.sends
