@@ -1,32 +1,9 @@
 //! Phase 1 scenarios: who may stand, which promises count, promises that come in parts, and
 //! how a long Phase 1 is protected from being deposed.
 
-use super::scenario_tests::{amnesiac, batch, boot, step};
+use super::scenario_tests::{amnesiac, batch, campaign, step};
 use super::*;
 use bytes::Bytes;
-
-/// Boots `c`, lets its election timeout pass (PreVote skipped) and makes its own promise
-/// durable: it waits for its peers' promises. Returns its ballot.
-fn campaign(c: &mut Replica) -> Ballot {
-    boot(c);
-    let out = step(
-        c,
-        Input::Tick {
-            now_ms: 10_000,
-            random: 1,
-        },
-    );
-    let ballot = out
-        .sends
-        .iter()
-        .find_map(|(_, m)| match m {
-            Message::Prepare { ballot, .. } => Some(*ballot),
-            _ => None,
-        })
-        .expect("a prepare");
-    step(c, Input::Durable { upto_lsn: Lsn(1) });
-    ballot
-}
 
 #[test]
 fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {

@@ -534,3 +534,117 @@ fn a_primary_that_began_a_transfer_holds_no_lease_again_in_its_ballot() {
     state.transfer = None; // the transfer timed out
     assert_eq!(ack_round(&mut rs[p], quorum_acks), 0, "the lease came back");
 }
+
+/// Boots `c`, lets its election timeout pass (PreVote skipped) and makes its own promise
+/// durable: it waits for its peers' promises. Returns its ballot.
+pub(super) fn campaign(c: &mut Replica) -> Ballot {
+    boot(c);
+    let out = step(
+        c,
+        Input::Tick {
+            now_ms: 10_000,
+            random: 1,
+        },
+    );
+    let ballot = out
+        .sends
+        .iter()
+        .find_map(|(_, m)| match m {
+            Message::Prepare { ballot, .. } => Some(*ballot),
+            _ => None,
+        })
+        .expect("a prepare");
+    step(c, Input::Durable { upto_lsn: Lsn(1) });
+    ballot
+}
+
+/// Replica 0 elected with replica 1's promise; `pipeline_depth` slots may be in flight.
+fn primary_with_pipeline(depth: usize) -> (Replica, Ballot) {
+    let mut p = Replica::new(
+        PaxosConfig {
+            replica_id: ReplicaId(0),
+            pipeline_depth: depth,
+            faults: Faults {
+                skip_prevote: true,
+                ..Faults::default()
+            },
+            ..PaxosConfig::default()
+        },
+        DurableState::default(),
+    );
+    let ballot = campaign(&mut p);
+    let promise = Message::Promise {
+        ballot,
+        log_start: Slot(1),
+        commit_upto: Slot(0),
+        entries: Vec::new(),
+        amnesiac: false,
+        more: false,
+    };
+    let from = ReplicaId(1);
+    step(
+        &mut p,
+        Input::Message {
+            from,
+            message: promise,
+        },
+    );
+    assert!(p.is_primary());
+    (p, ballot)
+}
+
+/// Commands a follower forwarded wait in the primary's queue with their origin; when the
+/// primary steps down they go back to that origin (not to the primary's own clients), and a
+/// replica that does not lead refuses forwarded commands instead of passing them on.
+#[test]
+fn forwarded_commands_a_primary_cannot_take_go_back_to_their_origin() {
+    let (mut p, ballot) = primary_with_pipeline(1);
+    let cmd = |b: &'static [u8]| Bytes::from_static(b);
+    let forward = |commands: Vec<Bytes>| Input::Message {
+        from: ReplicaId(2),
+        message: Message::Forward { commands },
+    };
+    // The pipeline (one slot) is full with the first; the second waits in the queue.
+    step(&mut p, forward(vec![cmd(b"first")]));
+    let out = step(&mut p, forward(vec![cmd(b"second")]));
+    assert!(!out
+        .sends
+        .iter()
+        .any(|(_, m)| matches!(m, Message::Accept { .. })));
+    // Replica 1 stands with a higher ballot: the primary promises and steps down.
+    let prepare = Message::Prepare {
+        ballot: ballot.next_owned_by(ReplicaId(1), 3),
+        from_slot: Slot(1),
+        released: None,
+    };
+    let from = ReplicaId(1);
+    let out = step(
+        &mut p,
+        Input::Message {
+            from,
+            message: prepare,
+        },
+    );
+    assert!(!p.is_primary());
+    let refused = Message::ForwardRefused {
+        commands: vec![cmd(b"second")],
+        overloaded: false,
+    };
+    assert!(
+        out.sends.contains(&(ReplicaId(2), refused)),
+        "{:?}",
+        out.sends
+    );
+    assert!(
+        out.proposals_rejected.is_empty(),
+        "{:?}",
+        out.proposals_rejected
+    );
+    // Now a follower, it refuses a forwarded command back to its sender.
+    let out = step(&mut p, forward(vec![cmd(b"third")]));
+    let refused = Message::ForwardRefused {
+        commands: vec![cmd(b"third")],
+        overloaded: false,
+    };
+    assert_eq!(out.sends, vec![(ReplicaId(2), refused)]);
+}
