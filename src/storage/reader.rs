@@ -122,10 +122,27 @@ impl KvReader {
         Ok(snap)
     }
 
-    /// The value of `key` as of version `at`.
+    /// The value of `key` as of version `at`. A point read takes no explicit snapshot (taking
+    /// and releasing one costs the DB mutex): its one iterator reads a consistent view of its
+    /// own, and the install epoch and the version window are checked around its creation in
+    /// the same order as `snapshot_at`.
     pub fn get(&self, cf: &str, key: &[u8], at: Version) -> Result<Option<Bytes>, StorageError> {
-        let snap = self.snapshot_at(Some(at))?;
-        let mut c = Cursor::new(&snap, cf, at);
+        let epoch = self.shared.install_epoch.load(Ordering::SeqCst);
+        if epoch % 2 == 1 {
+            return Err(StorageError::Installing);
+        }
+        let cf_prefix = keys::cf_prefix(cf);
+        let it = self.db.raw_iterator_opt(Cursor::read_options(&cf_prefix));
+        self.check_version(at)?;
+        if self.shared.install_epoch.load(Ordering::SeqCst) != epoch {
+            return Err(StorageError::Installing);
+        }
+        let mut c = Cursor {
+            it,
+            cf_prefix,
+            cf,
+            at,
+        };
         c.visible_value(key)
     }
 
@@ -196,17 +213,22 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn new(snap: &'a SnapshotWithThreadMode<'a, DB>, cf: &'a str, at: Version) -> Self {
         let cf_prefix = keys::cf_prefix(cf);
-        let mut ro = ReadOptions::default();
-        if let Some(end) = keys::prefix_successor(&cf_prefix) {
-            ro.set_iterate_upper_bound(end);
-        }
-        ro.set_iterate_lower_bound(cf_prefix.clone());
         Cursor {
-            it: snap.raw_iterator_opt(ro),
+            it: snap.raw_iterator_opt(Self::read_options(&cf_prefix)),
             cf_prefix,
             cf,
             at,
         }
+    }
+
+    /// Iteration bounded to one column family's keys.
+    fn read_options(cf_prefix: &[u8]) -> ReadOptions {
+        let mut ro = ReadOptions::default();
+        if let Some(end) = keys::prefix_successor(cf_prefix) {
+            ro.set_iterate_upper_bound(end);
+        }
+        ro.set_iterate_lower_bound(cf_prefix.to_vec());
+        ro
     }
 
     /// Parses the iterator's current entry: (user key, version, value is a put).
