@@ -1,9 +1,10 @@
 //! MVCC read paths: point reads and key-selector range reads at a version.
 //!
 //! `KvReader` is cheap to clone and safe to use from any thread while the apply thread writes.
-//! Every read takes a RocksDB snapshot first and only then checks the version window, because
-//! the executor publishes a new oldest version before the write that garbage-collects below it:
-//! a read that passes the check is guaranteed its versions are still in the snapshot.
+//! Every read fixes its RocksDB view first (a snapshot; for a point read, its one iterator's own
+//! view) and only then checks the version window, because the executor publishes a new oldest
+//! version before the write that garbage-collects below it: a read that passes the check is
+//! guaranteed its versions are still in its view.
 //!
 //! Range rules (the `getRange` selectors): the range starts at the first visible key `>= begin`
 //! (`> begin` when `begin_or_equal` is false), moved by `begin_offset` keys (negative moves
