@@ -263,7 +263,6 @@ impl Replica {
                 .filter(|e| e.slot >= log_start)
                 .collect();
             p.log_start = log_start;
-            p.commit_upto = p.commit_upto.max(promise.commit_upto);
             p.amnesiac = promise.amnesiac;
             promise = p;
         }

@@ -35,12 +35,9 @@ impl Replica {
         }
     }
 
-    /// The primary a follower passes its clients' work to, if it knows one.
+    /// The primary a replica that does not lead passes its clients' work to, if it knows one.
     fn forward_target(&self) -> Option<ReplicaId> {
-        match &self.role {
-            Role::Primary(_) => None,
-            _ => self.known_primary.filter(|p| *p != self.me),
-        }
+        self.primary_hint().filter(|_| !self.is_primary())
     }
 
     /// This replica's own clients' commands (`Input::Propose` / `ProposeBatch`).

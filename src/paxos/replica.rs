@@ -173,14 +173,14 @@ impl Replica {
             Message::Promise {
                 ballot,
                 log_start,
-                commit_upto,
+                // The promiser's commit index is already in its entries' `committed` flags.
+                commit_upto: _,
                 entries,
                 amnesiac,
                 more,
             } => {
                 let p = Promised {
                     log_start,
-                    commit_upto,
                     entries,
                     amnesiac,
                 };

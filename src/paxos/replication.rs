@@ -26,13 +26,17 @@ impl Replica {
 
     /// Queues commands whose clients wait at `origin` (refusing what does not fit), then cuts
     /// slots. The caller checked that this replica leads.
-    pub(crate) fn enqueue(&mut self, origin: ReplicaId, commands: Vec<Bytes>, out: &mut Outputs) {
+    pub(crate) fn enqueue(
+        &mut self,
+        origin: ReplicaId,
+        mut commands: Vec<Bytes>,
+        out: &mut Outputs,
+    ) {
         let queue_max = self.cfg.proposal_queue_max;
         let Some(p) = self.primary_mut() else {
             return;
         };
         let room = queue_max.saturating_sub(p.queue.len());
-        let mut commands = commands;
         let overflow = if commands.len() > room {
             commands.split_off(room)
         } else {

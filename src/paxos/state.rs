@@ -37,7 +37,6 @@ pub(crate) enum Role {
 #[derive(Debug)]
 pub(crate) struct Promised {
     pub log_start: Slot,
-    pub commit_upto: Slot,
     pub entries: Vec<PromiseEntry>,
     pub amnesiac: bool,
 }
