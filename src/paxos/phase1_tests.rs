@@ -1,7 +1,7 @@
 //! Phase 1 scenarios: who may stand, which promises count, promises that come in parts, and
 //! how a long Phase 1 is protected from being deposed.
 
-use super::scenario_tests::{amnesiac, batch, campaign, step};
+use super::scenario_tests::{amnesiac, batch, campaign, eager, step};
 use super::*;
 use bytes::Bytes;
 
@@ -9,14 +9,7 @@ use bytes::Bytes;
 fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
     // Replica 0 remembers (it holds a promise); replica 1 lost its disk.
     let mut c = Replica::new(
-        PaxosConfig {
-            replica_id: ReplicaId(0),
-            faults: Faults {
-                skip_prevote: true,
-                ..Faults::default()
-            },
-            ..PaxosConfig::default()
-        },
+        eager(0),
         DurableState {
             promised: Ballot(1),
             ..DurableState::default()
@@ -142,14 +135,7 @@ fn a_commit_index_in_a_later_promise_part_does_not_make_an_earlier_entry_chosen(
             value: mine.clone(),
         },
     );
-    let cfg = PaxosConfig {
-        replica_id: ReplicaId(0),
-        faults: Faults {
-            skip_prevote: true,
-            ..Faults::default()
-        },
-        ..PaxosConfig::default()
-    };
+    let cfg = eager(0);
     let state = DurableState {
         promised: Ballot(4),
         accepted,
@@ -187,17 +173,7 @@ fn a_commit_index_in_a_later_promise_part_does_not_make_an_earlier_entry_chosen(
 
 /// Replica 0, standing for election at once (PreVote skipped), waiting for its peers' promises.
 fn candidate() -> (Replica, Ballot) {
-    let mut c = Replica::new(
-        PaxosConfig {
-            replica_id: ReplicaId(0),
-            faults: Faults {
-                skip_prevote: true,
-                ..Faults::default()
-            },
-            ..PaxosConfig::default()
-        },
-        DurableState::default(),
-    );
+    let mut c = Replica::new(eager(0), DurableState::default());
     let ballot = campaign(&mut c);
     (c, ballot)
 }

@@ -535,6 +535,18 @@ fn a_primary_that_began_a_transfer_holds_no_lease_again_in_its_ballot() {
     assert_eq!(ack_round(&mut rs[p], quorum_acks), 0, "the lease came back");
 }
 
+/// Replica `id`'s config with PreVote skipped: it stands for election as soon as it times out.
+pub(super) fn eager(id: u32) -> PaxosConfig {
+    PaxosConfig {
+        replica_id: ReplicaId(id),
+        faults: Faults {
+            skip_prevote: true,
+            ..Faults::default()
+        },
+        ..PaxosConfig::default()
+    }
+}
+
 /// Boots `c`, lets its election timeout pass (PreVote skipped) and makes its own promise
 /// durable: it waits for its peers' promises. Returns its ballot.
 pub(super) fn campaign(c: &mut Replica) -> Ballot {
@@ -562,13 +574,8 @@ pub(super) fn campaign(c: &mut Replica) -> Ballot {
 fn primary_with_pipeline(depth: usize) -> (Replica, Ballot) {
     let mut p = Replica::new(
         PaxosConfig {
-            replica_id: ReplicaId(0),
             pipeline_depth: depth,
-            faults: Faults {
-                skip_prevote: true,
-                ..Faults::default()
-            },
-            ..PaxosConfig::default()
+            ..eager(0)
         },
         DurableState::default(),
     );
