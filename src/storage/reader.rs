@@ -103,41 +103,41 @@ impl KvReader {
         Ok(())
     }
 
-    /// A RocksDB snapshot no install overlaps, with `at` (when given) inside the version
-    /// window as seen after the snapshot was taken.
-    fn snapshot_at(
+    /// A view of the store (`fix` takes it: a snapshot, or an iterator's own view) that no
+    /// install overlaps, with `at` (when given) inside the version window as seen after the
+    /// view was fixed.
+    fn fixed_view<T>(
         &self,
         at: Option<Version>,
-    ) -> Result<SnapshotWithThreadMode<'_, DB>, StorageError> {
+        fix: impl FnOnce() -> T,
+    ) -> Result<T, StorageError> {
         let epoch = self.shared.install_epoch.load(Ordering::SeqCst);
         if epoch % 2 == 1 {
             return Err(StorageError::Installing);
         }
-        let snap = self.db.snapshot();
+        let view = fix();
         if let Some(at) = at {
             self.check_version(at)?;
         }
         if self.shared.install_epoch.load(Ordering::SeqCst) != epoch {
             return Err(StorageError::Installing);
         }
-        Ok(snap)
+        Ok(view)
+    }
+
+    fn snapshot_at(
+        &self,
+        at: Option<Version>,
+    ) -> Result<SnapshotWithThreadMode<'_, DB>, StorageError> {
+        self.fixed_view(at, || self.db.snapshot())
     }
 
     /// The value of `key` as of version `at`. A point read takes no explicit snapshot (taking
-    /// and releasing one costs the DB mutex): its one iterator reads a consistent view of its
-    /// own, and the install epoch and the version window are checked around its creation in
-    /// the same order as `snapshot_at`.
+    /// and releasing one costs the DB mutex): its one iterator's own view is enough.
     pub fn get(&self, cf: &str, key: &[u8], at: Version) -> Result<Option<Bytes>, StorageError> {
-        let epoch = self.shared.install_epoch.load(Ordering::SeqCst);
-        if epoch % 2 == 1 {
-            return Err(StorageError::Installing);
-        }
         let cf_prefix = keys::cf_prefix(cf);
-        let it = self.db.raw_iterator_opt(Cursor::read_options(&cf_prefix));
-        self.check_version(at)?;
-        if self.shared.install_epoch.load(Ordering::SeqCst) != epoch {
-            return Err(StorageError::Installing);
-        }
+        let ro = Cursor::read_options(&cf_prefix);
+        let it = self.fixed_view(Some(at), || self.db.raw_iterator_opt(ro))?;
         let mut c = Cursor {
             it,
             cf_prefix,
