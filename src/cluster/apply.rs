@@ -14,14 +14,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam::channel::Receiver;
 use futures_channel::mpsc;
 
 use super::envelope;
 use super::shared::ReplicaShared;
 use crate::error::Error;
-use crate::paxos::Slot;
+use crate::paxos::{Slot, Value};
 use crate::service::{ErrorCode, ServiceError};
 use crate::storage::{KvStoreExecutor, SnapshotChunk};
 use crate::txn::{Command, Outcome};
@@ -35,8 +34,9 @@ pub type Waiter = crate::util::reply::Reply<Result<Outcome, ServiceError>>;
 /// One committed slot to apply.
 pub struct ApplyJob {
     pub slot: Slot,
-    /// Envelopes, in slot order (empty for a no-op slot).
-    pub commands: Vec<Bytes>,
+    /// The slot's chosen value: envelopes in slot order (none for a no-op), shared with the
+    /// core's log (no copy per command).
+    pub value: Value,
     /// Indexes into `commands` of the commands a client of this replica waits for.
     pub waiting: Vec<usize>,
 }
@@ -145,7 +145,7 @@ pub fn run_apply(
             ApplyWork::Slot(j) => j,
         };
         // Everything waiting, in runs of consecutive slots, one RocksDB write per run.
-        let mut group_commands = first.commands.len();
+        let mut group_commands = first.value.commands().len();
         let mut group = vec![first];
         loop {
             let next = match jobs.try_recv() {
@@ -172,7 +172,7 @@ pub fn run_apply(
                     if group.is_empty() {
                         group_commands = 0;
                     }
-                    group_commands += j.commands.len();
+                    group_commands += j.value.commands().len();
                     group.push(j);
                 }
                 None => break,
@@ -320,7 +320,7 @@ fn apply_group(
     for (job, out) in group.iter().zip(cmds.iter_mut()) {
         out.clear();
         let mut b = Vec::new();
-        for (i, e) in job.commands.iter().enumerate() {
+        for (i, e) in job.value.commands().iter().enumerate() {
             match envelope::decode(e).and_then(|(_, _, c)| Command::decode(&c)) {
                 Ok(c) => out.push(c),
                 Err(_) => {

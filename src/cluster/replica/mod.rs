@@ -36,7 +36,7 @@ use super::apply::{Applied, ApplyWork, Waiter};
 use super::envelope;
 use super::shared::ReplicaShared;
 use crate::error::Error;
-use crate::paxos::{self, Input, Outputs, ReplicaId, Slot};
+use crate::paxos::{self, Input, Outputs, Rejection, ReplicaId, Slot};
 use crate::service::{ErrorCode, ServiceError};
 use crate::transport::{self, FrameKind, Inbound, Outbound, TransportConfig};
 use crate::util::reply::Reply;
@@ -279,6 +279,18 @@ struct Shell {
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ServiceError {
     ServiceError::new(code, msg)
+}
+
+/// What a client whose proposal or read (`what`) the core refused is told: it was not carried
+/// out, so it may retry.
+fn refusal(why: Rejection, what: &str) -> ServiceError {
+    match why {
+        Rejection::Overloaded => err(
+            ErrorCode::Unavailable,
+            format!("too many {what} waiting; retry"),
+        ),
+        Rejection::NotPrimary { .. } => err(ErrorCode::NotPrimary, "no primary right now; retry"),
+    }
 }
 
 impl Shell {

@@ -6,11 +6,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::{err, Shell};
+use super::{refusal, Shell};
 use crate::cluster::apply::{ApplyJob, ApplyWork};
 use crate::cluster::envelope;
-use crate::paxos::{Event, Rejection};
-use crate::service::ErrorCode;
+use crate::paxos::{self, Event, Rejection};
 use crate::transport::FrameKind;
 use crate::wal::WalCmd;
 
@@ -21,23 +20,30 @@ impl Shell {
         for (lsn, rec) in out.persist.drain(..) {
             let _ = self.wal.try_send(WalCmd::Append(lsn, rec));
         }
-        if !out.sends.is_empty() {
-            let mut buf = Vec::new();
-            for (to, msg) in out.sends.drain(..) {
-                buf.clear();
-                msg.encode(&mut buf);
-                self.outbound
-                    .send(to.0, FrameKind::Paxos, Bytes::copy_from_slice(&buf));
-            }
+        // A broadcast is one message for several peers in a row: it is encoded once and its
+        // bytes shared (comparing a batch is a pointer compare: the clones share it).
+        let mut last: Option<(paxos::Message, Bytes)> = None;
+        for (to, msg) in out.sends.drain(..) {
+            let bytes = match &last {
+                Some((m, b)) if *m == msg => b.clone(),
+                _ => {
+                    let mut buf = Vec::new();
+                    msg.encode(&mut buf);
+                    let b = Bytes::from(buf);
+                    last = Some((msg, b.clone()));
+                    b
+                }
+            };
+            self.outbound.send(to.0, FrameKind::Paxos, bytes);
         }
         for (slot, value) in out.committed.drain(..) {
-            let commands: Vec<Bytes> = value.commands().to_vec();
+            let commands = value.commands();
             let mut waiting = Vec::new();
             // Only a replica with clients waiting needs to look for its own commands.
             let mine = if !self.waiters.has_writes() {
                 &[][..]
             } else {
-                &commands[..]
+                commands
             };
             for (i, c) in mine.iter().enumerate() {
                 if let Ok((origin, req, _)) = envelope::decode(c) {
@@ -47,16 +53,15 @@ impl Shell {
                 }
             }
             self.shared.batches.fetch_add(1, Ordering::Relaxed);
-            self.shared.record_slot(commands.len());
-            self.shared
-                .commands
-                .fetch_add(commands.len() as u64, Ordering::Relaxed);
+            let n = commands.len();
+            self.shared.record_slot(n);
+            self.shared.commands.fetch_add(n as u64, Ordering::Relaxed);
             self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
             if self
                 .jobs
                 .send(ApplyWork::Slot(ApplyJob {
                     slot,
-                    commands,
+                    value,
                     waiting,
                 }))
                 .is_err()
@@ -71,7 +76,7 @@ impl Shell {
         }
         for (id, why) in out.read_rejected.drain(..) {
             if let Some((_, w)) = self.waiters.take_read(id.0) {
-                self.reject_read(w, why);
+                w.send(Err(refusal(why, "reads")));
             }
         }
         for (command, why) in out.proposals_rejected.drain(..) {
@@ -136,14 +141,7 @@ impl Shell {
             return;
         }
         if let Some(w) = self.waiters.take_write(req) {
-            w.send(Err(match why {
-                Rejection::Overloaded => {
-                    err(ErrorCode::Unavailable, "too many proposals waiting; retry")
-                }
-                Rejection::NotPrimary { .. } => {
-                    err(ErrorCode::NotPrimary, "no primary right now; retry")
-                }
-            }));
+            w.send(Err(refusal(why, "proposals")));
         }
     }
 }

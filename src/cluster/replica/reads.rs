@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::waiters::ReadWaiter;
 use super::{err, Shell};
-use crate::paxos::{Input, ReadId, Rejection, Slot};
+use crate::paxos::{Input, ReadId, Slot};
 use crate::service::ErrorCode;
 
 /// A read on a replica this many slots behind the read index is refused at once.
@@ -18,15 +18,6 @@ impl Shell {
         let deadline = Instant::now() + self.commit_timeout;
         let id = self.waiters.add_read(reply, deadline);
         self.step(Input::ReadIndex { id: ReadId(id) });
-    }
-
-    pub(super) fn reject_read(&mut self, w: ReadWaiter, why: Rejection) {
-        w.send(Err(match why {
-            Rejection::Overloaded => err(ErrorCode::Unavailable, "too many reads waiting; retry"),
-            Rejection::NotPrimary { .. } => {
-                err(ErrorCode::NotPrimary, "no primary right now; retry")
-            }
-        }));
     }
 
     /// Serves `w` once this replica has applied through `slot`; a replica far behind (or

@@ -111,13 +111,8 @@ impl Waiters {
 
     /// Reads past their deadline that still wait for their index.
     pub(super) fn expired_reads(&mut self, now: Instant) -> Vec<ReadWaiter> {
-        let lost: Vec<u64> = (self.reads.iter())
-            .filter(|(_, (d, _))| *d <= now)
-            .map(|(id, _)| *id)
-            .collect();
-        lost.into_iter()
-            .filter_map(|id| self.reads.remove(&id))
-            .map(|(_, w)| w)
+        (self.reads.extract_if(|_, (d, _)| *d <= now))
+            .map(|(_, (_, w))| w)
             .collect()
     }
 
