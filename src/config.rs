@@ -226,6 +226,10 @@ pub struct StorageSection {
     /// bounds the WAL kept for RocksDB's sake and what a restart replays.
     #[serde(with = "serde_str")]
     pub memtable_flush_interval: Duration,
+    /// Apply committed slots to RocksDB on the replica's own executor (a task fed by the
+    /// lock-free apply queue): no thread to wake per batch and none waking the replica back.
+    /// False: a dedicated apply thread per replica consumes the queue.
+    pub apply_on_executor: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -325,6 +329,7 @@ impl Default for StorageSection {
             wal_segment_bytes: 64 << 20,
             wal_dsync: true,
             memtable_flush_interval: Duration::from_secs(2),
+            apply_on_executor: true,
         }
     }
 }

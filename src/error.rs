@@ -1,6 +1,6 @@
 //! The crate's error: one type over the subsystems' own errors (`ConfigError`, `WalError`,
 //! `StorageError`, `TlsError`, `TransportError`), for the paths that cross subsystems — a
-//! replica's start and run, its apply thread, the files beside its WAL. Clients never see it:
+//! replica's start and run, its applier, the files beside its WAL. Clients never see it:
 //! the front answers them with a `service::ServiceError` (an `ErrorCode` and a message), and
 //! the shell turns a replica's failure into `TIMEOUT`/`UNAVAILABLE` for the clients it owed.
 
@@ -52,7 +52,7 @@ pub enum Error {
         #[source]
         source: StorageError,
     },
-    /// The apply thread stopped; the replica stops with it.
+    /// The applier stopped; the replica stops with it.
     #[error("apply failed: {0}")]
     Apply(Box<Error>),
     /// A failure a test asked for (`setFaultInjection`).

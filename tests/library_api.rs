@@ -28,8 +28,21 @@ fn set(k: &str, v: &str) -> Command {
 
 #[test]
 fn library_lifecycle_and_restart() {
+    lifecycle_and_restart(true, false);
+}
+
+/// The same with an apply thread per replica first, then applying on the executors.
+#[test]
+fn library_lifecycle_and_restart_with_apply_threads() {
+    lifecycle_and_restart(false, true);
+}
+
+/// `storage.apply_on_executor` before and after the restart.
+fn lifecycle_and_restart(before: bool, after: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.storage.apply_on_executor = before;
+    let mut store = ReplicatedKvStore::new(cfg).unwrap();
     store.start().unwrap();
     let primary = store
         .wait_for_primary(Duration::from_secs(30))
@@ -70,7 +83,9 @@ fn library_lifecycle_and_restart() {
     drop(replicas);
     store.shutdown();
 
-    let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.storage.apply_on_executor = after;
+    let mut store = ReplicatedKvStore::new(cfg).unwrap();
     store.start().unwrap();
     store
         .wait_for_primary(Duration::from_secs(30))

@@ -1,14 +1,15 @@
-//! The apply thread of one replica: committed slots arrive over a lock-free queue (crossbeam),
-//! every run of consecutive slots waiting there becomes one RocksDB `WriteBatch` through
-//! `KvStoreExecutor::apply_many`, and the outcomes the replica's own clients wait for go back to
-//! the replica in ONE message per run (one cross-thread wake-up per run, not per client; the
-//! replica completes its clients' oneshots on its own thread).
+//! Applying committed slots to one replica's store: they arrive over a lock-free queue
+//! (crossbeam), every run of consecutive slots waiting there becomes one RocksDB `WriteBatch`
+//! through `KvStoreExecutor::apply_many`, and the outcomes the replica's own clients wait for
+//! go back to the replica in ONE message per run (not one per client; the replica completes its
+//! clients' oneshots on its own thread). The queue is consumed by a task on the replica's own
+//! executor (`apply_local`, the default: no thread to wake and none to wake back per batch) or
+//! by an apply thread of its own (`run_apply`, `storage.apply_on_executor = false`).
 //!
-//! RocksDB writes no WAL of its own (the Paxos WAL is the log): now and then the thread starts a
-//! memtable flush, and once it finishes publishes the slot through which the state machine is
-//! durable; the replica may then drop its Paxos WAL segments below that slot. Consecutive
-//! slots waiting in the queue are taken together, so one wake-up serves many slots. A storage error is fatal for this replica: the thread reports it
-//! and stops applying; the replica stops.
+//! RocksDB writes no WAL of its own (the Paxos WAL is the log): now and then the applier starts
+//! a memtable flush, and once it finishes publishes the slot through which the state machine is
+//! durable; the replica may then drop its Paxos WAL segments below that slot. A storage error
+//! is fatal for this replica: the applier reports it and stops applying; the replica stops.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,8 +27,8 @@ use crate::storage::{KvStoreExecutor, SnapshotChunk};
 use crate::txn::{Command, Outcome};
 use crate::types::Sequence;
 
-/// How often a paused apply thread (test hook) looks whether it may go on.
-const PAUSE_POLL: Duration = Duration::from_millis(5);
+/// How often a paused applier (test hook) looks whether it may go on.
+pub(super) const APPLY_PAUSE_POLL: Duration = Duration::from_millis(5);
 
 pub type Waiter = crate::util::reply::Reply<Result<Outcome, ServiceError>>;
 
@@ -44,7 +45,7 @@ pub struct ApplyJob {
 /// The outcome of one waited-for command: (slot, index in the slot, outcome).
 pub type SlotOutcome = (Slot, usize, Result<Outcome, ServiceError>);
 
-/// What the replica hands its apply thread, in order.
+/// What the replica hands its applier, in order.
 pub enum ApplyWork {
     Slot(ApplyJob),
     /// One chunk of a snapshot from a peer (see `storage::install`).
@@ -58,7 +59,7 @@ pub struct InstallStep {
     pub chunk: SnapshotChunk,
 }
 
-/// What the apply thread tells the replica.
+/// What the applier tells the replica.
 pub enum Applied {
     Upto(Slot),
     /// A snapshot chunk of `session` is written; `installed` is the slot the store now stands
@@ -76,51 +77,40 @@ pub enum Applied {
 /// at whichever comes first): bounds the latency one write adds to the first slot in it.
 const APPLY_SLOTS_MAX: usize = 64;
 const APPLY_COMMANDS_MAX: usize = 8192;
-/// How long an idle apply thread waits before it looks at flush progress again.
+/// How long an idle applier waits before it looks at flush progress again.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How long an idle apply thread with nothing to flush sleeps (it wakes at once for a slot).
+/// How long an idle applier with nothing to flush sleeps (it wakes at once for a slot).
 const IDLE_PARK: Duration = Duration::from_secs(5);
 
-pub fn run_apply(
-    mut exec: KvStoreExecutor,
-    jobs: Receiver<ApplyWork>,
-    notify: mpsc::UnboundedSender<Applied>,
-    shared: Arc<ReplicaShared>,
-    flush_every: Duration,
-) {
-    let mut flusher = Flusher {
-        last: Instant::now(),
-        every: flush_every,
-    };
-    let mut a = Applier {
-        cmds: Vec::new(),
-        notify,
-        shared,
-        installing: false,
-        held: Vec::new(),
-    };
-    // An item taken while gathering a run that does not belong to it.
-    let mut lookahead: Option<ApplyWork> = None;
+/// How much one call of `Applier::slots` applies at most.
+#[derive(Clone, Copy)]
+pub struct RunLimit {
+    /// Commands in one run (one RocksDB write); a run also stops at `APPLY_SLOTS_MAX` slots.
+    pub commands: usize,
+    /// Runs before the call returns (what is left stays queued).
+    pub runs: usize,
+}
+
+/// The apply thread takes everything waiting.
+const THREAD_LIMIT: RunLimit = RunLimit {
+    commands: APPLY_COMMANDS_MAX,
+    runs: usize::MAX,
+};
+
+/// The apply thread: takes work off the queue until the replica drops its end.
+pub fn run_apply(mut a: Applier, jobs: Receiver<ApplyWork>) {
     loop {
-        // Idle wake-ups only while there is flush work to watch: an idle server stays asleep.
-        let wait = if exec.flush_in_progress() {
-            IDLE_POLL
-        } else if exec.has_unflushed() {
-            flusher
-                .every
-                .saturating_sub(flusher.last.elapsed())
-                .max(IDLE_POLL)
-        } else {
-            IDLE_PARK
-        };
-        let work = match lookahead.take() {
+        while a.paused() {
+            std::thread::sleep(APPLY_PAUSE_POLL);
+        }
+        let work = match a.lookahead.take() {
             Some(w) => w,
-            None => match jobs.recv_timeout(wait) {
+            None => match jobs.recv_timeout(a.idle_wait()) {
                 Ok(j) => j,
                 Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
                     // Idle: make what was applied durable, so WAL segments can be released.
-                    if let Err(e) = flusher.advance(&mut exec, &a.shared) {
-                        let _ = a.notify.unbounded_send(Applied::Failed(e));
+                    if let Err(e) = a.idle() {
+                        a.fail(e);
                         return;
                     }
                     continue;
@@ -128,43 +118,141 @@ pub fn run_apply(
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
             },
         };
-        let first = match work {
-            ApplyWork::Install(step) => {
-                if let Err(e) = a.install(&mut exec, step) {
-                    tracing::error!(replica = a.shared.id, error = %e, "snapshot install failed; this replica stops");
-                    let _ = a.notify.unbounded_send(Applied::Failed(e));
-                    return;
-                }
-                continue;
-            }
-            // The store is incomplete until the install finishes: slots wait for it.
-            ApplyWork::Slot(j) if a.installing => {
-                a.held.push(j);
-                continue;
-            }
-            ApplyWork::Slot(j) => j,
+        let r = match work {
+            ApplyWork::Install(step) => a.install(step),
+            ApplyWork::Slot(j) => a.slots(j, &jobs, THREAD_LIMIT),
         };
-        // Everything waiting, in runs of consecutive slots, one RocksDB write per run.
+        if let Err(e) = r {
+            a.fail(e);
+            return;
+        }
+    }
+    a.finish();
+}
+
+/// The apply side of one replica between items: its store, the flush schedule, and what it
+/// tells the replica. Driven by its own thread (`run_apply`) or by a task on the replica's
+/// executor (`apply_local`).
+pub struct Applier {
+    exec: KvStoreExecutor,
+    flusher: Flusher,
+    cmds: Vec<Vec<Command>>,
+    notify: mpsc::UnboundedSender<Applied>,
+    shared: Arc<ReplicaShared>,
+    /// A snapshot install is under way: the store is incomplete.
+    installing: bool,
+    /// Slots that arrived during an install, applied (or skipped) once it finishes.
+    held: Vec<ApplyJob>,
+    /// An item taken while gathering a run that does not belong to it.
+    pub(super) lookahead: Option<ApplyWork>,
+}
+
+impl Applier {
+    pub fn new(
+        exec: KvStoreExecutor,
+        notify: mpsc::UnboundedSender<Applied>,
+        shared: Arc<ReplicaShared>,
+        flush_every: Duration,
+    ) -> Self {
+        Applier {
+            exec,
+            flusher: Flusher {
+                last: Instant::now(),
+                every: flush_every,
+            },
+            cmds: Vec::new(),
+            notify,
+            shared,
+            installing: false,
+            held: Vec::new(),
+            lookahead: None,
+        }
+    }
+
+    /// A write now may wait for RocksDB's flushes or compactions.
+    pub fn write_stalled(&self) -> bool {
+        self.exec.write_stalled()
+    }
+
+    /// Applying is paused (test hook).
+    pub fn paused(&self) -> bool {
+        self.shared.pause_apply.load(Ordering::Relaxed)
+    }
+
+    /// How long to wait for work before looking at flush progress again. Idle wake-ups only
+    /// while there is flush work to watch: an idle server stays asleep.
+    pub fn idle_wait(&self) -> Duration {
+        if self.exec.flush_in_progress() {
+            IDLE_POLL
+        } else if self.exec.has_unflushed() {
+            self.flusher
+                .every
+                .saturating_sub(self.flusher.last.elapsed())
+                .max(IDLE_POLL)
+        } else {
+            IDLE_PARK
+        }
+    }
+
+    /// Nothing came within `idle_wait`: flush progress.
+    pub fn idle(&mut self) -> Result<(), Error> {
+        self.flusher.advance(&mut self.exec, &self.shared)
+    }
+
+    /// A fatal error: the replica learns it and stops; nothing more is applied.
+    pub fn fail(&self, e: Error) {
+        let _ = self.notify.unbounded_send(Applied::Failed(e));
+    }
+
+    /// The queue is closed: make everything applied durable.
+    pub fn finish(mut self) {
+        match self.exec.flush() {
+            Ok(s) => self.shared.durable_slot.store(s.0, Ordering::SeqCst),
+            Err(e) => {
+                tracing::warn!(replica = self.shared.id, error = %e, "final rocksdb flush failed")
+            }
+        }
+    }
+
+    /// `first` and every slot waiting behind it, in runs of consecutive slots (one RocksDB
+    /// write per run, a run stops at `commands_max` commands); then publishes the applied slot.
+    pub fn slots(
+        &mut self,
+        first: ApplyJob,
+        jobs: &Receiver<ApplyWork>,
+        limit: RunLimit,
+    ) -> Result<(), Error> {
+        // The store is incomplete until the install finishes: slots wait for it.
+        if self.installing {
+            self.held.push(first);
+            return Ok(());
+        }
         let mut group_commands = first.value.commands().len();
         let mut group = vec![first];
+        let mut runs = 0;
         loop {
             let next = match jobs.try_recv() {
                 Ok(ApplyWork::Slot(j)) => Some(j),
                 Ok(other) => {
-                    lookahead = Some(other);
+                    self.lookahead = Some(other);
                     None
                 }
                 Err(_) => None,
             };
-            let full = group.len() >= APPLY_SLOTS_MAX || group_commands >= APPLY_COMMANDS_MAX;
+            let full = group.len() >= APPLY_SLOTS_MAX || group_commands >= limit.commands;
             let follows = match (&next, group.last()) {
                 (Some(n), Some(last)) => n.slot == last.slot.next(),
                 _ => false,
             };
             if next.is_none() || full || !follows {
-                if let Err(e) = a.apply_run(&mut exec, std::mem::take(&mut group)) {
-                    let _ = a.notify.unbounded_send(Applied::Failed(e));
-                    return;
+                self.apply_run(std::mem::take(&mut group))?;
+                runs += 1;
+                if runs >= limit.runs {
+                    // The caller takes the rest later (the executor serves others first).
+                    if let Some(j) = next {
+                        self.lookahead = Some(ApplyWork::Slot(j));
+                    }
+                    break;
                 }
             }
             match next {
@@ -178,42 +266,19 @@ pub fn run_apply(
                 None => break,
             }
         }
-        a.published(&exec);
-        if let Err(e) = flusher.advance(&mut exec, &a.shared) {
-            let _ = a.notify.unbounded_send(Applied::Failed(e));
-            return;
-        }
+        self.published();
+        self.flusher.advance(&mut self.exec, &self.shared)
     }
-    match exec.flush() {
-        Ok(s) => a.shared.durable_slot.store(s.0, Ordering::SeqCst),
-        Err(e) => tracing::warn!(replica = a.shared.id, error = %e, "final rocksdb flush failed"),
-    }
-}
 
-/// The apply thread's state between items.
-struct Applier {
-    cmds: Vec<Vec<Command>>,
-    notify: mpsc::UnboundedSender<Applied>,
-    shared: Arc<ReplicaShared>,
-    /// A snapshot install is under way: the store is incomplete.
-    installing: bool,
-    /// Slots that arrived during an install, applied (or skipped) once it finishes.
-    held: Vec<ApplyJob>,
-}
-
-impl Applier {
     /// Applies one run of consecutive slots and hands the waited-for outcomes back.
-    fn apply_run(&mut self, exec: &mut KvStoreExecutor, group: Vec<ApplyJob>) -> Result<(), Error> {
-        while self.shared.pause_apply.load(Ordering::Relaxed) {
-            std::thread::sleep(PAUSE_POLL);
-        }
+    fn apply_run(&mut self, group: Vec<ApplyJob>) -> Result<(), Error> {
         if !group.is_empty() && ReplicaShared::take_fault(&self.shared.inject_store_failure) {
             let e = Error::Injected("rocksdb: IO error: injected write failure");
             tracing::error!(replica = self.shared.id, error = %e, "apply failed; this replica stops");
             return Err(e);
         }
         let mut outcomes = Vec::new();
-        let r = apply_group(exec, group, &mut self.cmds, &mut outcomes);
+        let r = apply_group(&mut self.exec, group, &mut self.cmds, &mut outcomes);
         if !outcomes.is_empty() {
             let _ = self.notify.unbounded_send(Applied::Outcomes(outcomes));
         }
@@ -223,8 +288,8 @@ impl Applier {
     }
 
     /// Publishes the applied slot (and wakes the replica only when a read waits for it).
-    fn published(&self, exec: &KvStoreExecutor) {
-        let applied = exec.next_expected_sequence().0 - 1;
+    fn published(&self) {
+        let applied = self.exec.next_expected_sequence().0 - 1;
         self.shared.applied_slot.store(applied, Ordering::SeqCst);
         // A cross-thread wake costs more than the apply itself: only when a read waits.
         if self.shared.notify_applied.load(Ordering::SeqCst) {
@@ -233,13 +298,13 @@ impl Applier {
     }
 
     /// One step of a snapshot install; after the last, the slots held meanwhile apply on top.
-    fn install(&mut self, exec: &mut KvStoreExecutor, step: InstallStep) -> Result<(), Error> {
+    pub fn install(&mut self, step: InstallStep) -> Result<(), Error> {
         let e = |source| Error::Store {
             what: "snapshot install",
             source,
         };
         if step.first {
-            exec.install_begin().map_err(e)?;
+            self.exec.install_begin().map_err(e)?;
             self.installing = true;
             self.shared.applied_slot.store(0, Ordering::SeqCst);
             self.shared.durable_slot.store(0, Ordering::SeqCst);
@@ -248,10 +313,11 @@ impl Applier {
             // A stale step of an install that was restarted: ignore it.
             return Ok(());
         }
-        exec.install_chunk(&step.chunk).map_err(e)?;
+        self.exec.install_chunk(&step.chunk).map_err(e)?;
         let mut installed = None;
         if step.chunk.done {
-            exec.install_finish(step.chunk.slot, step.chunk.last_version)
+            self.exec
+                .install_finish(step.chunk.slot, step.chunk.last_version)
                 .map_err(e)?;
             self.installing = false;
             self.shared
@@ -263,12 +329,12 @@ impl Applier {
             let mut run: Vec<ApplyJob> = Vec::new();
             for j in held {
                 if run.last().is_some_and(|l| l.slot.next() != j.slot) {
-                    self.apply_run(exec, std::mem::take(&mut run))?;
+                    self.apply_run(std::mem::take(&mut run))?;
                 }
                 run.push(j);
             }
-            self.apply_run(exec, run)?;
-            self.published(exec);
+            self.apply_run(run)?;
+            self.published();
         }
         let _ = self.notify.unbounded_send(Applied::Install {
             session: step.session,

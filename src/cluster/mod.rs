@@ -1,5 +1,5 @@
 //! The replicated store: replicas (each a glommio executor pinned to a core, with its WAL,
-//! transport and apply thread) and the front's `ClusterService` over them.
+//! transport and applier) and the front's `ClusterService` over them.
 //!
 //! `ReplicatedKvStore` is the library API: `new` (validate, bind replica ports, open stores),
 //! `start` (run the replicas), `execute_operation`, `primary_replica`, `wait_for_primary`,
@@ -7,6 +7,7 @@
 //! runs one, with its peers in other processes or on other hosts.
 
 pub mod apply;
+mod apply_local;
 pub mod envelope;
 pub mod incarnation;
 pub mod rebuild;
@@ -214,10 +215,7 @@ impl ReplicatedKvStore {
                 Some((_, members)) => members.push(params),
                 None => groups.push((cpu, vec![params])),
             }
-            self.running.push(Running {
-                local,
-                apply: Some(apply),
-            });
+            self.running.push(Running { local, apply });
         }
         for (cpu, members) in groups {
             let e = self.spawn_executor(cpu, members)?;
@@ -226,11 +224,12 @@ impl ReplicatedKvStore {
         Ok(())
     }
 
-    /// Everything one replica needs before its executor starts: its apply thread, its handles.
+    /// Everything one replica needs before its executor starts: its applier (a thread, or a
+    /// task its executor will run), its handles.
     fn prepare(
         &self,
         p: Pending,
-    ) -> Result<(replica::ReplicaParams, LocalReplica, JoinHandle<()>), ClusterError> {
+    ) -> Result<(replica::ReplicaParams, LocalReplica, Option<JoinHandle<()>>), ClusterError> {
         let id = p.id;
         let n = self.config.replicated.replica_count;
         let endpoint = self.endpoints[id as usize].clone();
@@ -256,16 +255,24 @@ impl ReplicatedKvStore {
         let (jobs_tx, jobs_rx) = crossbeam::channel::unbounded();
         let (applied_tx, applied_rx) = mpsc::unbounded();
         let (client_tx, client_rx) = mpsc::unbounded();
-        let exec = p.exec;
-        let sh = shared.clone();
-        let flush_every = self.config.storage.memtable_flush_interval;
-        let apply = std::thread::Builder::new()
-            .name(format!("paxoskv-apply-{id}"))
-            .spawn(move || apply::run_apply(exec, jobs_rx, applied_tx, sh, flush_every))
-            .map_err(|e| ClusterError::Start {
-                id,
-                message: e.to_string(),
-            })?;
+        let applier = apply::Applier::new(
+            p.exec,
+            applied_tx,
+            shared.clone(),
+            self.config.storage.memtable_flush_interval,
+        );
+        let (apply, local_apply) = if self.config.storage.apply_on_executor {
+            (None, Some((applier, jobs_rx)))
+        } else {
+            let thread = std::thread::Builder::new()
+                .name(format!("paxoskv-apply-{id}"))
+                .spawn(move || apply::run_apply(applier, jobs_rx))
+                .map_err(|e| ClusterError::Start {
+                    id,
+                    message: e.to_string(),
+                })?;
+            (Some(thread), None)
+        };
         let params = replica::ReplicaParams {
             id,
             paxos: self.paxos_config(id),
@@ -278,6 +285,7 @@ impl ReplicatedKvStore {
             max_apply_lag_slots: self.config.consensus.max_apply_lag_slots,
             applied_slot,
             jobs: jobs_tx,
+            local_apply,
             snapshot,
             applied_rx,
             client_rx,
@@ -534,7 +542,7 @@ impl ReplicatedKvStore {
                 let _ = h.join();
             }
         }
-        // The replicas dropped their job queues: the apply threads drain, sync and exit.
+        // The replicas dropped their job queues: the appliers drain, sync and exit.
         for r in &mut self.running {
             if let Some(a) = r.apply.take() {
                 let _ = a.join();

@@ -279,7 +279,7 @@ impl KvService for ClusterService {
             (
                 "paxoskv_replica_commit_index",
                 "gauge",
-                "Highest slot handed to the apply thread.",
+                "Highest slot handed to the applier.",
                 |r| r.shared.commit_slot.load(Relaxed),
             ),
             (

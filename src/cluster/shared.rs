@@ -1,5 +1,5 @@
 //! What a replica publishes to other threads (the front, status, tests): role, view, progress,
-//! liveness. Plain atomics, written by the replica's executor and its apply thread.
+//! liveness. Plain atomics, written by the replica's executor and its applier (a task of the executor or a thread of its own).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub struct ReplicaShared {
     pub applied_slot: AtomicU64,
     /// Applied slots through here are durable in RocksDB.
     pub durable_slot: AtomicU64,
-    /// The replica has reads waiting for the store: the apply thread must wake it after each
+    /// The replica has reads waiting for the store: the applier must wake it after each
     /// batch. Otherwise the replica picks progress up from `applied_slot` on its next tick.
     pub notify_applied: AtomicBool,
     /// Test hook: the next WAL group commit fails as a failed fdatasync would.
@@ -28,10 +28,10 @@ pub struct ReplicaShared {
     /// Test hook: the next WAL append fails as a full disk (ENOSPC) would.
     #[doc(hidden)]
     pub inject_wal_append_failure: AtomicBool,
-    /// Test hook: the next RocksDB write of the apply thread fails as an I/O error would.
+    /// Test hook: the next RocksDB write of the applier fails as an I/O error would.
     #[doc(hidden)]
     pub inject_store_failure: AtomicBool,
-    /// Test hook: the apply thread applies nothing while this is set.
+    /// Test hook: the applier applies nothing while this is set.
     #[doc(hidden)]
     pub pause_apply: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).

@@ -265,6 +265,13 @@ impl KvStoreExecutor {
         self.flushing.is_some()
     }
 
+    /// RocksDB is delaying or stopping writes (too many memtables or level-0 files): a write
+    /// now may wait for a flush or compaction. A property read that fails counts as no stall.
+    pub fn write_stalled(&self) -> bool {
+        let int = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        int("rocksdb.is-write-stopped") != 0 || int("rocksdb.actual-delayed-write-rate") != 0
+    }
+
     /// Something applied is not yet known durable.
     pub fn has_unflushed(&self) -> bool {
         Sequence(self.next_sequence.0 - 1) > self.durable

@@ -5,7 +5,7 @@
 //! arrive on one local inbox. Each turn handles everything ready, then the outputs go out:
 //! records to the WAL task (group commit: one fdatasync for everything that arrived while the
 //! previous one ran, then `Durable` comes back as an event and the core releases the replies
-//! that waited for it), messages to the transport, committed slots to the apply thread with
+//! that waited for it), messages to the transport, committed slots to the applier with
 //! the waiting clients attached, reads to their callers once applied.
 
 use std::collections::HashMap;
@@ -32,7 +32,8 @@ mod wal_host;
 use recover::Recovered;
 pub use snapshot::SnapshotParams;
 
-use super::apply::{Applied, ApplyWork, Waiter};
+use super::apply::{Applied, Applier, ApplyWork, Waiter};
+use super::apply_local::{self, ApplyQueue, Kick};
 use super::envelope;
 use super::shared::ReplicaShared;
 use crate::error::Error;
@@ -95,6 +96,9 @@ pub struct ReplicaParams {
     pub max_apply_lag_slots: u64,
     pub applied_slot: u64,
     pub jobs: crossbeam::channel::Sender<ApplyWork>,
+    /// The applier, when this executor runs it (`storage.apply_on_executor`); else an apply
+    /// thread consumes `jobs`.
+    pub local_apply: Option<(Applier, crossbeam::channel::Receiver<ApplyWork>)>,
     pub snapshot: SnapshotParams,
     pub applied_rx: mpsc::UnboundedReceiver<Applied>,
     pub client_rx: mpsc::UnboundedReceiver<ClientMsg>,
@@ -102,7 +106,7 @@ pub struct ReplicaParams {
 }
 
 /// Runs the replica until shutdown or a fatal error.
-pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
+pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
     let executor = glommio::executor().id() as u64 + 1;
     p.shared.executor.store(executor, Ordering::SeqCst);
     let Recovered {
@@ -114,6 +118,15 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
         incarnation,
     } = recover::recover(&p).await?;
 
+    // Started after recovery: slots the WAL replays above the store's are queued by the core.
+    let (jobs, apply_task) = match p.local_apply.take() {
+        Some((applier, rx)) => {
+            let kick = Rc::new(Kick::default());
+            let task = glommio::spawn_local(apply_local::run(applier, rx, kick.clone()));
+            (ApplyQueue::new(p.jobs, Some(kick)), Some(task))
+        }
+        None => (ApplyQueue::new(p.jobs, None), None),
+    };
     let (ev_tx, ev_rx) = local_channel::new_unbounded::<Ev>();
     let ev_tx = Rc::new(ev_tx);
     let (wal_tx, wal_rx) = local_channel::new_unbounded::<WalCmd>();
@@ -171,7 +184,7 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
         ),
         wal: wal_tx,
         outbound,
-        jobs: p.jobs,
+        jobs,
         wal_dir: p.wal_dir.clone(),
         snapshot: p.snapshot,
         snapshot_out,
@@ -203,17 +216,21 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
             break Err(e);
         }
         let mut n = 0;
+        let mut failed = None;
         while n < DRAIN_EVENTS_MAX {
             match poll_once(ev_rx.recv()).await {
                 Some(Some(ev)) => {
                     if let Err(e) = sh.handle(ev) {
-                        sh.shared.running.store(false, Ordering::SeqCst);
-                        return Err(e);
+                        failed = Some(e);
+                        break;
                     }
                     n += 1;
                 }
                 _ => break,
             }
+        }
+        if let Some(e) = failed {
+            break Err(e);
         }
         sh.flush_proposals();
         if sh.stopping {
@@ -226,6 +243,11 @@ pub async fn run_replica(p: ReplicaParams) -> Result<(), Error> {
     if sh.stopping {
         // Let the transport deliver the leadership hand-off before the executor stops.
         glommio::timer::sleep(HANDOFF_GRACE).await;
+    }
+    // Closing the apply queue lets the apply task drain it, flush and end.
+    drop(sh);
+    if let Some(t) = apply_task {
+        t.await;
     }
     result
 }
@@ -253,7 +275,7 @@ struct Shell {
     rng: rand::rngs::SmallRng,
     wal: LocalSender<WalCmd>,
     outbound: Outbound,
-    jobs: crossbeam::channel::Sender<ApplyWork>,
+    jobs: ApplyQueue,
     wal_dir: std::path::PathBuf,
     snapshot: SnapshotParams,
     snapshot_out: mpsc::UnboundedSender<(u32, Bytes)>,

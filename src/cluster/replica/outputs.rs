@@ -1,5 +1,5 @@
 //! Carrying out what one step of the core asked for: records to the WAL task, messages to the
-//! transport, committed slots to the apply thread (with this replica's waiting clients
+//! transport, committed slots to the applier (with this replica's waiting clients
 //! attached), read indexes and refusals to their clients, role changes to the shared state.
 
 use std::sync::atomic::Ordering;
@@ -57,16 +57,12 @@ impl Shell {
             self.shared.record_slot(n);
             self.shared.commands.fetch_add(n as u64, Ordering::Relaxed);
             self.shared.commit_slot.store(slot.0, Ordering::Relaxed);
-            if self
-                .jobs
-                .send(ApplyWork::Slot(ApplyJob {
-                    slot,
-                    value,
-                    waiting,
-                }))
-                .is_err()
-            {
-                tracing::error!(replica = self.id, "apply thread is gone");
+            if !self.jobs.send(ApplyWork::Slot(ApplyJob {
+                slot,
+                value,
+                waiting,
+            })) {
+                tracing::error!(replica = self.id, "the applier is gone");
             }
         }
         for (id, slot) in out.read_ready.drain(..) {

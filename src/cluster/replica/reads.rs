@@ -42,7 +42,7 @@ impl Shell {
                 .entry(slot)
                 .or_default()
                 .push((deadline, w));
-            // Ask the apply thread for wake-ups, then look again: it may have passed `slot`
+            // Ask the applier for wake-ups, then look again: it may have passed `slot`
             // before it saw the request.
             self.shared.notify_applied.store(true, Ordering::SeqCst);
             self.poll_applied();
@@ -51,7 +51,7 @@ impl Shell {
         }
     }
 
-    /// Takes up apply progress published by the apply thread.
+    /// Takes up apply progress published by the applier.
     pub(super) fn poll_applied(&mut self) {
         let a = Slot(self.shared.applied_slot.load(Ordering::SeqCst));
         if a > self.applied {

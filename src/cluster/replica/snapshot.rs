@@ -5,7 +5,7 @@
 //! store chunk by chunk: `SnapshotRequest { session, chunk_no, cursor }` → `SnapshotChunk`.
 //! One chunk is in flight at a time, each at most `consensus.snapshot_chunk_bytes`, so neither
 //! side holds more than a chunk in memory and the transport queue never fills with it. Every
-//! chunk goes to the apply thread (the store's only writer), which writes it and says when; the
+//! chunk goes to the applier (the store's only writer), which writes it and says when; the
 //! next request goes out then. The last chunk is flushed before the install counts, then the
 //! core learns `SnapshotInstalled` and catches up from the peer's log as usual.
 //!
@@ -298,12 +298,12 @@ impl Shell {
             first: chunk_no == 0,
             chunk,
         };
-        if self.jobs.send(ApplyWork::Install(step)).is_err() {
-            tracing::error!(replica = self.id, "apply thread is gone");
+        if !self.jobs.send(ApplyWork::Install(step)) {
+            tracing::error!(replica = self.id, "the applier is gone");
         }
     }
 
-    /// The apply thread wrote a chunk of `session`: ask for the next, or finish.
+    /// The applier wrote a chunk of `session`: ask for the next, or finish.
     pub(super) fn on_install_progress(&mut self, session: u64, installed: Option<u64>) {
         let Some(rx) = self.receiving.as_mut() else {
             return;

@@ -24,7 +24,7 @@ pub(super) struct Waiters {
     pending: HashMap<u64, Waiter>,
     /// (deadline, request id), earliest first.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
-    /// Committed writes waiting for the apply thread's outcome: (slot, index in slot) → waiter.
+    /// Committed writes waiting for the applier's outcome: (slot, index in slot) → waiter.
     applying: HashMap<(Slot, usize), Waiter>,
     next_read: u64,
     /// Reads waiting for their read index: id → (deadline, waiter).

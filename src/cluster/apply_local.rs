@@ -1,0 +1,150 @@
+//! Applying on the replica's own executor (`storage.apply_on_executor`, the default): the
+//! replica hands committed slots over the same lock-free queue as to an apply thread, and a
+//! task of its executor takes them off in runs. No thread is woken to apply a batch and none
+//! wakes the replica back, so a write crosses two fewer threads. With RocksDB's WAL off a run
+//! is a memtable insert; runs are kept short (`RUN_LIMIT`) and the executor serves its other
+//! tasks between them. What may wait for the disk (snapshot install steps, the final flush, a
+//! run while RocksDB stalls writes) runs on the executor's blocking pool.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use crossbeam::channel::{Receiver, Sender, TryRecvError};
+
+use super::apply::{Applier, ApplyWork, RunLimit, APPLY_PAUSE_POLL};
+
+/// Commands in one run on the executor at most, and one run per turn: a run blocks the
+/// executor (about 3 µs per command), so the replica's own events wait at most a few ms.
+const RUN_LIMIT: RunLimit = RunLimit {
+    commands: 1024,
+    runs: 1,
+};
+
+/// Wakes the apply task: set by the replica after it queued work, taken by the task.
+#[derive(Default)]
+pub struct Kick {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Kick {
+    fn kick(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    async fn wait(&self) {
+        std::future::poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// The replica's end of its apply queue.
+pub struct ApplyQueue {
+    tx: Sender<ApplyWork>,
+    /// Set when a task of this executor applies (none: an apply thread blocks on the queue).
+    kick: Option<Rc<Kick>>,
+}
+
+impl ApplyQueue {
+    pub fn new(tx: Sender<ApplyWork>, kick: Option<Rc<Kick>>) -> Self {
+        ApplyQueue { tx, kick }
+    }
+
+    /// Queues work; false when the applier is gone (it stopped on a fatal error).
+    pub fn send(&self, work: ApplyWork) -> bool {
+        let sent = self.tx.send(work).is_ok();
+        if let Some(k) = &self.kick {
+            k.kick();
+        }
+        sent
+    }
+}
+
+impl Drop for ApplyQueue {
+    /// The task runs after the sender is gone: it drains what is left, flushes and ends.
+    fn drop(&mut self) {
+        if let Some(k) = &self.kick {
+            k.kick();
+        }
+    }
+}
+
+/// The apply task: takes work off the queue until the replica drops its end.
+pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
+    loop {
+        while a.paused() {
+            glommio::timer::sleep(APPLY_PAUSE_POLL).await;
+        }
+        let work = match a.lookahead.take() {
+            Some(w) => w,
+            None => match jobs.try_recv() {
+                Ok(w) => w,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let wait = a.idle_wait();
+                    let timed_out = futures_lite::future::or(
+                        async {
+                            kick.wait().await;
+                            false
+                        },
+                        async {
+                            glommio::timer::sleep(wait).await;
+                            true
+                        },
+                    )
+                    .await;
+                    // Idle: make what was applied durable, so WAL segments can be released.
+                    if timed_out {
+                        if let Err(e) = a.idle() {
+                            a.fail(e);
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            },
+        };
+        let r = match work {
+            ApplyWork::Install(step) => {
+                let (back, r) = glommio::executor()
+                    .spawn_blocking(move || {
+                        let r = a.install(step);
+                        (a, r)
+                    })
+                    .await;
+                a = back;
+                r
+            }
+            // A write RocksDB would delay must not hold up the executor: it waits elsewhere.
+            ApplyWork::Slot(j) if a.write_stalled() => {
+                let rx = jobs.clone();
+                let (back, r) = glommio::executor()
+                    .spawn_blocking(move || {
+                        let r = a.slots(j, &rx, RUN_LIMIT);
+                        (a, r)
+                    })
+                    .await;
+                a = back;
+                r
+            }
+            ApplyWork::Slot(j) => a.slots(j, &jobs, RUN_LIMIT),
+        };
+        if let Err(e) = r {
+            a.fail(e);
+            return;
+        }
+        futures_lite::future::yield_now().await;
+    }
+    glommio::executor().spawn_blocking(move || a.finish()).await;
+}
