@@ -299,6 +299,12 @@ impl Applier {
 
     /// One step of a snapshot install; after the last, the slots held meanwhile apply on top.
     pub fn install(&mut self, step: InstallStep) -> Result<(), Error> {
+        self.install_step(step).inspect_err(|e| {
+            tracing::error!(replica = self.shared.id, error = %e, "snapshot install failed; this replica stops");
+        })
+    }
+
+    fn install_step(&mut self, step: InstallStep) -> Result<(), Error> {
         let e = |source| Error::Store {
             what: "snapshot install",
             source,
