@@ -200,6 +200,30 @@ fn metrics_endpoint_reports_requests_and_replicas() {
         .filter(|l| l.starts_with("paxoskv_replica_is_primary{") && l.ends_with(" 1"))
         .count();
     assert_eq!(primaries, 1, "{body}");
+    // Once the primary holds a lease (a heartbeat round after its election), gets are served
+    // under it without a step of its core, and still see the writes.
+    let lease_reads = |body: &str| -> u64 {
+        body.lines()
+            .filter(|l| l.starts_with("paxoskv_replica_lease_reads_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = c
+            .get(GetRequest::new(b"m19".to_vec(), None::<String>))
+            .unwrap();
+        assert!(r.found);
+        let (_, body) = http_get(addr, "/metrics");
+        if lease_reads(&body) > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no read served under the lease: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (status, body) = http_get(addr, "/health");
     assert!(
         status.contains("200") && body.contains("ok"),

@@ -36,6 +36,13 @@ pub struct ReplicaShared {
     pub pause_apply: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
+    /// While the primary holds a read lease: when it ends, in ns since `started` (0: no
+    /// lease), and the read index a read under it must see applied (`Replica::lease_read`).
+    /// Published by the replica after every step, before it carries the step out.
+    pub lease_until_ns: AtomicU64,
+    pub lease_read_index: AtomicU64,
+    /// Reads served under the lease without a step of the replica.
+    pub lease_reads: AtomicU64,
     /// Why the replica stopped on a fatal error, once it did.
     pub failure: std::sync::Mutex<Option<String>>,
     /// Unix ms when each peer was last heard from.
@@ -99,6 +106,9 @@ impl ReplicaShared {
             inject_store_failure: AtomicBool::new(false),
             pause_apply: AtomicBool::new(false),
             running: AtomicBool::new(false),
+            lease_until_ns: AtomicU64::new(0),
+            lease_read_index: AtomicU64::new(0),
+            lease_reads: AtomicU64::new(0),
             failure: std::sync::Mutex::new(None),
             last_heard_unix_ms: (0..replica_count).map(|_| AtomicI64::new(0)).collect(),
             started: Instant::now(),
@@ -123,6 +133,20 @@ impl ReplicaShared {
         }
     }
 
+    /// A linearizable read may be served from this replica's store now, without asking its
+    /// core: it leads under a lease that still runs, and its store has applied the lease's
+    /// read index. The lease end is loaded before the index (the replica stores them the
+    /// other way round), so the index is at least the one that came with that lease.
+    pub fn lease_read_ready(&self) -> bool {
+        let until = self.lease_until_ns.load(Ordering::SeqCst);
+        if until == 0 || !self.is_running() {
+            return false;
+        }
+        let index = self.lease_read_index.load(Ordering::SeqCst);
+        (self.started.elapsed().as_nanos() as u64) < until
+            && self.applied_slot.load(Ordering::SeqCst) >= index
+    }
+
     pub fn primary(&self) -> Option<u32> {
         let p = self.primary.load(Ordering::SeqCst);
         (p >= 0).then_some(p as u32)
@@ -145,5 +169,35 @@ impl ReplicaShared {
 
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_read_needs_a_running_replica_a_lease_that_runs_and_its_index_applied() {
+        let s = ReplicaShared::new(0, "127.0.0.1:1".into(), 3);
+        let now = || s.started.elapsed().as_nanos() as u64;
+        let future = now() + 60_000_000_000;
+        s.running.store(true, Ordering::SeqCst);
+        s.lease_read_index.store(7, Ordering::SeqCst);
+        s.applied_slot.store(7, Ordering::SeqCst);
+        assert!(!s.lease_read_ready(), "no lease published");
+        s.lease_until_ns.store(future, Ordering::SeqCst);
+        assert!(s.lease_read_ready());
+        s.applied_slot.store(6, Ordering::SeqCst);
+        assert!(
+            !s.lease_read_ready(),
+            "the store has not applied the read index"
+        );
+        s.applied_slot.store(9, Ordering::SeqCst);
+        assert!(s.lease_read_ready());
+        s.lease_until_ns.store(now().max(1), Ordering::SeqCst);
+        assert!(!s.lease_read_ready(), "the lease ran out");
+        s.lease_until_ns.store(future, Ordering::SeqCst);
+        s.running.store(false, Ordering::SeqCst);
+        assert!(!s.lease_read_ready(), "the replica stopped");
     }
 }

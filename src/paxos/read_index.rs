@@ -17,6 +17,7 @@ use super::io::{Outputs, Rejection};
 use super::message::Message;
 use super::replica::Replica;
 use super::state::{Reader, Role, Round};
+use super::types::Slot;
 
 impl Replica {
     /// A read at the primary, its own client's or a peer's: answered at once under the lease,
@@ -49,6 +50,28 @@ impl Replica {
         if p.reads.rounds.is_empty() {
             self.start_heartbeat_round(out);
         }
+    }
+
+    /// What a read may rely on without a step, for as long as the lease runs: (read index,
+    /// lease end in this core's clock). `None` unless this replica leads, leases are on, it
+    /// holds a lease, and it is not handing leadership over. Exactly the condition under which
+    /// `read_for` answers at once, so a read the shell serves from it is as linearizable: the
+    /// shell must publish it after every step, before it carries out what the step sent (a
+    /// commit is acknowledged only after it is published; a transfer, which ends the lease,
+    /// reaches no peer before the lease is withdrawn).
+    pub fn lease_read(&self) -> Option<(Slot, u64)> {
+        let Role::Primary(p) = &self.role else {
+            return None;
+        };
+        if !self.cfg.lease_enabled
+            || p.transfer.is_some()
+            || p.lease_forfeited
+            || p.reads.lease_expiry_ms == 0
+        {
+            return None;
+        }
+        let read_index = self.log.commit_upto().max(p.recovered_upto);
+        Some((read_index, p.reads.lease_expiry_ms))
     }
 
     /// Broadcasts a heartbeat that is also a ReadIndex round for every waiting read.

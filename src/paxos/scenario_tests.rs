@@ -516,6 +516,24 @@ fn ack_round(r: &mut Replica, acks: u64) -> u64 {
 }
 
 #[test]
+fn a_lease_read_is_offered_only_by_a_primary_holding_a_lease() {
+    let (mut rs, _, _) = run_three(60, false);
+    let p = rs.iter().position(|r| r.is_primary()).expect("a primary");
+    for r in rs.iter_mut() {
+        r.cfg.lease_enabled = true;
+    }
+    assert_eq!(rs[p].lease_read(), None, "no round acknowledged yet");
+    let other = (p + 1) % 3;
+    let expiry = ack_round(&mut rs[p], (1 << p) | (1 << other));
+    let commit = rs[p].log.commit_upto();
+    assert!(commit > Slot(0), "the run committed something");
+    assert_eq!(rs[p].lease_read(), Some((commit, expiry)));
+    assert_eq!(rs[other].lease_read(), None, "a follower offers none");
+    rs[p].cfg.lease_enabled = false;
+    assert_eq!(rs[p].lease_read(), None, "leases off");
+}
+
+#[test]
 fn a_primary_that_began_a_transfer_holds_no_lease_again_in_its_ballot() {
     let (mut rs, _, _) = run_three(60, false);
     let p = rs.iter().position(|r| r.is_primary()).expect("a primary");
@@ -531,6 +549,10 @@ fn a_primary_that_began_a_transfer_holds_no_lease_again_in_its_ballot() {
         panic!("still primary while the transfer runs");
     };
     assert_eq!(state.reads.lease_expiry_ms, 0);
+    assert_eq!(rs[p].lease_read(), None, "no lease to read under");
+    let Role::Primary(state) = &mut rs[p].role else {
+        panic!("still primary while the transfer runs");
+    };
     state.transfer = None; // the transfer timed out
     assert_eq!(ack_round(&mut rs[p], quorum_acks), 0, "the lease came back");
 }

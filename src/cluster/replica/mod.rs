@@ -174,11 +174,14 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
         .detach();
     }
 
+    let started = Instant::now();
     let mut sh = Shell {
         id: p.id,
         core,
         out: Outputs::default(),
-        started: Instant::now(),
+        started,
+        lease_clock: started.saturating_duration_since(p.shared.started),
+        published_lease: None,
         rng: rand::rngs::SmallRng::seed_from_u64(
             u64::from(p.id) ^ crate::util::time::unix_ms() as u64,
         ),
@@ -238,6 +241,7 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
         }
     };
     sh.shared.running.store(false, Ordering::SeqCst);
+    sh.shared.lease_until_ns.store(0, Ordering::SeqCst);
     sh.shared.is_primary.store(false, Ordering::SeqCst);
     sh.waiters.fail_all();
     if sh.stopping {
@@ -297,6 +301,10 @@ struct Shell {
     last_compact: Instant,
     compacted: Slot,
     stopping: bool,
+    /// `started` as time since `shared.started`: the core's clock in the front's.
+    lease_clock: Duration,
+    /// The lease last published to `shared`.
+    published_lease: Option<(Slot, u64)>,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ServiceError {
@@ -356,7 +364,31 @@ impl Shell {
         self.core
             .observe_clock(self.started.elapsed().as_millis() as u64);
         self.core.step(input, &mut self.out);
+        self.publish_lease();
         self.carry_out();
+    }
+
+    /// What a read may rely on without a step (`Replica::lease_read`), for the front: after
+    /// the step, before anything it produced (a commit's replies, a transfer's messages)
+    /// leaves. The index goes first, so whoever sees the lease end sees an index as new.
+    fn publish_lease(&mut self) {
+        let lease = self.core.lease_read();
+        if lease == self.published_lease {
+            return;
+        }
+        self.published_lease = lease;
+        match lease {
+            Some((index, until_ms)) => {
+                let until = self.lease_clock + Duration::from_millis(until_ms);
+                self.shared
+                    .lease_read_index
+                    .store(index.0, Ordering::SeqCst);
+                self.shared
+                    .lease_until_ns
+                    .store(until.as_nanos() as u64, Ordering::SeqCst);
+            }
+            None => self.shared.lease_until_ns.store(0, Ordering::SeqCst),
+        }
     }
 
     fn on_peer(&mut self, m: Inbound) {
