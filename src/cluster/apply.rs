@@ -120,7 +120,7 @@ pub fn run_apply(mut a: Applier, jobs: Receiver<ApplyWork>) {
         };
         let r = match work {
             ApplyWork::Install(step) => a.install(step),
-            ApplyWork::Slot(j) => a.slots(j, &jobs, THREAD_LIMIT),
+            ApplyWork::Slot(j) => a.slots(j, &jobs, THREAD_LIMIT).and_then(|()| a.idle()),
         };
         if let Err(e) = r {
             a.fail(e);
@@ -194,9 +194,15 @@ impl Applier {
         }
     }
 
-    /// Nothing came within `idle_wait`: flush progress.
+    /// Flush progress: publishes what is durable, and starts a flush when one is due (which
+    /// may wait for RocksDB: a flush that would stall writes waits for compaction to catch up).
     pub fn idle(&mut self) -> Result<(), Error> {
         self.flusher.advance(&mut self.exec, &self.shared)
+    }
+
+    /// `idle` would start a flush now.
+    pub fn flush_due(&self) -> bool {
+        self.flusher.last.elapsed() >= self.flusher.every
     }
 
     /// A fatal error: the replica learns it and stops; nothing more is applied.
@@ -267,7 +273,7 @@ impl Applier {
             }
         }
         self.published();
-        self.flusher.advance(&mut self.exec, &self.shared)
+        Ok(())
     }
 
     /// Applies one run of consecutive slots and hands the waited-for outcomes back.

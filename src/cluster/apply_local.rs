@@ -3,8 +3,9 @@
 //! task of its executor takes them off in runs. No thread is woken to apply a batch and none
 //! wakes the replica back, so a write crosses two fewer threads. With RocksDB's WAL off a run
 //! is a memtable insert; runs are kept short (`RUN_LIMIT`) and the executor serves its other
-//! tasks between them. What may wait for the disk (snapshot install steps, the final flush, a
-//! run while RocksDB stalls writes) runs on the executor's blocking pool.
+//! tasks between them. What may wait for the disk or for RocksDB (snapshot install steps,
+//! starting a memtable flush, the final flush, a run while RocksDB stalls writes) runs on the
+//! executor's blocking pool.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -106,7 +107,9 @@ pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
                     .await;
                     // Idle: make what was applied durable, so WAL segments can be released.
                     if timed_out {
-                        if let Err(e) = a.idle() {
+                        let r;
+                        (a, r) = flush_progress(a).await;
+                        if let Err(e) = r {
                             a.fail(e);
                             return;
                         }
@@ -117,28 +120,26 @@ pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
         };
         let r = match work {
             ApplyWork::Install(step) => {
-                let (back, r) = glommio::executor()
-                    .spawn_blocking(move || {
-                        let r = a.install(step);
-                        (a, r)
-                    })
-                    .await;
-                a = back;
+                let r;
+                (a, r) = elsewhere(a, move |a| a.install(step)).await;
                 r
             }
             // A write RocksDB would delay must not hold up the executor: it waits elsewhere.
             ApplyWork::Slot(j) if a.write_stalled() => {
                 let rx = jobs.clone();
-                let (back, r) = glommio::executor()
-                    .spawn_blocking(move || {
-                        let r = a.slots(j, &rx, RUN_LIMIT);
-                        (a, r)
-                    })
-                    .await;
-                a = back;
+                let r;
+                (a, r) = elsewhere(a, move |a| a.slots(j, &rx, RUN_LIMIT)).await;
                 r
             }
             ApplyWork::Slot(j) => a.slots(j, &jobs, RUN_LIMIT),
+        };
+        let r = match r {
+            Ok(()) => {
+                let r;
+                (a, r) = flush_progress(a).await;
+                r
+            }
+            e => e,
         };
         if let Err(e) = r {
             a.fail(e);
@@ -147,4 +148,28 @@ pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
         futures_lite::future::yield_now().await;
     }
     glommio::executor().spawn_blocking(move || a.finish()).await;
+}
+
+/// Runs `f` with the applier on the executor's blocking pool and hands the applier back.
+async fn elsewhere<R: Send + 'static>(
+    mut a: Applier,
+    f: impl FnOnce(&mut Applier) -> R + Send + 'static,
+) -> (Applier, R) {
+    glommio::executor()
+        .spawn_blocking(move || {
+            let r = f(&mut a);
+            (a, r)
+        })
+        .await
+}
+
+/// Flush progress: published at once, but starting a flush (which may wait until it would not
+/// stall writes) happens on the blocking pool.
+async fn flush_progress(mut a: Applier) -> (Applier, Result<(), crate::error::Error>) {
+    if a.flush_due() {
+        elsewhere(a, Applier::idle).await
+    } else {
+        let r = a.idle();
+        (a, r)
+    }
 }
