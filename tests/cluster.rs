@@ -84,10 +84,28 @@ fn partitioned_primary_acknowledges_nothing_and_converges_after_healing() {
         if set(&mut c, "majority", "2").is_ok() {
             break;
         }
-        assert!(
-            started.elapsed() < LIVENESS,
-            "the majority never elected a new primary"
-        );
+        if started.elapsed() >= LIVENESS {
+            // What each node thinks: role, view, commit and applied index, apply lag.
+            for n in &cluster.nodes {
+                let Some(m) = n.metrics else { continue };
+                let (_, body) = common::http_get(m, "/metrics");
+                for l in body.lines().filter(|l| {
+                    l.starts_with("paxoskv_primary ")
+                        || [
+                            "is_primary",
+                            "_view",
+                            "_index",
+                            "apply_lag",
+                            "committed_slots",
+                        ]
+                        .iter()
+                        .any(|k| l.starts_with("paxoskv_replica_") && l.contains(k))
+                }) {
+                    eprintln!("node {}: {l}", n.addr);
+                }
+            }
+            panic!("the majority never elected a new primary (or never applied its write)");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     // The isolated old primary cannot acknowledge a write.
