@@ -1,7 +1,7 @@
 //! Phase 1 scenarios: who may stand, which promises count, promises that come in parts, and
 //! how a long Phase 1 is protected from being deposed.
 
-use super::scenario_tests::{amnesiac, batch, campaign, eager, step};
+use super::scenario_tests::{amnesiac, batch, campaign, deliver, eager, step};
 use super::*;
 use bytes::Bytes;
 
@@ -24,34 +24,16 @@ fn a_candidate_needs_a_quorum_that_remembers_unless_everyone_is_new() {
         amnesiac,
         more: false,
     };
-    step(
-        &mut c,
-        Input::Message {
-            from: ReplicaId(1),
-            message: promise(true),
-        },
-    );
+    deliver(&mut c, ReplicaId(1), promise(true));
     assert!(!c.is_primary(), "an amnesiac promise completed a quorum");
-    step(
-        &mut c,
-        Input::Message {
-            from: ReplicaId(2),
-            message: promise(false),
-        },
-    );
+    deliver(&mut c, ReplicaId(2), promise(false));
     assert!(c.is_primary());
 
     // Three new replicas (a first start) elect among themselves.
     let mut n = amnesiac(0);
     n.cfg.faults.skip_prevote = true;
     campaign(&mut n);
-    step(
-        &mut n,
-        Input::Message {
-            from: ReplicaId(1),
-            message: promise(true),
-        },
-    );
+    deliver(&mut n, ReplicaId(1), promise(true));
     assert!(n.is_primary());
     assert!(!n.is_amnesiac());
 }
@@ -96,13 +78,7 @@ fn a_promise_larger_than_its_byte_limit_comes_in_parts_that_cover_every_entry() 
             from_slot,
             released: None,
         };
-        let mut out = step(
-            &mut r,
-            Input::Message {
-                from: ReplicaId(0),
-                message: prepare,
-            },
-        );
+        let mut out = deliver(&mut r, ReplicaId(0), prepare);
         if out.sends.is_empty() {
             out = step(&mut r, Input::Durable { upto_lsn: Lsn(1) });
         }
@@ -204,7 +180,7 @@ fn a_candidate_whose_phase_1_progresses_refuses_prevotes() {
     let at = |c: &mut Replica, now_ms: u64, from: u32, message: Message| {
         c.observe_clock(now_ms);
         let from = ReplicaId(from);
-        step(c, Input::Message { from, message })
+        deliver(c, from, message)
     };
     at(&mut c, 10_150, 1, first_part(ballot, 1));
     let rival = ballot.next_owned_by(ReplicaId(2), 3);

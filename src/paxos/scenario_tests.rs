@@ -25,6 +25,11 @@ pub(super) fn step(r: &mut Replica, input: Input) -> Outputs {
     out
 }
 
+/// `message` from `from` arrives at `r`.
+pub(super) fn deliver(r: &mut Replica, from: ReplicaId, message: Message) -> Outputs {
+    step(r, Input::Message { from, message })
+}
+
 /// The first tick (a replica boots on it).
 pub(super) fn boot(r: &mut Replica) {
     step(
@@ -52,13 +57,7 @@ fn accepted_is_sent_only_after_the_accept_is_durable() {
     let mut r = replica(1);
     boot(&mut r);
     let (from, accept) = accept_a_from_primary_0();
-    let out = step(
-        &mut r,
-        Input::Message {
-            from,
-            message: accept,
-        },
-    );
+    let out = deliver(&mut r, from, accept);
     assert_eq!(
         out.persist,
         vec![(
@@ -110,25 +109,13 @@ fn promise_waits_for_durability_and_reports_accepted_values() {
         value: batch(b"a"),
         commit_upto: Slot(0),
     };
-    step(
-        &mut r,
-        Input::Message {
-            from: ReplicaId(0),
-            message: accept,
-        },
-    );
+    deliver(&mut r, ReplicaId(0), accept);
     let prepare = Message::Prepare {
         ballot: Ballot(4),
         from_slot: Slot(1),
         released: None,
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from: ReplicaId(1),
-            message: prepare,
-        },
-    );
+    let out = deliver(&mut r, ReplicaId(1), prepare);
     assert_eq!(
         out.persist,
         vec![(Lsn(2), Record::Promise { ballot: Ballot(4) })]
@@ -159,13 +146,7 @@ fn promise_waits_for_durability_and_reports_accepted_values() {
         value: Value::Noop,
         commit_upto: Slot(0),
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from: ReplicaId(0),
-            message: stale,
-        },
-    );
+    let out = deliver(&mut r, ReplicaId(0), stale);
     let nack = Message::Nack {
         promised: Ballot(4),
     };
@@ -324,26 +305,14 @@ fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_comm
         log_end: Slot(5),
         bootstrap: false,
     };
-    step(
-        &mut r,
-        Input::Message {
-            from: primary,
-            message: heartbeat,
-        },
-    );
+    deliver(&mut r, primary, heartbeat);
     let accept = Message::Accept {
         ballot: Ballot(3),
         slot: Slot(6),
         value: batch(b"a"),
         commit_upto: Slot(0),
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from: primary,
-            message: accept,
-        },
-    );
+    let out = deliver(&mut r, primary, accept);
     assert!(out.persist.is_empty(), "{out:?}");
     // Everything handed out is durable (the shell never reports an LSN it was not given).
     let upto_lsn = r.last_lsn;
@@ -360,13 +329,7 @@ fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_comm
         entries,
         commit_upto: Slot(6),
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from: primary,
-            message: catchup,
-        },
-    );
+    let out = deliver(&mut r, primary, catchup);
     assert!(out.events.contains(&Event::Rebuilt), "{out:?}");
     assert!(!r.is_amnesiac());
     let accept = Message::Accept {
@@ -375,13 +338,7 @@ fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_comm
         value: batch(b"b"),
         commit_upto: Slot(6),
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from: primary,
-            message: accept,
-        },
-    );
+    let out = deliver(&mut r, primary, accept);
     assert_eq!(out.persist.len(), 1, "votes again once rebuilt: {out:?}");
 }
 
@@ -401,13 +358,7 @@ fn messages_with_absurd_ballots_or_slots_change_nothing() {
         from_slot: Slot(1),
         released: None,
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from,
-            message: huge,
-        },
-    );
+    let out = deliver(&mut r, from, huge);
     assert!(out.sends.is_empty() && out.persist.is_empty(), "{out:?}");
     assert_eq!(r.promised(), Ballot(0));
     let far = Message::Accept {
@@ -416,7 +367,7 @@ fn messages_with_absurd_ballots_or_slots_change_nothing() {
         value: batch(b"a"),
         commit_upto: Slot(0),
     };
-    let out = step(&mut r, Input::Message { from, message: far });
+    let out = deliver(&mut r, from, far);
     assert!(out.sends.is_empty() && out.persist.is_empty(), "{out:?}");
     // A sane message right after is handled as usual.
     let prepare = Message::Prepare {
@@ -424,13 +375,7 @@ fn messages_with_absurd_ballots_or_slots_change_nothing() {
         from_slot: Slot(1),
         released: None,
     };
-    let out = step(
-        &mut r,
-        Input::Message {
-            from,
-            message: prepare,
-        },
-    );
+    let out = deliver(&mut r, from, prepare);
     assert_eq!(out.persist.len(), 1);
     assert_eq!(r.promised(), Ballot(3));
 }
@@ -451,13 +396,7 @@ fn promises_after_hearing_primary(
     boot(&mut r);
     r.observe_clock(1000);
     let (from, accept) = accept_a_from_primary_0();
-    step(
-        &mut r,
-        Input::Message {
-            from,
-            message: accept,
-        },
-    );
+    deliver(&mut r, from, accept);
     r.observe_clock(prepare_at_ms);
     let prepare = Message::Prepare {
         ballot: Ballot(5),
@@ -465,13 +404,7 @@ fn promises_after_hearing_primary(
         released,
     };
     let from = ReplicaId(2);
-    let out = step(
-        &mut r,
-        Input::Message {
-            from,
-            message: prepare,
-        },
-    );
+    let out = deliver(&mut r, from, prepare);
     out.persist
         .iter()
         .any(|(_, rec)| *rec == Record::Promise { ballot: Ballot(5) })
@@ -611,13 +544,7 @@ fn primary_with_pipeline(depth: usize) -> (Replica, Ballot) {
         more: false,
     };
     let from = ReplicaId(1);
-    step(
-        &mut p,
-        Input::Message {
-            from,
-            message: promise,
-        },
-    );
+    deliver(&mut p, from, promise);
     assert!(p.is_primary());
     (p, ballot)
 }
@@ -647,13 +574,7 @@ fn forwarded_commands_a_primary_cannot_take_go_back_to_their_origin() {
         released: None,
     };
     let from = ReplicaId(1);
-    let out = step(
-        &mut p,
-        Input::Message {
-            from,
-            message: prepare,
-        },
-    );
+    let out = deliver(&mut p, from, prepare);
     assert!(!p.is_primary());
     let refused = Message::ForwardRefused {
         commands: vec![cmd(b"second")],
