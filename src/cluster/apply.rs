@@ -203,7 +203,7 @@ impl Applier {
 
     /// `idle` would start a flush now.
     pub fn flush_due(&self) -> bool {
-        self.flusher.last.elapsed() >= self.flusher.every
+        self.flusher.due()
     }
 
     /// A fatal error: the replica learns it and stops; nothing more is applied.
@@ -365,6 +365,11 @@ struct Flusher {
 }
 
 impl Flusher {
+    /// A flush is to be started.
+    fn due(&self) -> bool {
+        self.last.elapsed() >= self.every
+    }
+
     /// A failed flush is fatal for the replica, like a failed fsync.
     fn advance(&mut self, exec: &mut KvStoreExecutor, shared: &ReplicaShared) -> Result<(), Error> {
         let flush = |source| Error::Store {
@@ -373,7 +378,7 @@ impl Flusher {
         };
         let durable = exec.durable_sequence().map_err(flush)?;
         shared.durable_slot.store(durable.0, Ordering::SeqCst);
-        if self.last.elapsed() >= self.every {
+        if self.due() {
             self.last = Instant::now();
             exec.start_flush().map_err(flush)?;
         }
