@@ -37,6 +37,11 @@ impl Kick {
         }
     }
 
+    /// Whether a kick came within `d`.
+    async fn within(&self, d: std::time::Duration) -> bool {
+        crate::util::time::within(d, self.wait()).await.is_some()
+    }
+
     async fn wait(&self) {
         std::future::poll_fn(|cx| {
             if self.set.replace(false) {
@@ -93,20 +98,8 @@ pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
                 Ok(w) => w,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
-                    let wait = a.idle_wait();
-                    let timed_out = futures_lite::future::or(
-                        async {
-                            kick.wait().await;
-                            false
-                        },
-                        async {
-                            glommio::timer::sleep(wait).await;
-                            true
-                        },
-                    )
-                    .await;
                     // Idle: make what was applied durable, so WAL segments can be released.
-                    if timed_out {
+                    if !kick.within(a.idle_wait()).await {
                         let r;
                         (a, r) = flush_progress(a).await;
                         if let Err(e) = r {
