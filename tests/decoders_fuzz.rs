@@ -115,6 +115,7 @@ fn replica_messages_never_panic_and_round_trip() {
             overloaded: true,
         },
         Message::ReadIndexRequest { id: ReadId(3) },
+        Message::RebuildBarrier { ballot: Ballot(7) },
         Message::ReadIndexReply {
             id: ReadId(3),
             read_index: Some(Slot(8)),

@@ -16,13 +16,19 @@
 //! promised, and everything chosen before lies at or below the reported log end. This is the
 //! rule of "Paxos Made Live" (a rebuilding replica waits to observe a complete instance started
 //! after it began rebuilding). It assumes at most one replica of a quorum lost its state.
+//! Such a slot must come even if no client writes: a replica that missed a cluster's first
+//! election would otherwise stay amnesiac, and should the primary then fail, the other two
+//! could never elect one (a quorum needs a replica that remembers besides the amnesiac). So
+//! while the primary's heartbeats show its log idle short of the target, the replica asks it
+//! for a no-op slot (`RebuildBarrier`).
 //!
 //! Owns: the `impl Replica` helpers for it. The shell keeps the amnesiac flag durable until
 //! `Event::Rebuilt`.
 
 use super::io::{Event, Outputs};
+use super::message::Message;
 use super::replica::Replica;
-use super::types::{Ballot, ReplicaId, Slot};
+use super::types::{Ballot, ReplicaId, Slot, Value};
 
 impl Replica {
     /// True while this replica may have forgotten votes.
@@ -54,6 +60,44 @@ impl Replica {
         if self.rebuild_target.is_none_or(|(b, _)| b != ballot) {
             self.rebuild_target = Some((ballot, log_end.next()));
         }
+    }
+
+    /// After a heartbeat of the primary of `ballot`: when its log was idle (everything it
+    /// proposed committed) short of this replica's rebuild target, no slot under way will reach
+    /// the target, so ask for one. At most once per heartbeat, and only while rebuilding.
+    pub(crate) fn ask_for_rebuild_barrier(
+        &mut self,
+        from: ReplicaId,
+        ballot: Ballot,
+        primary_commit: Slot,
+        log_end: Slot,
+        out: &mut Outputs,
+    ) {
+        let Some((b, target)) = self.rebuild_target else {
+            return;
+        };
+        let waiting = self.amnesiac && b == ballot && ballot == self.promised;
+        if waiting && primary_commit >= log_end && target > primary_commit {
+            self.send(from, Message::RebuildBarrier { ballot }, out);
+        }
+    }
+
+    /// A rebuilding replica's request: the primary of `ballot` proposes a no-op slot unless a
+    /// slot is already under way or queued (anything proposed after the asker's heartbeat
+    /// reaches its target).
+    pub(crate) fn on_rebuild_barrier(&mut self, ballot: Ballot, out: &mut Outputs) {
+        if !self.takes_work() {
+            return;
+        }
+        let Some(p) = self.primary_mut() else {
+            return;
+        };
+        if p.ballot != ballot || !p.inflight.is_empty() || !p.queue.is_empty() {
+            return;
+        }
+        let slot = p.next_slot;
+        p.next_slot = slot.next();
+        self.propose_at(slot, Value::Noop, out);
     }
 
     /// Ends amnesia once the rebuild target is reached (checked after every step).

@@ -127,6 +127,12 @@ pub enum Message {
         id: ReadId,
         read_index: Option<Slot>,
     },
+    /// A replica rebuilding from amnesia asks the primary of `ballot` for a no-op slot: it
+    /// waits for a slot proposed after it came back (`amnesia.rs`), and the primary's log was
+    /// idle at its last heartbeat, so nothing under way would bring one.
+    RebuildBarrier {
+        ballot: Ballot,
+    },
 }
 
 /// Ballots at or above this are refused: far beyond any real run (a ballot per election, a
@@ -149,7 +155,8 @@ impl Message {
             | Message::Commit { ballot, .. }
             | Message::Heartbeat { ballot, .. }
             | Message::HeartbeatAck { ballot, .. }
-            | Message::TimeoutNow { ballot } => Some(*ballot),
+            | Message::TimeoutNow { ballot }
+            | Message::RebuildBarrier { ballot } => Some(*ballot),
             Message::Nack { promised } => Some(*promised),
             Message::CatchupRequest { .. }
             | Message::Catchup { .. }
@@ -173,6 +180,7 @@ impl Message {
             | Message::PreVoteReply { .. }
             | Message::Nack { .. }
             | Message::TimeoutNow { .. }
+            | Message::RebuildBarrier { .. }
             | Message::Forward { .. }
             | Message::ForwardRefused { .. }
             | Message::ReadIndexRequest { .. } => true,

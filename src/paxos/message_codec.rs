@@ -28,6 +28,7 @@ const TAG_FORWARD: u8 = 15;
 const TAG_FORWARD_REFUSED: u8 = 16;
 const TAG_READ_INDEX_REQUEST: u8 = 17;
 const TAG_READ_INDEX_REPLY: u8 = 18;
+const TAG_REBUILD_BARRIER: u8 = 19;
 
 impl Message {
     pub fn encode(&self, buf: &mut Vec<u8>) {
@@ -178,6 +179,10 @@ impl Message {
                 put_u8(buf, u8::from(read_index.is_some()));
                 put_slot(buf, read_index.unwrap_or(Slot(0)));
             }
+            Message::RebuildBarrier { ballot } => {
+                put_u8(buf, TAG_REBUILD_BARRIER);
+                put_ballot(buf, *ballot);
+            }
         }
     }
 
@@ -301,6 +306,9 @@ impl Message {
                     read_index: known.then_some(slot),
                 }
             }
+            TAG_REBUILD_BARRIER => Message::RebuildBarrier {
+                ballot: r.ballot()?,
+            },
             t => return Err(DecodeError::UnknownTag(t)),
         };
         r.finish()?;
@@ -341,7 +349,7 @@ mod tests {
         fn message(&mut self) -> Message {
             let b = Ballot(self.next());
             let s = Slot(self.next());
-            match self.next() % 18 {
+            match self.next() % 19 {
                 0 => Message::PreVote { ballot: b },
                 1 => Message::PreVoteReply {
                     ballot: b,
@@ -412,6 +420,7 @@ mod tests {
                 16 => Message::ReadIndexRequest {
                     id: ReadId(self.next()),
                 },
+                17 => Message::RebuildBarrier { ballot: b },
                 _ => Message::ReadIndexReply {
                     id: ReadId(self.next()),
                     read_index: self.next().is_multiple_of(2).then_some(s),

@@ -1,7 +1,9 @@
 //! Phase 1 scenarios: who may stand, which promises count, promises that come in parts, and
 //! how a long Phase 1 is protected from being deposed.
 
-use super::scenario_tests::{amnesiac, batch, campaign, deliver, eager, step};
+use super::scenario_tests::{
+    amnesiac, batch, campaign, deliver, eager, primary_with_pipeline, step,
+};
 use super::*;
 use bytes::Bytes;
 
@@ -235,5 +237,89 @@ fn a_repeated_promise_part_asks_for_nothing_more() {
         asks(step(&mut c, part(1))),
         Vec::<Slot>::new(),
         "a late part asked again"
+    );
+}
+
+/// A replica that missed a cluster's first election rebuilds only once a slot proposed after
+/// it heard the primary commits. With no client writing, it asks the idle primary for one, so
+/// it can vote before the primary might fail (else the two left could never elect).
+#[test]
+fn a_rebuilding_replica_asks_an_idle_primary_for_a_slot_and_gets_one() {
+    let mut r = amnesiac(1);
+    step(
+        &mut r,
+        Input::Tick {
+            now_ms: 0,
+            random: 1,
+        },
+    );
+    let primary = ReplicaId(0);
+    let heartbeat = |commit_upto: u64, log_end: u64| Message::Heartbeat {
+        ballot: Ballot(3),
+        commit_upto: Slot(commit_upto),
+        read_seq: 1,
+        compact_upto: Slot(0),
+        log_end: Slot(log_end),
+        bootstrap: false,
+    };
+    let barriers = |out: &Outputs| {
+        out.sends
+            .iter()
+            .filter(|(to, m)| *to == primary && matches!(m, Message::RebuildBarrier { .. }))
+            .count()
+    };
+    // Slot 5 still in flight: it may not reach the target (6), but the primary is not idle.
+    let out = deliver(&mut r, primary, heartbeat(4, 5));
+    assert_eq!(
+        barriers(&out),
+        0,
+        "asked while a slot was under way: {out:?}"
+    );
+    let out = deliver(&mut r, primary, heartbeat(5, 5));
+    assert_eq!(barriers(&out), 1, "an idle primary was not asked: {out:?}");
+    assert!(out.sends.iter().any(|(_, m)| matches!(
+        m,
+        Message::RebuildBarrier { ballot } if *ballot == Ballot(3)
+    )));
+    // The barrier slot (6) commits: rebuilt, and nothing more is asked.
+    let entries = (1..=6).map(|s| (Slot(s), batch(b"a"))).collect();
+    let catchup = Message::Catchup {
+        entries,
+        commit_upto: Slot(6),
+    };
+    let out = deliver(&mut r, primary, catchup);
+    assert!(out.events.contains(&Event::Rebuilt), "{out:?}");
+    let out = deliver(&mut r, primary, heartbeat(6, 6));
+    assert_eq!(barriers(&out), 0, "a rebuilt replica asked: {out:?}");
+
+    // The primary's side: an idle primary proposes one no-op slot; not another while it runs,
+    // and nothing for a request in another ballot.
+    let (mut p, ballot) = primary_with_pipeline(4);
+    let accepts = |out: &Outputs| -> Vec<(Slot, Value)> {
+        out.sends
+            .iter()
+            .filter_map(|(_, m)| match m {
+                Message::Accept { slot, value, .. } => Some((*slot, value.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let other = Ballot(ballot.0 + 1);
+    let out = deliver(
+        &mut p,
+        ReplicaId(2),
+        Message::RebuildBarrier { ballot: other },
+    );
+    assert!(accepts(&out).is_empty(), "{out:?}");
+    let out = deliver(&mut p, ReplicaId(2), Message::RebuildBarrier { ballot });
+    let proposed = accepts(&out);
+    assert!(!proposed.is_empty(), "{out:?}");
+    assert!(proposed
+        .iter()
+        .all(|(s, v)| *s == Slot(1) && *v == Value::Noop));
+    let out = deliver(&mut p, ReplicaId(2), Message::RebuildBarrier { ballot });
+    assert!(
+        accepts(&out).is_empty(),
+        "a second no-op while one runs: {out:?}"
     );
 }

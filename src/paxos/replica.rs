@@ -207,7 +207,8 @@ impl Replica {
                 bootstrap,
             } => {
                 self.note_primary_log_end(from, ballot, log_end, bootstrap);
-                self.on_heartbeat(from, ballot, commit_upto, read_seq, compact_upto, out)
+                self.on_heartbeat(from, ballot, commit_upto, read_seq, compact_upto, out);
+                self.ask_for_rebuild_barrier(from, ballot, commit_upto, log_end, out);
             }
             Message::HeartbeatAck {
                 ballot,
@@ -233,6 +234,7 @@ impl Replica {
             Message::ReadIndexReply { id, read_index } => {
                 self.on_read_index_reply(id, read_index, out)
             }
+            Message::RebuildBarrier { ballot } => self.on_rebuild_barrier(ballot, out),
         }
     }
 

@@ -526,7 +526,7 @@ pub(super) fn campaign(c: &mut Replica) -> Ballot {
 }
 
 /// Replica 0 elected with replica 1's promise; `pipeline_depth` slots may be in flight.
-fn primary_with_pipeline(depth: usize) -> (Replica, Ballot) {
+pub(super) fn primary_with_pipeline(depth: usize) -> (Replica, Ballot) {
     let mut p = Replica::new(
         PaxosConfig {
             pipeline_depth: depth,

@@ -83,7 +83,31 @@ impl Cluster {
             })
             .collect();
         guard.0.clear();
-        Cluster { nodes, dir }
+        let cluster = Cluster { nodes, dir };
+        cluster.wait_all_vote();
+        cluster
+    }
+
+    /// Waits until no replica is rebuilding. Every replica of a new cluster starts amnesiac (it
+    /// cannot tell a first start from a lost disk); one that missed the first election votes
+    /// only once a slot proposed after it came back commits, which it asks an idle primary for.
+    /// Until then the cluster survives no failure of another replica, so a fault test starts
+    /// from here. No write is made: the replicas must get there on their own.
+    pub fn wait_all_vote(&self) {
+        let started = Instant::now();
+        loop {
+            let amnesiac: Vec<usize> = (0..self.nodes.len())
+                .filter(|&i| self.metric(i, "paxoskv_replica_amnesiac") != Some(0.0))
+                .collect();
+            if amnesiac.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < LIVENESS,
+                "replicas {amnesiac:?} never rebuilt after the cluster's first start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn kill(&mut self, id: usize) {
