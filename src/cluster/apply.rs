@@ -2,10 +2,9 @@
 //! (crossbeam), every run of consecutive slots waiting there becomes one RocksDB `WriteBatch`
 //! through `KvStoreExecutor::apply_many`, and the outcomes the replica's own clients wait for
 //! go back to the replica in ONE message per run (not one per client; the replica completes its
-//! clients' oneshots on its own thread). The queue is consumed by an apply thread of the
-//! replica (`run_apply`, the default) or by a task on the replica's own executor
-//! (`apply_local`, `storage.apply_on_executor = true`: no thread to wake and none to wake back
-//! per batch).
+//! clients' oneshots on its own thread). The queue is consumed by a task on the replica's own
+//! executor (`apply_local`, the default: no thread to wake and none to wake back per batch) or
+//! by an apply thread of its own (`run_apply`, `storage.apply_on_executor = false`).
 //!
 //! RocksDB writes no WAL of its own (the Paxos WAL is the log): now and then the applier starts
 //! a memtable flush, and once it finishes publishes the slot through which the state machine is

@@ -1,4 +1,4 @@
-//! Applying on the replica's own executor (`storage.apply_on_executor`, off by default): the
+//! Applying on the replica's own executor (`storage.apply_on_executor`, the default): the
 //! replica hands committed slots over the same lock-free queue as to an apply thread, and a
 //! task of its executor takes them off in runs. No thread is woken to apply a batch and none
 //! wakes the replica back, so a write crosses two fewer threads. With RocksDB's WAL off a run
