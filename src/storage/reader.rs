@@ -136,7 +136,8 @@ impl KvReader {
     /// and releasing one costs the DB mutex): its one iterator's own view is enough.
     pub fn get(&self, cf: &str, key: &[u8], at: Version) -> Result<Option<Bytes>, StorageError> {
         let cf_prefix = keys::cf_prefix(cf);
-        let ro = Cursor::read_options(&cf_prefix);
+        // The iterator is bounded to this key's versions.
+        let ro = Cursor::read_options(&keys::data_key_prefix(cf, key));
         let it = self.fixed_view(Some(at), || self.db.raw_iterator_opt(ro))?;
         let mut c = Cursor {
             it,
@@ -222,13 +223,14 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Iteration bounded to one column family's keys.
-    fn read_options(cf_prefix: &[u8]) -> ReadOptions {
+    /// Iteration bounded to the keys that start with `prefix` (a column family's, or one
+    /// key's versions).
+    fn read_options(prefix: &[u8]) -> ReadOptions {
         let mut ro = ReadOptions::default();
-        if let Some(end) = keys::prefix_successor(cf_prefix) {
+        if let Some(end) = keys::prefix_successor(prefix) {
             ro.set_iterate_upper_bound(end);
         }
-        ro.set_iterate_lower_bound(cf_prefix.to_vec());
+        ro.set_iterate_lower_bound(prefix.to_vec());
         ro
     }
 
