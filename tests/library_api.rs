@@ -342,3 +342,86 @@ fn a_commit_waits_for_its_own_timeout_not_the_default() {
     drop(replicas);
     store.shutdown();
 }
+
+/// A graceful stop does not wait for an apply backlog: committed slots not yet applied stay in
+/// the Paxos WAL, and the next start applies them. Here apply is held back on every replica
+/// while writes commit, so a stop that waited for the backlog would never return.
+#[test]
+fn a_stop_leaves_the_apply_backlog_to_the_wal_and_the_restart_applies_it() {
+    use std::sync::atomic::Ordering::SeqCst;
+    for on_executor in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.storage.apply_on_executor = on_executor;
+        let mut store = ReplicatedKvStore::new(cfg).unwrap();
+        store.start().unwrap();
+        let primary = store.wait_for_primary(Duration::from_secs(30)).unwrap();
+        store.execute_operation(set("before", "1")).unwrap();
+        let replicas = store.local_replicas();
+        for r in &replicas {
+            r.shared.pause_apply.store(true, SeqCst);
+        }
+        let r = &replicas[primary as usize];
+        let commands_before = r.shared.commands.load(SeqCst);
+        // Proposed straight to the primary: their outcomes never come (apply is held back).
+        let outcomes: Vec<_> = (0..8)
+            .map(|i| {
+                let (tx, rx) = futures_channel::oneshot::channel();
+                r.tx.unbounded_send(paxoskv::cluster::ClientMsg::Propose {
+                    command: set(&format!("lag{i}"), "v").encode_to_bytes(),
+                    reply: paxoskv::util::reply::Reply::direct(tx),
+                    timeout: Some(Duration::from_secs(60)),
+                })
+                .unwrap();
+                rx
+            })
+            .collect();
+        // Every write committed (the primary counted it chosen), none applied.
+        let started = std::time::Instant::now();
+        while r.shared.commands.load(SeqCst) < commands_before + 8 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the writes never committed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for r in &replicas {
+            for i in 0..8 {
+                let got = r
+                    .reader
+                    .get_latest("", format!("lag{i}").as_bytes())
+                    .unwrap();
+                assert_eq!(got, None, "replica {} applied lag{i} while paused", r.id);
+            }
+        }
+        drop(replicas);
+        // The stop returns although apply is still held back (a hang fails the test).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            store.shutdown();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the stop waited for the apply backlog");
+        drop(outcomes);
+
+        let mut store = ReplicatedKvStore::new(config(dir.path())).unwrap();
+        store.start().unwrap();
+        store.wait_for_primary(Duration::from_secs(30)).unwrap();
+        for r in &store.local_replicas() {
+            for i in 0..8 {
+                let key = format!("lag{i}");
+                let started = std::time::Instant::now();
+                while r.reader.get_latest("", key.as_bytes()).unwrap() != Some(Bytes::from("v")) {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(30),
+                        "replica {}: {key}, committed before the stop, is missing after it",
+                        r.id
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        store.shutdown();
+    }
+}

@@ -97,11 +97,15 @@ const THREAD_LIMIT: RunLimit = RunLimit {
     runs: usize::MAX,
 };
 
-/// The apply thread: takes work off the queue until the replica drops its end.
+/// The apply thread: takes work off the queue until the replica drops its end, or until a
+/// graceful stop begins (what is left stays in the WAL for the next start).
 pub fn run_apply(mut a: Applier, jobs: Receiver<ApplyWork>) {
     loop {
         while a.paused() {
             std::thread::sleep(APPLY_PAUSE_POLL);
+        }
+        if a.stopping() {
+            break;
         }
         let work = match a.lookahead.take() {
             Some(w) => w,
@@ -118,6 +122,11 @@ pub fn run_apply(mut a: Applier, jobs: Receiver<ApplyWork>) {
                 Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
             },
         };
+        if a.paused() || a.stopping() {
+            // Set while this thread waited for the work: it waits too.
+            a.lookahead = Some(work);
+            continue;
+        }
         let r = match work {
             ApplyWork::Install(step) => a.install(step),
             ApplyWork::Slot(j) => a.slots(j, &jobs, THREAD_LIMIT).and_then(|()| a.idle()),
@@ -176,7 +185,12 @@ impl Applier {
 
     /// Applying is paused (test hook).
     pub fn paused(&self) -> bool {
-        self.shared.pause_apply.load(Ordering::Relaxed)
+        self.shared.pause_apply.load(Ordering::Relaxed) && !self.stopping()
+    }
+
+    /// A graceful stop began: apply nothing more (see `ReplicaShared::stopping`).
+    pub fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
     }
 
     /// How long to wait for work before looking at flush progress again. Idle wake-ups only
@@ -253,8 +267,9 @@ impl Applier {
             if next.is_none() || full || !follows {
                 self.apply_run(std::mem::take(&mut group))?;
                 runs += 1;
-                if runs >= limit.runs {
-                    // The caller takes the rest later (the executor serves others first).
+                if runs >= limit.runs || self.stopping() {
+                    // The caller takes the rest later (the executor serves others first), or
+                    // a stop leaves it to the WAL.
                     if let Some(j) = next {
                         self.lookahead = Some(ApplyWork::Slot(j));
                     }

@@ -86,11 +86,15 @@ impl Drop for ApplyQueue {
     }
 }
 
-/// The apply task: takes work off the queue until the replica drops its end.
+/// The apply task: takes work off the queue until the replica drops its end, or until a
+/// graceful stop begins (what is left stays in the WAL for the next start).
 pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
     loop {
         while a.paused() {
             glommio::timer::sleep(APPLY_PAUSE_POLL).await;
+        }
+        if a.stopping() {
+            break;
         }
         let work = match a.lookahead.take() {
             Some(w) => w,
@@ -111,6 +115,11 @@ pub async fn run(mut a: Applier, jobs: Receiver<ApplyWork>, kick: Rc<Kick>) {
                 }
             },
         };
+        if a.paused() || a.stopping() {
+            // Set while this task waited for the work: it waits too.
+            a.lookahead = Some(work);
+            continue;
+        }
         let r = match work {
             ApplyWork::Install(step) => {
                 let r;

@@ -530,6 +530,11 @@ impl ReplicatedKvStore {
     /// Stops every local replica: the primary hands leadership off, WAL and stores are synced.
     pub fn shutdown(mut self) {
         for r in &self.running {
+            // The appliers stop at once: a backlog is applied from the WAL at the next start.
+            r.local
+                .shared
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             let _ = r.local.tx.unbounded_send(ClientMsg::Shutdown);
         }
         for e in &mut self.executors {

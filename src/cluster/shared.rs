@@ -34,6 +34,10 @@ pub struct ReplicaShared {
     /// Test hook: the applier applies nothing while this is set.
     #[doc(hidden)]
     pub pause_apply: AtomicBool,
+    /// A graceful stop began: the applier applies nothing more. Committed slots it has not
+    /// applied stay in the Paxos WAL and are applied at the next start, so a stop does not
+    /// wait for an apply backlog (up to `consensus.max_apply_lag_slots` slots).
+    pub stopping: AtomicBool,
     /// The replica's loop runs (false after a fatal error or shutdown).
     pub running: AtomicBool,
     /// While the primary holds a read lease: when it ends, in ns since `started` (0: no
@@ -105,6 +109,7 @@ impl ReplicaShared {
             inject_wal_append_failure: AtomicBool::new(false),
             inject_store_failure: AtomicBool::new(false),
             pause_apply: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             running: AtomicBool::new(false),
             lease_until_ns: AtomicU64::new(0),
             lease_read_index: AtomicU64::new(0),
