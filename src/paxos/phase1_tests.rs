@@ -2,7 +2,8 @@
 //! how a long Phase 1 is protected from being deposed.
 
 use super::scenario_tests::{
-    amnesiac, batch, campaign, deliver, eager, primary_with_pipeline, step,
+    amnesiac, batch, campaign, catch_up_and_rebuild, deliver, eager, heartbeat_of_ballot_3,
+    primary_with_pipeline, started_amnesiac, step,
 };
 use super::*;
 use bytes::Bytes;
@@ -245,23 +246,9 @@ fn a_repeated_promise_part_asks_for_nothing_more() {
 /// it can vote before the primary might fail (else the two left could never elect).
 #[test]
 fn a_rebuilding_replica_asks_an_idle_primary_for_a_slot_and_gets_one() {
-    let mut r = amnesiac(1);
-    step(
-        &mut r,
-        Input::Tick {
-            now_ms: 0,
-            random: 1,
-        },
-    );
+    let mut r = started_amnesiac(1);
     let primary = ReplicaId(0);
-    let heartbeat = |commit_upto: u64, log_end: u64| Message::Heartbeat {
-        ballot: Ballot(3),
-        commit_upto: Slot(commit_upto),
-        read_seq: 1,
-        compact_upto: Slot(0),
-        log_end: Slot(log_end),
-        bootstrap: false,
-    };
+    let heartbeat = heartbeat_of_ballot_3;
     let barriers = |out: &Outputs| {
         out.sends
             .iter()
@@ -282,13 +269,7 @@ fn a_rebuilding_replica_asks_an_idle_primary_for_a_slot_and_gets_one() {
         Message::RebuildBarrier { ballot } if *ballot == Ballot(3)
     )));
     // The barrier slot (6) commits: rebuilt, and nothing more is asked.
-    let entries = (1..=6).map(|s| (Slot(s), batch(b"a"))).collect();
-    let catchup = Message::Catchup {
-        entries,
-        commit_upto: Slot(6),
-    };
-    let out = deliver(&mut r, primary, catchup);
-    assert!(out.events.contains(&Event::Rebuilt), "{out:?}");
+    catch_up_and_rebuild(&mut r, primary, 6);
     let out = deliver(&mut r, primary, heartbeat(6, 6));
     assert_eq!(barriers(&out), 0, "a rebuilt replica asked: {out:?}");
 

@@ -286,9 +286,9 @@ pub(super) fn amnesiac(id: u32) -> Replica {
     Replica::new(cfg, state)
 }
 
-#[test]
-fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_commits() {
-    let mut r = amnesiac(1);
+/// Amnesiac replica `id` with its clock started (a tick at 0).
+pub(super) fn started_amnesiac(id: u32) -> Replica {
+    let mut r = amnesiac(id);
     step(
         &mut r,
         Input::Tick {
@@ -296,16 +296,38 @@ fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_comm
             random: 1,
         },
     );
-    let primary = ReplicaId(0);
-    let heartbeat = Message::Heartbeat {
+    r
+}
+
+/// Catch-up from `primary` brings slots 1..=`upto`, all committed; that rebuilds `r`.
+pub(super) fn catch_up_and_rebuild(r: &mut Replica, primary: ReplicaId, upto: u64) {
+    let entries = (1..=upto).map(|s| (Slot(s), batch(b"a"))).collect();
+    let catchup = Message::Catchup {
+        entries,
+        commit_upto: Slot(upto),
+    };
+    let out = deliver(r, primary, catchup);
+    assert!(out.events.contains(&Event::Rebuilt), "{out:?}");
+    assert!(!r.is_amnesiac());
+}
+
+/// A heartbeat of replica 0 as the primary of ballot 3.
+pub(super) fn heartbeat_of_ballot_3(commit_upto: u64, log_end: u64) -> Message {
+    Message::Heartbeat {
         ballot: Ballot(3),
-        commit_upto: Slot(0),
+        commit_upto: Slot(commit_upto),
         read_seq: 1,
         compact_upto: Slot(0),
-        log_end: Slot(5),
+        log_end: Slot(log_end),
         bootstrap: false,
-    };
-    deliver(&mut r, primary, heartbeat);
+    }
+}
+
+#[test]
+fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_commits() {
+    let mut r = started_amnesiac(1);
+    let primary = ReplicaId(0);
+    deliver(&mut r, primary, heartbeat_of_ballot_3(0, 5));
     let accept = Message::Accept {
         ballot: Ballot(3),
         slot: Slot(6),
@@ -324,14 +346,7 @@ fn an_amnesiac_replica_does_not_vote_until_a_slot_after_the_primary_log_end_comm
         "an amnesiac replica voted: {out:?}"
     );
     // Catch-up brings slots 1..=6 (slot 6 was proposed after it heard the log end of 5).
-    let entries = (1..=6).map(|s| (Slot(s), batch(b"a"))).collect();
-    let catchup = Message::Catchup {
-        entries,
-        commit_upto: Slot(6),
-    };
-    let out = deliver(&mut r, primary, catchup);
-    assert!(out.events.contains(&Event::Rebuilt), "{out:?}");
-    assert!(!r.is_amnesiac());
+    catch_up_and_rebuild(&mut r, primary, 6);
     let accept = Message::Accept {
         ballot: Ballot(3),
         slot: Slot(7),
