@@ -29,13 +29,21 @@ fn writes_reach_all_three_replicas_and_sigterm_exits_cleanly() {
     let mut server = Server::start(&[]);
     let mut c = server.client();
     set_keys(&mut c, 50);
-    let h = c
-        .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
-        .unwrap()
-        .cluster_health
-        .unwrap();
-    assert_eq!(h.total_nodes_count, 3);
-    assert_eq!(h.cluster_status, "healthy", "{h:?}");
+    // Healthy once every replica votes (one that missed the first election rebuilds first).
+    let started = Instant::now();
+    loop {
+        let h = c
+            .get_cluster_health(GetClusterHealthRequest::new(None::<String>))
+            .unwrap()
+            .cluster_health
+            .unwrap();
+        assert_eq!(h.total_nodes_count, 3);
+        if h.cluster_status == "healthy" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{h:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // Followers learn the commit index from the next heartbeat: wait until every replica has
     // applied as far as the furthest one (no fixed sleep).
     let addr = server.metrics_addr.expect("metrics address");

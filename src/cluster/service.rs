@@ -493,13 +493,7 @@ pub fn replica_statuses(
                 ReplicaStatus {
                     id,
                     endpoint,
-                    status: if !running {
-                        "unreachable"
-                    } else if s.primary().is_some() {
-                        "healthy"
-                    } else {
-                        "degraded"
-                    },
+                    status: s.status(),
                     is_primary: running && s.is_primary.load(SeqCst),
                     last_seen_unix_ms: if running { now } else { 0 },
                     view: s.view.load(SeqCst),

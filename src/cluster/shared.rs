@@ -175,11 +175,43 @@ impl ReplicaShared {
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
     }
+
+    /// This replica's status for `getClusterHealth`: `unreachable` once stopped, `degraded`
+    /// while it knows no primary or is rebuilding from amnesia (it does not vote yet, so the
+    /// cluster would not survive the loss of another replica), else `healthy`.
+    pub fn status(&self) -> &'static str {
+        let rebuilding =
+            self.recovered.load(Ordering::SeqCst) && self.amnesiac.load(Ordering::SeqCst);
+        if !self.is_running() {
+            "unreachable"
+        } else if self.primary().is_none() || rebuilding {
+            "degraded"
+        } else {
+            "healthy"
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_is_healthy_only_running_with_a_primary_known_and_not_rebuilding() {
+        let s = ReplicaShared::new(2, "127.0.0.1:1".into(), 3);
+        assert_eq!(s.status(), "unreachable");
+        s.running.store(true, Ordering::SeqCst);
+        assert_eq!(s.status(), "degraded", "no primary known");
+        s.primary.store(0, Ordering::SeqCst);
+        assert_eq!(s.status(), "healthy");
+        s.amnesiac.store(true, Ordering::SeqCst);
+        s.recovered.store(true, Ordering::SeqCst);
+        assert_eq!(s.status(), "degraded", "rebuilding from amnesia");
+        s.amnesiac.store(false, Ordering::SeqCst);
+        assert_eq!(s.status(), "healthy");
+        s.running.store(false, Ordering::SeqCst);
+        assert_eq!(s.status(), "unreachable");
+    }
 
     #[test]
     fn a_lease_read_needs_a_running_replica_a_lease_that_runs_and_its_index_applied() {

@@ -105,6 +105,7 @@ impl Shell {
                 Event::NeedSnapshot { from } => need_snapshot.push(from),
                 Event::Rebuilt => {
                     tracing::info!(replica = self.id, "rebuilt: this replica votes again");
+                    self.shared.amnesiac.store(false, Ordering::SeqCst);
                     self.shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = crate::cluster::rebuild::mark_rebuilt(&self.wal_dir) {
                         // Harmless: the replica only stays amnesiac after its next restart.
