@@ -25,8 +25,10 @@ impl Replica {
     pub(crate) fn read_for(&mut self, reader: Reader, out: &mut Outputs) {
         let now = self.now_ms;
         let reads_max = self.cfg.pending_reads_max;
-        let lease = self.cfg.lease_enabled;
-        let commit = self.log.commit_upto();
+        let lease = self.lease_read();
+        let Some(read_index) = self.read_index() else {
+            return;
+        };
         let Some(p) = self.primary_mut() else {
             return;
         };
@@ -37,8 +39,7 @@ impl Replica {
             reader.answer(Err(why), out);
             return;
         }
-        let read_index = commit.max(p.recovered_upto);
-        if lease && now < p.reads.lease_expiry_ms {
+        if lease.is_some_and(|(_, until_ms)| now < until_ms) {
             reader.answer(Ok(read_index), out);
             return;
         }
@@ -63,15 +64,20 @@ impl Replica {
         let Role::Primary(p) = &self.role else {
             return None;
         };
-        if !self.cfg.lease_enabled
-            || p.transfer.is_some()
-            || p.lease_forfeited
-            || p.reads.lease_expiry_ms == 0
-        {
+        // A forfeited lease has its expiry reset to 0 (`PrimaryState::begin_transfer`).
+        if !self.cfg.lease_enabled || p.transfer.is_some() || p.reads.lease_expiry_ms == 0 {
             return None;
         }
-        let read_index = self.log.commit_upto().max(p.recovered_upto);
-        Some((read_index, p.reads.lease_expiry_ms))
+        Some((self.read_index()?, p.reads.lease_expiry_ms))
+    }
+
+    /// The index a read at this primary must see applied: everything committed, and
+    /// everything its Phase 1 recovered. `None` unless it leads.
+    fn read_index(&self) -> Option<Slot> {
+        let Role::Primary(p) = &self.role else {
+            return None;
+        };
+        Some(self.log.commit_upto().max(p.recovered_upto))
     }
 
     /// Broadcasts a heartbeat that is also a ReadIndex round for every waiting read.
