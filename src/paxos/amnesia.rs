@@ -86,18 +86,13 @@ impl Replica {
     /// slot is already under way or queued (anything proposed after the asker's heartbeat
     /// reaches its target).
     pub(crate) fn on_rebuild_barrier(&mut self, ballot: Ballot, out: &mut Outputs) {
-        if !self.takes_work() {
-            return;
-        }
         let Some(p) = self.primary_mut() else {
             return;
         };
-        if p.ballot != ballot || !p.inflight.is_empty() || !p.queue.is_empty() {
-            return;
+        let idle = p.inflight.is_empty() && p.queue.is_empty();
+        if p.ballot == ballot && p.transfer.is_none() && idle {
+            self.propose_next(Value::Noop, out);
         }
-        let slot = p.next_slot;
-        p.next_slot = slot.next();
-        self.propose_at(slot, Value::Noop, out);
     }
 
     /// Ends amnesia once the rebuild target is reached (checked after every step).

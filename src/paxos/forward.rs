@@ -22,7 +22,7 @@ use super::types::{ReadId, ReplicaId, Slot};
 
 impl Replica {
     /// True when this replica leads and is not handing its role away: it takes new work.
-    pub(crate) fn takes_work(&self) -> bool {
+    fn takes_work(&self) -> bool {
         matches!(&self.role, Role::Primary(p) if p.transfer.is_none())
     }
 

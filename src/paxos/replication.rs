@@ -76,10 +76,18 @@ impl Replica {
                     batch.push(cmd);
                 }
             }
-            let slot = p.next_slot;
-            p.next_slot = slot.next();
-            self.propose_at(slot, Value::Batch(Batch::new(batch)), out);
+            self.propose_next(Value::Batch(Batch::new(batch)), out);
         }
+    }
+
+    /// Proposes `value` in the primary's next free slot.
+    pub(crate) fn propose_next(&mut self, value: Value, out: &mut Outputs) {
+        let Some(p) = self.primary_mut() else {
+            return;
+        };
+        let slot = p.next_slot;
+        p.next_slot = slot.next();
+        self.propose_at(slot, value, out);
     }
 
     /// Phase 2a for one slot: Accept to every peer, and in parallel our own acceptance
