@@ -104,7 +104,7 @@ impl ClusterService {
 
     async fn confirm_read(&self) -> Result<LocalReplica, ServiceError> {
         // Under the primary's lease, with its store caught up, no step is needed.
-        if let Some(r) = pick_target(&self.inner.local) {
+        if let Some(r) = self.pick() {
             if r.shared.lease_read_ready() {
                 r.shared
                     .lease_reads

@@ -31,9 +31,6 @@ impl Shell {
         self.shared
             .log_start
             .store(self.core.log_start().0, Ordering::Relaxed);
-        self.shared
-            .amnesiac
-            .store(self.core.is_amnesiac(), Ordering::Relaxed);
         if now.duration_since(self.last_compact) >= COMPACT_EVERY {
             self.last_compact = now;
             // The store is durable through `durable`; the core cuts its log there or lower
