@@ -219,6 +219,10 @@ pub struct StorageSection {
     pub wal_path: PathBuf,
     pub mvcc_window_versions: u64,
     pub block_cache_bytes: u64,
+    /// Per replica: the latest applied version of recently written keys, kept in memory so a
+    /// point read of such a key needs no RocksDB iterator. Filled by applied writes only;
+    /// 0 turns it off.
+    pub latest_cache_bytes: u64,
     pub wal_segment_bytes: u64,
     /// Write WAL segments with O_DSYNC (a write is durable when it completes: one io_uring
     /// operation per group commit). False: a write then an fdatasync.
@@ -328,6 +332,7 @@ impl Default for StorageSection {
             wal_path: PathBuf::from("./wal"),
             mvcc_window_versions: 1_000_000,
             block_cache_bytes: 64 << 20,
+            latest_cache_bytes: 32 << 20,
             wal_segment_bytes: 64 << 20,
             wal_dsync: true,
             memtable_flush_interval: Duration::from_secs(2),

@@ -48,6 +48,8 @@ impl LocalService {
         max_batch_ops: usize,
     ) -> Result<Self, StorageError> {
         let exec = KvStoreExecutor::open(path, options)?;
+        // Every read of a single store goes to it.
+        exec.keep_latest(true);
         let reader = exec.reader();
         let (tx, rx) = crossbeam::channel::bounded::<Job>(65_536);
         let handle = std::thread::Builder::new()

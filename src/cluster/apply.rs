@@ -299,6 +299,8 @@ impl Applier {
             return Err(e);
         }
         let mut outcomes = Vec::new();
+        self.exec
+            .keep_latest(self.shared.is_primary.load(Ordering::Relaxed));
         let r = apply_group(&mut self.exec, group, &mut self.cmds, &mut outcomes);
         if !outcomes.is_empty() {
             let _ = self.notify.unbounded_send(Applied::Outcomes(outcomes));

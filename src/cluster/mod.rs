@@ -182,6 +182,7 @@ impl ReplicatedKvStore {
                 // keeps its WAL segments until RocksDB has flushed the slots they hold.
                 durability: Durability::ExternalLog,
                 block_cache_bytes: config.storage.block_cache_bytes as usize,
+                latest_cache_bytes: config.storage.latest_cache_bytes,
             };
             let exec = KvStoreExecutor::open(&path, opts).map_err(|e| store_err(e.to_string()))?;
             pending.push(Pending { id, listener, exec });

@@ -18,6 +18,7 @@ use bytes::Bytes;
 use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
 use super::keys::{self, TAG_PUT, TAG_TOMBSTONE};
+use super::latest::{LatestCache, LatestWrite};
 use super::reader::{KvReader, Shared};
 use super::StorageError;
 use crate::txn::{Command, KeyRange, Outcome, WriteOp};
@@ -32,6 +33,8 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// RocksDB block cache size.
     pub block_cache_bytes: usize,
+    /// Bound of the latest-version cache of point reads (`latest.rs`); 0 turns it off.
+    pub latest_cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -40,6 +43,7 @@ impl Default for StoreOptions {
             mvcc_window_versions: 1_000_000,
             durability: Durability::SyncedWal,
             block_cache_bytes: 64 << 20,
+            latest_cache_bytes: 32 << 20,
         }
     }
 }
@@ -99,6 +103,7 @@ impl KvStoreExecutor {
         let last_version = Version(read_u64(&db, keys::META_LAST_VERSION)?.unwrap_or(0));
         let shared = Arc::new(Shared {
             oldest_version: oldest,
+            latest: LatestCache::new(options.latest_cache_bytes),
             ..Shared::default()
         });
         shared.last_version.store(last_version.0, Ordering::SeqCst);
@@ -117,6 +122,12 @@ impl KvStoreExecutor {
             flushing: None,
             durable: Sequence(next_sequence.0 - 1),
         })
+    }
+
+    /// Whether reads go to this store (a primary's, a single store's): its latest-version cache
+    /// then records every write, with or without lookups (`latest.rs`).
+    pub fn keep_latest(&self, reads_come_here: bool) {
+        self.shared.latest.pin(reads_come_here);
     }
 
     /// The sequence number the next `apply` must carry.
@@ -186,6 +197,7 @@ impl KvStoreExecutor {
             .any(|b| b.iter().any(|c| !c.read_conflicts.is_empty()));
         let mut version = self.last_version;
         let mut last_applied = None;
+        let mut latest = self.shared.latest.run_begins().then(Vec::new);
         for (i, batch) in batches.iter().enumerate() {
             let sequence = Sequence(first.0 + i as u64);
             if sequence < self.next_sequence {
@@ -204,8 +216,13 @@ impl KvStoreExecutor {
                 let outcome = self.decide(cmd, version, &overlay)?;
                 if let Outcome::Committed { .. } = outcome {
                     version = version.next();
-                    let generated =
-                        write_command(&mut wb, track.then_some(&mut overlay), cmd, version);
+                    let generated = write_command(
+                        &mut wb,
+                        track.then_some(&mut overlay),
+                        latest.as_mut(),
+                        cmd,
+                        version,
+                    );
                     outcomes.push(Outcome::Committed { version, generated });
                 } else {
                     outcomes.push(outcome);
@@ -215,6 +232,7 @@ impl KvStoreExecutor {
             last_applied = Some(sequence);
         }
         let Some(sequence) = last_applied else {
+            self.shared.latest.published();
             return Ok(results);
         };
         // Old versions are collected by the compaction filter (`gc.rs`), not here.
@@ -230,12 +248,17 @@ impl KvStoreExecutor {
             Durability::ExternalLog => wo.disable_wal(true),
         }
         self.db.write_opt(wb, &wo)?;
+        // Into the cache before the new last version is published (`latest.rs`).
+        if let Some(latest) = latest {
+            self.shared.latest.record(latest);
+        }
         if self.options.durability == Durability::SyncedWal {
             self.durable = sequence;
         }
         self.last_version = version;
         self.next_sequence = sequence.next();
         self.shared.last_version.store(version.0, Ordering::SeqCst);
+        self.shared.latest.published();
         self.shared
             .applied_sequence
             .store(sequence.0, Ordering::SeqCst);
@@ -377,11 +400,12 @@ impl KvStoreExecutor {
     }
 }
 
-/// Writes `cmd`'s operations at `version` (recording them in `overlay` when given); returns the
-/// generated versionstamped keys/values.
+/// Writes `cmd`'s operations at `version` (recording them in `overlay` and `latest` when
+/// given); returns the generated versionstamped keys/values.
 fn write_command(
     wb: &mut WriteBatch,
     mut overlay: Option<&mut Overlay>,
+    mut latest: Option<&mut Vec<LatestWrite>>,
     cmd: &Command,
     version: Version,
 ) -> Vec<Bytes> {
@@ -411,14 +435,24 @@ fn write_command(
             }
         };
         let dk = keys::data_key(cf, &key, version);
-        match value {
+        match &value {
             Some(v) => {
                 let mut buf = Vec::with_capacity(v.len() + 1);
                 buf.push(TAG_PUT);
-                buf.extend_from_slice(&v);
-                wb.put(dk, buf);
+                buf.extend_from_slice(v);
+                wb.put(&dk, buf);
             }
-            None => wb.put(dk, [TAG_TOMBSTONE]),
+            None => wb.put(&dk, [TAG_TOMBSTONE]),
+        }
+        if let Some(l) = latest.as_deref_mut() {
+            let mut prefix = dk;
+            prefix.truncate(prefix.len() - 8);
+            l.push(LatestWrite {
+                prefix,
+                version: version.0,
+                // A copy: the command's bytes may share a much larger network buffer.
+                value: value.map(|v| Bytes::copy_from_slice(&v)),
+            });
         }
         if let Some(o) = overlay.as_deref_mut() {
             o.insert((cf.to_string(), key), version);

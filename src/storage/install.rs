@@ -202,6 +202,7 @@ impl KvStoreExecutor {
             shared.install_epoch.fetch_add(1, Ordering::SeqCst);
         }
         shared.last_version.store(0, Ordering::SeqCst);
+        shared.latest.clear();
         let mut wb = WriteBatch::default();
         wb.delete_range(&[keys::META_PREFIX][..], keys::END_OF_KEYS);
         wb.put(keys::META_INSTALLING, [1u8]);
@@ -240,6 +241,7 @@ impl KvStoreExecutor {
         self.reset_position(Sequence(slot), Version(last_version));
         self.flush()?;
         let shared = self.shared().clone();
+        shared.latest.clear();
         if shared.install_epoch.load(Ordering::SeqCst) % 2 == 1 {
             shared.install_epoch.fetch_add(1, Ordering::SeqCst);
         }

@@ -9,6 +9,7 @@ pub mod executor;
 pub mod gc;
 pub mod install;
 pub mod keys;
+pub mod latest;
 pub mod reader;
 
 pub use executor::{Durability, KvStoreExecutor, StoreOptions};

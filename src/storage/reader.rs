@@ -34,6 +34,8 @@ pub struct Shared {
     /// again when it is done: a read whose RocksDB snapshot may have seen a partial install
     /// fails instead of answering from it.
     pub install_epoch: AtomicU64,
+    /// The latest applied version of recently written keys (`latest.rs`).
+    pub latest: super::latest::LatestCache,
 }
 
 #[derive(Clone)]
@@ -85,14 +87,9 @@ impl KvReader {
         &self.db
     }
 
-    fn check_version(&self, at: Version) -> Result<(), StorageError> {
-        let oldest = self.oldest_version();
-        if at < oldest {
-            return Err(StorageError::TooOld {
-                read_version: at,
-                oldest,
-            });
-        }
+    /// `at` is applied: every write at or below it is in RocksDB (and in the latest-version
+    /// cache), so a view fixed after this check holds them all.
+    fn check_applied(&self, at: Version) -> Result<(), StorageError> {
         let latest = self.last_version();
         if at > latest {
             return Err(StorageError::FutureVersion {
@@ -103,9 +100,22 @@ impl KvReader {
         Ok(())
     }
 
-    /// A view of the store (`fix` takes it: a snapshot, or an iterator's own view) that no
-    /// install overlaps, with `at` (when given) inside the version window as seen after the
-    /// view was fixed.
+    /// `at` is inside the version window: a view fixed before this check still holds every
+    /// version a read at `at` needs (GC publishes the oldest version before it deletes).
+    fn check_kept(&self, at: Version) -> Result<(), StorageError> {
+        let oldest = self.oldest_version();
+        if at < oldest {
+            return Err(StorageError::TooOld {
+                read_version: at,
+                oldest,
+            });
+        }
+        Ok(())
+    }
+
+    /// A view of the store (`fix` takes it: a snapshot, an iterator's own view, or a lookup in
+    /// the latest-version cache) that no install overlaps, with `at` (when given) applied before
+    /// the view was fixed and inside the version window as seen after it.
     fn fixed_view<T>(
         &self,
         at: Option<Version>,
@@ -115,9 +125,12 @@ impl KvReader {
         if epoch % 2 == 1 {
             return Err(StorageError::Installing);
         }
+        if let Some(at) = at {
+            self.check_applied(at)?;
+        }
         let view = fix();
         if let Some(at) = at {
-            self.check_version(at)?;
+            self.check_kept(at)?;
         }
         if self.shared.install_epoch.load(Ordering::SeqCst) != epoch {
             return Err(StorageError::Installing);
@@ -135,9 +148,15 @@ impl KvReader {
     /// The value of `key` as of version `at`. A point read takes no explicit snapshot (taking
     /// and releasing one costs the DB mutex): its one iterator's own view is enough.
     pub fn get(&self, cf: &str, key: &[u8], at: Version) -> Result<Option<Bytes>, StorageError> {
+        let prefix = keys::data_key_prefix(cf, key);
+        if let Some(found) = self.cached(&prefix, at)? {
+            return Ok(found);
+        }
+        // A read at the latest version may fill the cache (`latest.rs`).
+        let ticket = (self.shared.latest.ticket(&prefix)).filter(|_| self.last_version() == at);
         let cf_prefix = keys::cf_prefix(cf);
         // The iterator is bounded to this key's versions.
-        let ro = Cursor::read_options(&keys::data_key_prefix(cf, key));
+        let ro = Cursor::read_options(&prefix);
         let it = self.fixed_view(Some(at), || self.db.raw_iterator_opt(ro))?;
         let mut c = Cursor {
             it,
@@ -145,11 +164,36 @@ impl KvReader {
             cf,
             at,
         };
-        c.visible_value(key)
+        let Some(ticket) = ticket else {
+            return c.visible_value(key);
+        };
+        let (version, value) = c.visible_entry(key)?.unwrap_or((Version(0), None));
+        self.shared
+            .latest
+            .fill(ticket, &prefix, version.0, value.clone());
+        Ok(value)
+    }
+
+    /// The value of the key with data-key prefix `prefix` at `at` from the latest-version cache
+    /// (`Some`), or `None` when the cache does not know it. The read version is checked against
+    /// the published last version first: every write at or below it is in the cache by then.
+    fn cached(&self, prefix: &[u8], at: Version) -> Result<Option<Option<Bytes>>, StorageError> {
+        if !self.shared.latest.enabled() {
+            return Ok(None);
+        }
+        let found = self.fixed_view(Some(at), || self.shared.latest.get(prefix, at.0))?;
+        Ok(match found {
+            super::latest::Latest::Visible(v) => Some(v),
+            super::latest::Latest::Unknown => None,
+        })
     }
 
     /// The value of `key` at the latest applied version.
     pub fn get_latest(&self, cf: &str, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        let at = self.last_version();
+        if let Some(found) = self.cached(&keys::data_key_prefix(cf, key), at)? {
+            return Ok(found);
+        }
         let snap = self.snapshot_at(None)?;
         let at = self.last_version();
         let mut c = Cursor::new(&snap, cf, at);
@@ -252,14 +296,27 @@ impl<'a> Cursor<'a> {
     }
 
     fn visible_value(&mut self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        Ok(self.visible_entry(key)?.and_then(|(_, v)| v))
+    }
+
+    /// The newest version of `key` at or below the cursor's version and its value (`None`: a
+    /// deletion), or `None` if the key has no such version.
+    fn visible_entry(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<(Version, Option<Bytes>)>, StorageError> {
         self.it.seek(keys::data_key(self.cf, key, self.at));
-        match self.current()? {
-            Some((k, _, true)) if k == key => {
+        Ok(match self.current()? {
+            Some((k, ver, true)) if k == key => {
                 let v = self.it.value().unwrap_or_default();
-                Ok(Some(Bytes::copy_from_slice(v.get(1..).unwrap_or_default())))
+                Some((
+                    ver,
+                    Some(Bytes::copy_from_slice(v.get(1..).unwrap_or_default())),
+                ))
             }
-            _ => Ok(None),
-        }
+            Some((k, ver, false)) if k == key => Some((ver, None)),
+            _ => None,
+        })
     }
 
     /// The first visible key `>= from` (`> from` when `exclusive`).

@@ -206,6 +206,64 @@ fn snapshot_reads_see_old_values_after_overwrite_and_delete() {
     assert!(range_all(&r, q("", "\u{7f}"), v3).is_empty());
 }
 
+/// Every point read answers the same with the latest-version cache as RocksDB alone, through
+/// fills, recorded writes, deletions and reads at older versions.
+#[test]
+fn point_reads_through_the_latest_version_cache_answer_what_the_store_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = open(&dir, 1000);
+    let v1 = committed(&apply(&mut e, vec![Command::blind(vec![set("k", "one")])])[0]);
+    let r = e.reader();
+    // The first lookup turns the cache on; this miss reads RocksDB and fills the entry.
+    assert_eq!(r.get("", b"k", v1).unwrap(), Some(b("one")));
+    assert!(e.shared().latest.bytes() > 0, "the miss filled the cache");
+    assert_eq!(r.get("", b"absent", v1).unwrap(), None);
+    assert_eq!(r.get("", b"k", v1).unwrap(), Some(b("one")));
+    // From now on the apply path records its writes.
+    let v2 = committed(&apply(&mut e, vec![Command::blind(vec![set("k", "two")])])[0]);
+    let v3 = committed(&apply(&mut e, vec![Command::blind(vec![set("absent", "now")])])[0]);
+    assert_eq!(r.get("", b"k", v3).unwrap(), Some(b("two")));
+    assert_eq!(r.get("", b"absent", v3).unwrap(), Some(b("now")));
+    // Older read versions than the cached entry go to RocksDB.
+    assert_eq!(r.get("", b"k", v1).unwrap(), Some(b("one")));
+    assert_eq!(r.get("", b"absent", v2).unwrap(), None);
+    let v4 = committed(&apply(&mut e, vec![Command::blind(vec![del("k")])])[0]);
+    assert_eq!(r.get("", b"k", v4).unwrap(), None);
+    assert_eq!(r.get_latest("", b"k").unwrap(), None);
+    assert_eq!(r.get("", b"k", v3).unwrap(), Some(b("two")));
+    assert!(matches!(
+        r.get("", b"k", Version(99)),
+        Err(StorageError::FutureVersion { .. })
+    ));
+    // The cache answered (it holds entries), and a store without it answers the same.
+    assert!(e.shared().latest.bytes() > 0);
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut plain = KvStoreExecutor::open(
+        dir2.path(),
+        StoreOptions {
+            mvcc_window_versions: 1000,
+            durability: Durability::ExternalLog,
+            latest_cache_bytes: 0,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    for cmd in [
+        set("k", "one"),
+        set("k", "two"),
+        set("absent", "now"),
+        del("k"),
+    ] {
+        apply(&mut plain, vec![Command::blind(vec![cmd])]);
+    }
+    let p = plain.reader();
+    for at in [v1, v2, v3, v4] {
+        for key in [&b"k"[..], b"absent"] {
+            assert_eq!(r.get("", key, at).unwrap(), p.get("", key, at).unwrap());
+        }
+    }
+}
+
 #[test]
 fn range_selector_rules() {
     let dir = tempfile::tempdir().unwrap();
