@@ -1,10 +1,11 @@
 //! MVCC read paths: point reads and key-selector range reads at a version.
 //!
 //! `KvReader` is cheap to clone and safe to use from any thread while the apply thread writes.
-//! Every read fixes its RocksDB view first (a snapshot; for a point read, its one iterator's own
-//! view) and only then checks the version window, because the executor publishes a new oldest
-//! version before the write that garbage-collects below it: a read that passes the check is
-//! guaranteed its versions are still in its view.
+//! Every read checks that its version is applied, then fixes its view (a snapshot; for a point
+//! read, its one iterator's own view, or a lookup in the latest-version cache, `latest.rs`), and
+//! only then checks the bottom of the version window: the executor publishes a version after
+//! the write that holds it, and a new oldest version before the write that garbage-collects
+//! below it, so a read that passes both checks finds every version it needs in its view.
 //!
 //! Range rules (the `getRange` selectors): the range starts at the first visible key `>= begin`
 //! (`> begin` when `begin_or_equal` is false), moved by `begin_offset` keys (negative moves
