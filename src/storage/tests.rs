@@ -264,6 +264,82 @@ fn point_reads_through_the_latest_version_cache_answer_what_the_store_holds() {
     }
 }
 
+/// A step of a linear congruential generator (tests need cheap, repeatable keys).
+fn lcg(x: u64) -> u64 {
+    x.wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+}
+
+/// Readers on other threads racing the apply path, with a cache small enough to evict all the
+/// time: every point read at the latest version returns the newest value written at or below
+/// it, whether it came from the cache, a fill or RocksDB.
+#[test]
+fn concurrent_point_reads_through_a_small_evicting_cache_never_see_a_stale_value() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let mut e = KvStoreExecutor::open(
+        dir.path(),
+        StoreOptions {
+            mvcc_window_versions: 1_000_000,
+            durability: Durability::ExternalLog,
+            latest_cache_bytes: 64 * 100,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    const KEYS: u64 = 40;
+    // (version, key) of every write, pushed before the write is applied.
+    let history: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2u64)
+        .map(|seed| {
+            let r = e.reader();
+            let (history, done) = (history.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut checked = 0u64;
+                let mut i = seed;
+                while !done.load(Ordering::SeqCst) {
+                    i = lcg(i);
+                    let k = (i >> 33) % KEYS;
+                    let at = r.last_version();
+                    let got = r.get("", format!("k{k}").as_bytes(), at).unwrap();
+                    let expected = history
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|(v, key)| *key == k && *v <= at.0)
+                        .map(|(v, _)| *v)
+                        .max();
+                    assert_eq!(
+                        got,
+                        expected.map(|v| Bytes::from(v.to_string())),
+                        "key k{k} at {at:?}"
+                    );
+                    checked += 1;
+                }
+                checked
+            })
+        })
+        .collect();
+    e.keep_latest(true);
+    let mut rng = 7u64;
+    for _ in 0..20_000 {
+        rng = lcg(rng);
+        let k = (rng >> 33) % KEYS;
+        let version = e.last_version().next().0;
+        history.lock().unwrap().push((version, k));
+        let cmd = Command::blind(vec![set(&format!("k{k}"), &version.to_string())]);
+        assert_eq!(committed(&apply(&mut e, vec![cmd])[0]).0, version);
+        // Now and then a stretch where reads go elsewhere: the cache may go off and on.
+        e.keep_latest(version % 5000 < 4000);
+    }
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().unwrap() > 100, "the readers ran");
+    }
+}
+
 #[test]
 fn range_selector_rules() {
     let dir = tempfile::tempdir().unwrap();
