@@ -27,11 +27,21 @@ fn del(k: &str) -> WriteOp {
 }
 
 fn open(dir: &tempfile::TempDir, window: u64) -> KvStoreExecutor {
+    open_with_cache(dir, window, StoreOptions::default().latest_cache_bytes)
+}
+
+/// A store whose latest-version cache holds at most `latest_cache_bytes` (0: none).
+fn open_with_cache(
+    dir: &tempfile::TempDir,
+    window: u64,
+    latest_cache_bytes: u64,
+) -> KvStoreExecutor {
     KvStoreExecutor::open(
         dir.path(),
         StoreOptions {
             mvcc_window_versions: window,
             durability: Durability::ExternalLog,
+            latest_cache_bytes,
             ..StoreOptions::default()
         },
     )
@@ -238,16 +248,7 @@ fn point_reads_through_the_latest_version_cache_answer_what_the_store_holds() {
     // The cache answered (it holds entries), and a store without it answers the same.
     assert!(e.shared().latest.bytes() > 0);
     let dir2 = tempfile::tempdir().unwrap();
-    let mut plain = KvStoreExecutor::open(
-        dir2.path(),
-        StoreOptions {
-            mvcc_window_versions: 1000,
-            durability: Durability::ExternalLog,
-            latest_cache_bytes: 0,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let mut plain = open_with_cache(&dir2, 1000, 0);
     for cmd in [
         set("k", "one"),
         set("k", "two"),
@@ -278,16 +279,7 @@ fn concurrent_point_reads_through_a_small_evicting_cache_never_see_a_stale_value
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     let dir = tempfile::tempdir().unwrap();
-    let mut e = KvStoreExecutor::open(
-        dir.path(),
-        StoreOptions {
-            mvcc_window_versions: 1_000_000,
-            durability: Durability::ExternalLog,
-            latest_cache_bytes: 64 * 100,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
+    let mut e = open_with_cache(&dir, 1_000_000, 64 * 100);
     const KEYS: u64 = 40;
     // (version, key) of every write, pushed before the write is applied.
     let history: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
