@@ -210,12 +210,13 @@ fn metrics_endpoint_reports_requests_and_replicas() {
     assert_eq!(primaries, 1, "{body}");
     // Once the primary holds a lease (a heartbeat round after its election), gets are served
     // under it without a step of its core, and still see the writes.
-    let lease_reads = |body: &str| -> u64 {
+    let sum_of = |body: &str, metric: &str| -> u64 {
         body.lines()
-            .filter(|l| l.starts_with("paxoskv_replica_lease_reads_total{"))
+            .filter(|l| l.starts_with(&format!("{metric}{{")))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
+    let lease_reads = |body: &str| sum_of(body, "paxoskv_replica_lease_reads_total");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let r = c
@@ -232,6 +233,17 @@ fn metrics_endpoint_reports_requests_and_replicas() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The primary's store keeps the latest version of what it applied: those gets were
+    // answered without a RocksDB iterator.
+    let (_, body) = http_get(addr, "/metrics");
+    assert!(
+        sum_of(&body, "paxoskv_store_latest_cache_hits_total") > 0,
+        "{body}"
+    );
+    assert!(
+        sum_of(&body, "paxoskv_store_latest_cache_bytes") > 0,
+        "{body}"
+    );
     let (status, body) = http_get(addr, "/health");
     assert!(
         status.contains("200") && body.contains("ok"),

@@ -266,7 +266,7 @@ impl KvService for ClusterService {
             &'static str,
             fn(&LocalReplica) -> u64,
         );
-        let fields: [Field; 21] = [
+        let fields: [Field; 23] = [
             (
                 "paxoskv_replica_up",
                 "gauge",
@@ -313,6 +313,18 @@ impl KvService for ClusterService {
                 "counter",
                 "Linearizable reads served under the primary's lease without a step of its core.",
                 |r| r.shared.lease_reads.load(Relaxed),
+            ),
+            (
+                "paxoskv_store_latest_cache_hits_total",
+                "counter",
+                "Point reads answered from the latest-version cache (no RocksDB iterator).",
+                |r| r.reader.latest_cache().0,
+            ),
+            (
+                "paxoskv_store_latest_cache_bytes",
+                "gauge",
+                "Bytes the latest-version cache holds (bounded by storage.latest_cache_bytes).",
+                |r| r.reader.latest_cache().1,
             ),
             (
                 "paxoskv_replica_proposals_total",

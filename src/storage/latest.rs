@@ -93,6 +93,8 @@ pub struct LatestCache {
 
     born: Instant,
     idle_off: Duration,
+    /// Lookups answered from the cache.
+    hits: AtomicU64,
 }
 
 impl Default for LatestCache {
@@ -138,6 +140,7 @@ impl LatestCache {
             publishing: AtomicU64::new(0),
             born: Instant::now(),
             idle_off,
+            hits: AtomicU64::new(0),
         }
     }
 
@@ -209,7 +212,10 @@ impl LatestCache {
             self.on.store(true, Ordering::SeqCst);
         }
         match shard.map.get(key) {
-            Some(e) if e.version <= at => Latest::Visible(e.value.clone()),
+            Some(e) if e.version <= at => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Latest::Visible(e.value.clone())
+            }
             _ => Latest::Unknown,
         }
     }
@@ -307,6 +313,11 @@ impl LatestCache {
         }
     }
 
+    /// Lookups answered from the cache so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
     /// Key and value bytes held (with the per-entry overhead), for tests and metrics.
     pub fn bytes(&self) -> usize {
         self.shards
@@ -358,6 +369,7 @@ mod tests {
         assert_eq!(c.get(b"a", 6), Latest::Unknown);
         assert_eq!(c.get(b"b", 6), Latest::Visible(None));
         assert_eq!(c.get(b"c", 9), Latest::Unknown);
+        assert_eq!(c.hits(), 3);
         // An older write never replaces a newer one.
         c.record(vec![w("a", 4, Some("four"))]);
         assert_eq!(c.get(b"a", 9), visible("seven"));

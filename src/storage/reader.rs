@@ -88,6 +88,12 @@ impl KvReader {
         &self.db
     }
 
+    /// Point reads answered from the latest-version cache, and the bytes it holds.
+    pub fn latest_cache(&self) -> (u64, u64) {
+        let bytes = u64::try_from(self.shared.latest.bytes()).unwrap_or(u64::MAX);
+        (self.shared.latest.hits(), bytes)
+    }
+
     /// `at` is applied: every write at or below it is in RocksDB (and in the latest-version
     /// cache), so a view fixed after this check holds them all.
     fn check_applied(&self, at: Version) -> Result<(), StorageError> {
