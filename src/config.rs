@@ -57,9 +57,9 @@ pub struct ReplicatedSection {
     pub cluster_id: String,
     /// How long an executor (replica or front) keeps polling for work before it parks. Parking
     /// and being woken cost a context switch and a process-wide memory barrier, and on a
-    /// virtual machine a halted core wakes slowly: 50 µs (the default) takes ~30-40 µs off a
-    /// lone client's write and costs an idle server ~0.2% of a core; longer spins take the
-    /// core from the other threads under load. 0 never spins.
+    /// virtual machine a halted core wakes slowly: 50 µs takes ~30-40 µs off a lone client's
+    /// write in `serve`. 0 (the default) never spins: with more executors than cores (several
+    /// replica processes on one host) a spin takes the core from threads that have work.
     #[serde(with = "serde_str")]
     pub spin_before_park: Duration,
     /// Replicas of this process pinned to the same core (more replicas than cores) run on one
@@ -251,7 +251,7 @@ impl Default for ReplicatedSection {
         ReplicatedSection {
             replica_count: 3,
             cluster_id: "paxoskv".to_string(),
-            spin_before_park: Duration::from_micros(50),
+            spin_before_park: Duration::ZERO,
             executor_per_core: true,
         }
     }

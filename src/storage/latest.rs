@@ -15,9 +15,9 @@
 //! the cache off and empties it before the run's writes, so a store whose reads all go elsewhere
 //! (a follower) pays nothing, and no entry can miss a write applied while it was off.
 //!
-//! Bounded by `storage.latest_cache_bytes`, split over shards; a shard over its share drops
-//! a quarter of its entries (arbitrary ones: the hash map's order), so an eviction costs one
-//! pass over a small shard, never over the whole cache.
+//! Entries hold at most 4 KiB. Bounded by `storage.latest_cache_bytes`, split over shards; a
+//! shard over its share drops a quarter of its entries (arbitrary ones: the hash map's order),
+//! so an eviction costs one pass over a small shard, never over the whole cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +27,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 const SHARDS: usize = 64;
+/// The largest entry kept (key, value and overhead): a large value gains little (its copy
+/// costs more than the seek it saves) and would make every recorded write a large copy.
+const ENTRY_MAX: usize = 4096;
 /// How long without a lookup before the apply path stops recording.
 const IDLE_OFF: Duration = Duration::from_secs(5);
 /// What an entry costs beyond its key and value bytes (map slot, allocations), for the bound.
@@ -275,7 +278,7 @@ impl LatestCache {
             None => shard.changes += 1,
         }
         let cost = entry_cost(&w.prefix, &w.value);
-        if cost > self.shard_budget {
+        if cost > self.shard_budget.min(ENTRY_MAX) {
             if let Some(old) = shard.map.remove(w.prefix.as_slice()) {
                 shard.bytes -= entry_cost(&w.prefix, &old.value);
             }
@@ -394,6 +397,12 @@ mod tests {
                 Latest::Unknown => {}
             }
         }
+        // A value over the entry cap is not kept either.
+        let big = LatestCache::new(1 << 30);
+        big.record(vec![w("v", 1, Some(&"x".repeat(ENTRY_MAX)))]);
+        assert_eq!(big.get(b"v", 9), Latest::Unknown);
+        big.record(vec![w("v", 2, Some("small"))]);
+        assert_eq!(big.get(b"v", 9), visible("small"));
         // A value larger than a shard's share is not kept, and drops an older entry of the key.
         c.record(vec![w("big", 1, Some("x"))]);
         let huge = "x".repeat(budget as usize);
