@@ -219,8 +219,9 @@ pub struct StorageSection {
     pub wal_path: PathBuf,
     pub mvcc_window_versions: u64,
     pub block_cache_bytes: u64,
-    /// Per replica: the latest applied version of recently written keys, kept in memory so a
-    /// point read of such a key needs no RocksDB iterator. Filled by applied writes only;
+    /// Per replica: the latest applied version of recently read or written keys, kept in
+    /// memory so a point read of such a key needs no RocksDB iterator. Filled by the writes a
+    /// store applies while reads go to it (a primary's) and by reads at the latest version;
     /// 0 turns it off.
     pub latest_cache_bytes: u64,
     pub wal_segment_bytes: u64,

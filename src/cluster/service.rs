@@ -318,13 +318,13 @@ impl KvService for ClusterService {
                 "paxoskv_store_latest_cache_hits_total",
                 "counter",
                 "Point reads answered from the latest-version cache (no RocksDB iterator).",
-                |r| r.reader.latest_cache().0,
+                |r| r.reader.latest_cache_hits(),
             ),
             (
                 "paxoskv_store_latest_cache_bytes",
                 "gauge",
                 "Bytes the latest-version cache holds (bounded by storage.latest_cache_bytes).",
-                |r| r.reader.latest_cache().1,
+                |r| r.reader.latest_cache_bytes(),
             ),
             (
                 "paxoskv_replica_proposals_total",

@@ -446,7 +446,7 @@ fn write_command(
         }
         if let Some(l) = latest.as_deref_mut() {
             let mut prefix = dk;
-            prefix.truncate(prefix.len() - 8);
+            prefix.truncate(prefix.len() - keys::VERSION_BYTES);
             l.push(LatestWrite {
                 prefix,
                 version: version.0,

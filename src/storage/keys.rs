@@ -77,6 +77,9 @@ pub fn cf_prefix(cf: &str) -> Vec<u8> {
     out
 }
 
+/// A data key ends with this many bytes of (inverted, big-endian) version after its prefix.
+pub const VERSION_BYTES: usize = 8;
+
 pub fn data_key(cf: &str, key: &[u8], version: Version) -> Vec<u8> {
     let mut out = data_key_prefix(cf, key);
     out.extend_from_slice(&(!version.0).to_be_bytes());
@@ -88,10 +91,10 @@ pub fn data_key(cf: &str, key: &[u8], version: Version) -> Vec<u8> {
 pub fn split_data_key(rest: &[u8]) -> Option<(Vec<u8>, Version)> {
     let (key, used) = unescape(rest)?;
     let v = rest.get(used..)?;
-    if v.len() != 8 {
+    if v.len() != VERSION_BYTES {
         return None;
     }
-    let mut a = [0u8; 8];
+    let mut a = [0u8; VERSION_BYTES];
     a.copy_from_slice(v);
     Some((key, Version(!u64::from_be_bytes(a))))
 }

@@ -93,7 +93,6 @@ pub struct LatestCache {
     /// Odd from the start of an apply run until it has published its last version: no ticket
     /// is handed out meanwhile, and a fill whose ticket saw another value is dropped.
     publishing: AtomicU64,
-
     born: Instant,
     idle_off: Duration,
     /// Lookups answered from the cache.
@@ -165,7 +164,7 @@ impl LatestCache {
         if !self.on.load(Ordering::SeqCst) {
             return false;
         }
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = self.now_ms();
         let idle_off = u64::try_from(self.idle_off.as_millis()).unwrap_or(u64::MAX);
         if !pinned && now.saturating_sub(self.sampled_ms.load(Ordering::Relaxed)) >= idle_off {
             self.sampled_ms.store(now, Ordering::Relaxed);
@@ -176,6 +175,10 @@ impl LatestCache {
             }
         }
         true
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Whether the store is where reads go (then the cache stays on); set by the apply path.
@@ -208,10 +211,7 @@ impl LatestCache {
             self.wanted.store(true, Ordering::Relaxed);
         }
         if !self.on.load(Ordering::Relaxed) {
-            self.sampled_ms.store(
-                u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
+            self.sampled_ms.store(self.now_ms(), Ordering::Relaxed);
             self.on.store(true, Ordering::SeqCst);
         }
         match shard.map.get(key) {

@@ -35,7 +35,7 @@ pub struct Shared {
     /// again when it is done: a read whose RocksDB snapshot may have seen a partial install
     /// fails instead of answering from it.
     pub install_epoch: AtomicU64,
-    /// The latest applied version of recently written keys (`latest.rs`).
+    /// The latest applied version of recently read or written keys (`latest.rs`).
     pub latest: super::latest::LatestCache,
 }
 
@@ -88,10 +88,14 @@ impl KvReader {
         &self.db
     }
 
-    /// Point reads answered from the latest-version cache, and the bytes it holds.
-    pub fn latest_cache(&self) -> (u64, u64) {
-        let bytes = u64::try_from(self.shared.latest.bytes()).unwrap_or(u64::MAX);
-        (self.shared.latest.hits(), bytes)
+    /// Point reads answered from the latest-version cache.
+    pub fn latest_cache_hits(&self) -> u64 {
+        self.shared.latest.hits()
+    }
+
+    /// Bytes the latest-version cache holds.
+    pub fn latest_cache_bytes(&self) -> u64 {
+        u64::try_from(self.shared.latest.bytes()).unwrap_or(u64::MAX)
     }
 
     /// `at` is applied: every write at or below it is in RocksDB (and in the latest-version
@@ -121,34 +125,23 @@ impl KvReader {
     }
 
     /// A view of the store (`fix` takes it: a snapshot, an iterator's own view, or a lookup in
-    /// the latest-version cache) that no install overlaps, with `at` (when given) applied before
-    /// the view was fixed and inside the version window as seen after it.
-    fn fixed_view<T>(
-        &self,
-        at: Option<Version>,
-        fix: impl FnOnce() -> T,
-    ) -> Result<T, StorageError> {
+    /// the latest-version cache) that no install overlaps, with `at` applied before the view was
+    /// fixed and inside the version window as seen after it.
+    fn fixed_view<T>(&self, at: Version, fix: impl FnOnce() -> T) -> Result<T, StorageError> {
         let epoch = self.shared.install_epoch.load(Ordering::SeqCst);
         if epoch % 2 == 1 {
             return Err(StorageError::Installing);
         }
-        if let Some(at) = at {
-            self.check_applied(at)?;
-        }
+        self.check_applied(at)?;
         let view = fix();
-        if let Some(at) = at {
-            self.check_kept(at)?;
-        }
+        self.check_kept(at)?;
         if self.shared.install_epoch.load(Ordering::SeqCst) != epoch {
             return Err(StorageError::Installing);
         }
         Ok(view)
     }
 
-    fn snapshot_at(
-        &self,
-        at: Option<Version>,
-    ) -> Result<SnapshotWithThreadMode<'_, DB>, StorageError> {
+    fn snapshot_at(&self, at: Version) -> Result<SnapshotWithThreadMode<'_, DB>, StorageError> {
         self.fixed_view(at, || self.db.snapshot())
     }
 
@@ -160,11 +153,15 @@ impl KvReader {
             return Ok(found);
         }
         // A read at the latest version may fill the cache (`latest.rs`).
-        let ticket = (self.shared.latest.ticket(&prefix)).filter(|_| self.last_version() == at);
+        let ticket = self
+            .shared
+            .latest
+            .ticket(&prefix)
+            .filter(|_| self.last_version() == at);
         let cf_prefix = keys::cf_prefix(cf);
         // The iterator is bounded to this key's versions.
         let ro = Cursor::read_options(&prefix);
-        let it = self.fixed_view(Some(at), || self.db.raw_iterator_opt(ro))?;
+        let it = self.fixed_view(at, || self.db.raw_iterator_opt(ro))?;
         let mut c = Cursor {
             it,
             cf_prefix,
@@ -188,7 +185,7 @@ impl KvReader {
         if !self.shared.latest.enabled() {
             return Ok(None);
         }
-        let found = self.fixed_view(Some(at), || self.shared.latest.get(prefix, at.0))?;
+        let found = self.fixed_view(at, || self.shared.latest.get(prefix, at.0))?;
         Ok(match found {
             super::latest::Latest::Visible(v) => Some(v),
             super::latest::Latest::Unknown => None,
@@ -197,19 +194,12 @@ impl KvReader {
 
     /// The value of `key` at the latest applied version.
     pub fn get_latest(&self, cf: &str, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        let at = self.last_version();
-        if let Some(found) = self.cached(&keys::data_key_prefix(cf, key), at)? {
-            return Ok(found);
-        }
-        let snap = self.snapshot_at(None)?;
-        let at = self.last_version();
-        let mut c = Cursor::new(&snap, cf, at);
-        c.visible_value(key)
+        self.get(cf, key, self.last_version())
     }
 
     /// A key-selector range read at version `at` (see the module doc for the rules).
     pub fn range(&self, q: &RangeQuery, at: Version) -> Result<RangeResult, StorageError> {
-        let snap = self.snapshot_at(Some(at))?;
+        let snap = self.snapshot_at(at)?;
         let mut c = Cursor::new(&snap, &q.cf, at);
         let start = c.select(&q.begin, !q.begin_or_equal, q.begin_offset)?;
         let end = c.select(&q.end, q.end_or_equal, q.end_offset)?;
