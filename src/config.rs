@@ -208,6 +208,12 @@ pub struct ThriftSection {
     /// Key bytes of the read conflicts one connection may register (`addReadConflict*`)
     /// before its next commit; more are refused with `TOO_LARGE`.
     pub max_session_conflict_bytes: u64,
+    /// On a server whose replicas share one process over several executors: a plain-TCP
+    /// connection that has made this many reads and nothing else moves from the executor that
+    /// accepted it (the primary's) to another one, every other such connection, so reads use
+    /// every core while writes stay beside the primary. 0 keeps every connection where it
+    /// was accepted.
+    pub spread_after_reads: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -322,6 +328,7 @@ impl Default for ThriftSection {
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             max_session_conflict_bytes: 16 << 20,
+            spread_after_reads: 16,
         }
     }
 }

@@ -200,6 +200,7 @@ fn the_front_outlives_the_replica_whose_executor_hosts_it() {
         cfg.metrics.clone(),
         host,
         store.service_factory(),
+        store.front_helpers(),
     )
     .unwrap();
     let mut c = common::client(front.addr, false);

@@ -390,6 +390,7 @@ fn run_cluster(
             },
         },
         store.service_factory(),
+        store.front_helpers(),
     )?;
     tracing::info!(addr = %front.addr, metrics = ?front.metrics_addr, "thrift listening; cluster healthy");
     println!("paxoskv listening on {}", front.addr);
@@ -435,6 +436,7 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
             spin_before_park: config.replicated.spin_before_park,
         },
         move || service,
+        Vec::new(),
     )?;
     println!("paxoskv listening on {}", front.addr);
     if let Some(m) = front.metrics_addr {

@@ -110,6 +110,30 @@ impl ReplicatedKvStore {
         }))
     }
 
+    /// The executors other than the front's, each with a service of its own: where the
+    /// front may move read-only connections (`thrift.spread_after_reads`). Empty before
+    /// `start` and when this process runs one executor.
+    pub fn front_helpers(&self) -> Vec<crate::front::FrontHelper<ClusterService>> {
+        let Some(front) = self.running.iter().map(|r| r.local.id).min() else {
+            return Vec::new();
+        };
+        self.executors
+            .iter()
+            .filter(|e| !e.replicas.contains(&front))
+            .map(|e| {
+                let tx = e.guests.clone();
+                let id = e.replicas.first().copied().unwrap_or(front);
+                crate::front::FrontHelper {
+                    spawn: Box::new(move |guest: Guest| {
+                        tx.unbounded_send(guest)
+                            .map_err(|_| crate::util::guest::ExecutorStopped(id))
+                    }),
+                    make_service: Box::new(self.service_factory()),
+                }
+            })
+            .collect()
+    }
+
     /// Every replica of the cluster in this process.
     pub fn new(config: ReplicatedConfig) -> Result<Self, ClusterError> {
         let ids: Vec<u32> = (0..config.replicated.replica_count).collect();

@@ -4,6 +4,8 @@
 //! returns the `ServiceError` the client gets.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,15 +27,20 @@ const DEFAULT_RANGE_LIMIT: i32 = 1000;
 /// replica's `consensus.commit_timeout` answers first unless it is longer).
 pub(super) const DEFAULT_COMMIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Counters for getDatabaseStats and metrics.
+/// Counters for getDatabaseStats and metrics, over every executor that serves connections.
 #[derive(Default)]
 pub struct FrontStats {
-    pub writes: Cell<u64>,
-    pub reads: Cell<u64>,
+    pub writes: AtomicU64,
+    pub reads: AtomicU64,
     /// Requests started and not yet answered (what a graceful stop waits for).
-    pub in_flight: Cell<u64>,
-    pub committed_txns: Cell<u64>,
-    pub aborted_txns: Cell<u64>,
+    pub in_flight: AtomicU64,
+    pub committed_txns: AtomicU64,
+    pub aborted_txns: AtomicU64,
+}
+
+/// Adds one to a counter (statistics only: no ordering with anything else).
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A fault injected with setFaultInjection (only when enabled in the config).
@@ -51,17 +58,59 @@ pub(super) enum FaultKind {
     Error,
 }
 
-/// State shared by every connection of one front.
+/// What every connection of the server shares, whichever executor serves it: the bounds that
+/// count over all connections, the interactive transactions (an id begun on one connection may
+/// be finished on another), the counters and the injected faults.
+pub struct FrontShared {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    txns: Mutex<TxnTable>,
+    pub stats: FrontStats,
+    faults: Mutex<Vec<Fault>>,
+    /// How many faults `faults` holds (every request looks; almost always 0, without a lock).
+    fault_count: AtomicUsize,
+    /// Request bytes read and not yet answered, over every connection.
+    pub in_flight_bytes: AtomicU64,
+    /// Open client connections (bounded by `thrift.max_connections`).
+    pub open_connections: AtomicU32,
+}
+
+impl FrontShared {
+    pub fn new(limits: &ThriftSection, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        let salt = unix_us() as u64;
+        FrontShared {
+            metrics,
+            txns: Mutex::new(TxnTable::new(limits.max_open_transactions as usize, salt)),
+            stats: FrontStats::default(),
+            faults: Mutex::new(Vec::new()),
+            fault_count: AtomicUsize::new(0),
+            in_flight_bytes: AtomicU64::new(0),
+            open_connections: AtomicU32::new(0),
+        }
+    }
+
+    /// The interactive transactions (a poisoned lock is taken as is: the table stays valid
+    /// between its calls, none of which can leave it half-changed).
+    pub(super) fn txns(&self) -> MutexGuard<'_, TxnTable> {
+        self.txns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the injected faults.
+    pub(super) fn with_faults<T>(&self, f: impl FnOnce(&mut Vec<Fault>) -> T) -> T {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f(&mut faults);
+        self.fault_count.store(faults.len(), Ordering::Relaxed);
+        out
+    }
+}
+
+/// What the connections served by one executor share: the service (bound to that executor),
+/// the limits, and the server-wide `shared` state.
 pub struct FrontCtx<S> {
     pub service: S,
-    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub limits: ThriftSection,
-    pub txns: RefCell<TxnTable>,
-    pub stats: FrontStats,
-    pub(super) faults: RefCell<Vec<Fault>>,
+    pub shared: Arc<FrontShared>,
     rng: Cell<u64>,
-    /// Request bytes read and not yet answered, over every connection of this front.
-    pub in_flight_bytes: Cell<u64>,
 }
 
 /// `TOO_LARGE` when `bytes` exceed the `thrift.<setting>` bound `limit`.
@@ -76,21 +125,13 @@ fn within_limit(what: &str, bytes: &[u8], setting: &str, limit: u32) -> Result<(
 }
 
 impl<S: KvService> FrontCtx<S> {
-    pub fn new(
-        service: S,
-        limits: ThriftSection,
-        metrics: std::sync::Arc<crate::metrics::Metrics>,
-    ) -> Self {
-        let salt = unix_us() as u64;
+    pub fn new(service: S, limits: ThriftSection, shared: Arc<FrontShared>) -> Self {
         FrontCtx {
             service,
-            metrics,
-            txns: RefCell::new(TxnTable::new(limits.max_open_transactions as usize, salt)),
+            metrics: shared.metrics.clone(),
             limits,
-            stats: FrontStats::default(),
-            faults: RefCell::new(Vec::new()),
-            rng: Cell::new(salt | 1),
-            in_flight_bytes: Cell::new(0),
+            shared,
+            rng: Cell::new(unix_us() as u64 | 1),
         }
     }
 
@@ -106,17 +147,17 @@ impl<S: KvService> FrontCtx<S> {
 
     pub(super) fn fault_for(&self, method: &str) -> Option<FaultKind> {
         // Every request asks: with no fault set (always, unless a test set one) that is all.
-        if self.faults.borrow().is_empty() {
+        if self.shared.fault_count.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let now = Instant::now();
-        let mut faults = self.faults.borrow_mut();
-        faults.retain(|f| f.until.is_none_or(|u| u > now));
-        let f = faults
-            .iter()
-            .find(|f| f.target.as_deref().is_none_or(|t| t == method))?
-            .clone();
-        drop(faults);
+        let f = self.shared.with_faults(|faults| {
+            faults.retain(|f| f.until.is_none_or(|u| u > now));
+            faults
+                .iter()
+                .find(|f| f.target.as_deref().is_none_or(|t| t == method))
+                .cloned()
+        })?;
         self.chance(f.probability).then_some(f.kind)
     }
 }
@@ -369,14 +410,8 @@ impl<S: KvService> FrontCtx<S> {
 
     pub(super) fn note_outcome(&self, r: &Result<Outcome, ServiceError>) {
         match r {
-            Ok(Outcome::Committed { .. }) => self
-                .stats
-                .committed_txns
-                .set(self.stats.committed_txns.get() + 1),
-            _ => self
-                .stats
-                .aborted_txns
-                .set(self.stats.aborted_txns.get() + 1),
+            Ok(Outcome::Committed { .. }) => bump(&self.shared.stats.committed_txns),
+            _ => bump(&self.shared.stats.aborted_txns),
         }
     }
 }

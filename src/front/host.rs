@@ -6,10 +6,17 @@ use std::sync::mpsc;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::{ctx, server, wire};
+use super::{ctx, server, spread, wire};
 use crate::config::{MetricsSection, ThriftSection};
 use crate::service::KvService;
 use crate::util::guest::GuestSpawner;
+
+/// Another executor of the process where read-only connections may be served
+/// (`thrift.spread_after_reads`): how to start a task there, and the service for it.
+pub struct FrontHelper<S> {
+    pub spawn: GuestSpawner,
+    pub make_service: Box<dyn FnOnce() -> S + Send>,
+}
 
 /// How often a stopping front looks whether its requests in flight have drained.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(2);
@@ -55,13 +62,15 @@ pub enum FrontError {
     Tls(#[from] crate::tls::TlsError),
 }
 
-/// Starts the front where `host` says. `make_service` runs on the executor that hosts it.
-/// Returns once the port is bound (so callers can report "listening" truthfully).
+/// Starts the front where `host` says, with `helpers` on other executors. `make_service` runs
+/// on the executor that hosts it. Returns once the port is bound (so callers can report
+/// "listening" truthfully).
 pub fn start_front<S, F>(
     limits: ThriftSection,
     metrics_cfg: MetricsSection,
     host: FrontHost,
     make_service: F,
+    helpers: Vec<FrontHelper<S>>,
 ) -> Result<FrontHandle, FrontError>
 where
     S: KvService,
@@ -79,6 +88,26 @@ where
     let (tx, rx) = mpsc::channel::<Result<Bound, FrontError>>();
     let (stop_tx, stop_rx) = futures_channel::oneshot::channel::<()>();
     let (drained_tx, drained_rx) = mpsc::channel::<()>();
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(wire::METHODS));
+    let shared = std::sync::Arc::new(ctx::FrontShared::new(&limits, metrics.clone()));
+    let mut hand_offs = Vec::new();
+    if tls.is_none() && limits.spread_after_reads > 0 {
+        for h in helpers {
+            let (tx, rx) = futures_channel::mpsc::unbounded();
+            let (limits, shared) = (limits.clone(), shared.clone());
+            let make = h.make_service;
+            let started = (h.spawn)(Box::new(move || {
+                Box::pin(async move {
+                    let ctx = Rc::new(ctx::FrontCtx::new(make(), limits, shared));
+                    spread::run_helper(ctx, rx).await;
+                })
+            }));
+            // An executor that already stopped takes no connections; the others still do.
+            if started.is_ok() {
+                hand_offs.push(tx);
+            }
+        }
+    }
     let body = move || async move {
         let bound = glommio::net::TcpListener::bind(&addr).and_then(|l| Ok((l.local_addr()?, l)));
         let (local, listener) = match bound {
@@ -91,7 +120,6 @@ where
                 return;
             }
         };
-        let metrics = std::sync::Arc::new(crate::metrics::Metrics::new(wire::METHODS));
         let service = make_service();
         let metrics_addr = match metrics_bind {
             None => None,
@@ -113,12 +141,18 @@ where
                 }
             },
         };
-        let ctx = Rc::new(ctx::FrontCtx::new(service, limits, metrics));
+        let spreader = spread::Spreader::new(hand_offs, limits.spread_after_reads);
+        let ctx = Rc::new(ctx::FrontCtx::new(service, limits, shared.clone()));
         let _ = tx.send(Ok((local, metrics_addr)));
-        server::run_thrift_listener(listener, ctx.clone(), tls, stop_rx).await;
-        // Stopping: wait for the requests in flight, then report drained. The executor
-        // keeps running (open connections stay served) until the process exits.
-        while ctx.stats.in_flight.get() > 0 {
+        server::run_thrift_listener(listener, ctx.clone(), tls, stop_rx, spreader).await;
+        // Stopping: wait for the requests in flight (on every executor), then report drained.
+        // The executors keep running (open connections stay served) until the process exits.
+        while shared
+            .stats
+            .in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+        {
             glommio::timer::sleep(DRAIN_POLL).await;
         }
         let _ = drained_tx.send(());

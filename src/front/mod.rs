@@ -27,6 +27,8 @@ mod pipeline;
 pub mod reply;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
+mod spread;
 pub mod wire;
 
 #[cfg(feature = "server")]

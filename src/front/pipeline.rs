@@ -3,8 +3,8 @@
 //! same connection (`Order`, `WriteSignal`), and the front counts requests in flight for a
 //! graceful stop (`InFlight`).
 
-use std::cell::Cell;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::wire::Call;
 use crate::txn::interactive::Fence;
@@ -67,11 +67,12 @@ impl Drop for WriteSignal {
     }
 }
 
-/// Counts a request as answered when its future completes or is dropped.
-pub(super) struct InFlight<'a>(pub(super) &'a Cell<u64>);
+/// Counts a request as answered when its future completes or is dropped (the count was
+/// raised when the request started).
+pub(super) struct InFlight<'a>(pub(super) &'a AtomicU64);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

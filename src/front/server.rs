@@ -7,7 +7,9 @@
 //! (connections, message size, requests in flight) come from `[thrift]` in the config.
 
 use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_lite::future::poll_once;
@@ -19,6 +21,7 @@ use thrift::ApplicationError;
 use super::cmd::handle;
 use super::codec::{self, FrameError, Scan, Transport};
 use super::ctx::FrontCtx;
+use super::spread::{ReadOnly, Spreader};
 use super::wire::{self, Response};
 use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::txn::interactive::Session;
@@ -65,14 +68,17 @@ impl<S> InFlight<S> {
         self.conn.set(self.conn.get() + n);
         self.room.set(self.room.get() + room);
         self.ctx
+            .shared
             .in_flight_bytes
-            .set(self.ctx.in_flight_bytes.get() + n);
+            .fetch_add(n, Ordering::Relaxed);
     }
     fn release(&self, n: u64, room: u64) {
         self.conn.set(self.conn.get().saturating_sub(n));
         self.room.set(self.room.get().saturating_sub(room));
-        let total = &self.ctx.in_flight_bytes;
-        total.set(total.get().saturating_sub(n));
+        self.ctx
+            .shared
+            .in_flight_bytes
+            .fetch_sub(n, Ordering::Relaxed);
         let _ = self.progress.try_send(());
     }
     /// What counts against the connection's bound.
@@ -119,20 +125,69 @@ async fn sweep_idle(registry: IdleRegistry, idle_timeout: std::time::Duration) {
     }
 }
 
+/// The connections one executor serves: their idle sweep and ids.
+pub(super) struct Conns {
+    registry: IdleRegistry,
+    next_id: Cell<u64>,
+}
+
+impl Conns {
+    /// Starts the idle sweep of this executor's connections (it runs while the executor does).
+    pub(super) fn start<S>(ctx: &FrontCtx<S>) -> Rc<Conns> {
+        let registry: IdleRegistry = Rc::default();
+        glommio::spawn_local(sweep_idle(registry.clone(), ctx.limits.idle_timeout)).detach();
+        Rc::new(Conns {
+            registry,
+            next_id: Cell::new(0),
+        })
+    }
+
+    fn watch(&self) -> (u64, IdleWatch) {
+        let id = self.next_id.get() + 1;
+        self.next_id.set(id);
+        let last_active = Rc::new(Cell::new(std::time::Instant::now()));
+        let (close, closer) = futures_channel::oneshot::channel();
+        self.registry
+            .borrow_mut()
+            .insert(id, (last_active.clone(), close));
+        (
+            id,
+            IdleWatch {
+                last_active,
+                closer,
+            },
+        )
+    }
+}
+
+/// How a connection starts: with bytes already read past the last complete message and the
+/// transport already seen (a connection handed over from another executor), or fresh.
+#[derive(Default)]
+pub(super) struct Start {
+    pub(super) pending: Vec<u8>,
+    pub(super) transport: Option<Transport>,
+}
+
+/// How a connection's service ended without an error.
+enum Served {
+    /// The peer closed it.
+    Closed,
+    /// It moved to another executor (`spread`) and stays open there.
+    HandedOver,
+}
+
 /// Accepts connections until the listener fails; each connection is served by its own task.
 /// Returns when `stop` fires (or its sender is dropped): the listener closes, so no new
 /// connection is accepted; connections already open keep being served until the process ends.
+/// With a `spread`, read-only connections may move to other executors (`spread.rs`).
 pub async fn run_thrift_listener<S: KvService>(
     listener: TcpListener,
     ctx: Rc<FrontCtx<S>>,
     tls: Option<futures_rustls::TlsAcceptor>,
     stop: futures_channel::oneshot::Receiver<()>,
+    spread: Option<Rc<Spreader>>,
 ) {
-    let open = Rc::new(Cell::new(0u32));
-    let registry: IdleRegistry = Rc::default();
-    let sweeper =
-        glommio::spawn_local(sweep_idle(registry.clone(), ctx.limits.idle_timeout)).detach();
-    let mut next_id = 0u64;
+    let conns = Conns::start(&ctx);
     let mut stop = stop;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
@@ -141,7 +196,6 @@ pub async fn run_thrift_listener<S: KvService>(
         })
         .await;
         let Some(accepted) = accepted else {
-            sweeper.cancel();
             return;
         };
         let stream = match accepted {
@@ -152,7 +206,9 @@ pub async fn run_thrift_listener<S: KvService>(
                 continue;
             }
         };
-        if open.get() >= ctx.limits.max_connections {
+        let open = &ctx.shared.open_connections;
+        if open.fetch_add(1, Ordering::SeqCst) >= ctx.limits.max_connections {
+            open.fetch_sub(1, Ordering::SeqCst);
             tracing::warn!(
                 limit = ctx.limits.max_connections,
                 "connection refused: thrift.max_connections reached"
@@ -160,51 +216,62 @@ pub async fn run_thrift_listener<S: KvService>(
             drop(stream);
             continue;
         }
-        open.set(open.get() + 1);
         ctx.metrics.connection_opened();
-        let ctx = ctx.clone();
-        let open2 = open.clone();
-        next_id += 1;
-        let conn_id = next_id;
-        let last_active = Rc::new(Cell::new(std::time::Instant::now()));
-        let (close, closer) = futures_channel::oneshot::channel();
-        registry
-            .borrow_mut()
-            .insert(conn_id, (last_active.clone(), close));
-        let registry2 = registry.clone();
-        let idle = IdleWatch {
-            last_active,
-            closer,
-        };
-        let tls = tls.clone();
-        glommio::spawn_local(async move {
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            let metrics = ctx.metrics.clone();
-            let _ = stream.set_nodelay(true);
-            let res = match tls {
-                None => serve_connection(stream, ctx, idle).await,
-                Some(acceptor) => {
-                    // The handshake is bounded like any started message (thrift.read_timeout).
-                    let timeout = ctx.limits.read_timeout;
-                    match crate::util::time::within(timeout, acceptor.accept(stream)).await {
-                        Some(Ok(tls_stream)) => serve_connection(tls_stream, ctx, idle).await,
-                        Some(Err(e)) => Err(Closed::Tls(e)),
-                        None => Err(Closed::TlsTimeout(timeout)),
-                    }
-                }
-            };
-            registry2.borrow_mut().remove(&conn_id);
-            if let Err(reason) = &res {
-                tracing::info!(%peer, %reason, "closed thrift connection");
-            }
-            metrics.connection_closed(res.is_err());
-            open2.set(open2.get() - 1);
-        })
+        glommio::spawn_local(run_connection(
+            ctx.clone(),
+            conns.clone(),
+            stream,
+            tls.clone(),
+            Start::default(),
+            spread.clone(),
+        ))
         .detach();
     }
+}
+
+/// Serves one connection (counted in `shared.open_connections` by whoever accepted it) until
+/// it closes or moves to another executor.
+pub(super) async fn run_connection<S: KvService>(
+    ctx: Rc<FrontCtx<S>>,
+    conns: Rc<Conns>,
+    stream: glommio::net::TcpStream,
+    tls: Option<futures_rustls::TlsAcceptor>,
+    start: Start,
+    spread: Option<Rc<Spreader>>,
+) {
+    let (conn_id, idle) = conns.watch();
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let metrics = ctx.metrics.clone();
+    let shared = ctx.shared.clone();
+    let _ = stream.set_nodelay(true);
+    let res = match tls {
+        None => {
+            let read_only = spread.map(|s| ReadOnly::new(s, stream.as_raw_fd()));
+            serve_connection(stream, ctx, idle, start, read_only).await
+        }
+        Some(acceptor) => {
+            // The handshake is bounded like any started message (thrift.read_timeout).
+            let timeout = ctx.limits.read_timeout;
+            match crate::util::time::within(timeout, acceptor.accept(stream)).await {
+                Some(Ok(tls_stream)) => serve_connection(tls_stream, ctx, idle, start, None).await,
+                Some(Err(e)) => Err(Closed::Tls(e)),
+                None => Err(Closed::TlsTimeout(timeout)),
+            }
+        }
+    };
+    conns.registry.borrow_mut().remove(&conn_id);
+    if let Ok(Served::HandedOver) = res {
+        metrics.connection_handed_over();
+        return;
+    }
+    if let Err(reason) = &res {
+        tracing::info!(%peer, %reason, "closed thrift connection");
+    }
+    metrics.connection_closed(res.is_err());
+    shared.open_connections.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Why the front closed a client's connection (logged with the peer's address).
@@ -230,14 +297,19 @@ enum Closed {
     Truncated(usize),
     #[error("writer stopped")]
     WriterStopped,
+    #[error("the executor it was handed to has stopped")]
+    HandOff,
 }
 
-/// Serves one connection until the peer closes it or sends something unusable.
+/// Serves one connection until the peer closes it, sends something unusable, or (with
+/// `read_only`) it moves to another executor.
 async fn serve_connection<S, IO>(
     stream: IO,
     ctx: Rc<FrontCtx<S>>,
     mut idle: IdleWatch,
-) -> Result<(), Closed>
+    start: Start,
+    mut read_only: Option<ReadOnly>,
+) -> Result<Served, Closed>
 where
     S: KvService,
     IO: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static,
@@ -258,7 +330,11 @@ where
     let session = Rc::new(RefCell::new(Session::default()));
     let max = ctx.limits.max_message_bytes as usize;
     let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
-    let mut transport: Option<Transport> = None;
+    let n = start.pending.len();
+    buf.spare(n)[..n].copy_from_slice(&start.pending);
+    buf.filled(n);
+    let mut transport = start.transport;
+    let mut handing = None;
     // The walk through a partly read message, resumed as bytes arrive (linear, not quadratic).
     let mut scan_state = codec::ScanState::default();
     let result = 'conn: loop {
@@ -290,6 +366,9 @@ where
                 Err(e) => break 'conn Err(Closed::Header(e.to_string())),
             };
             buf.consume(header + body);
+            if let (Some(r), Ok(call)) = (read_only.as_mut(), &incoming.call) {
+                r.note(call);
+            }
             // A range call holds room for its largest reply until that reply is written: the
             // replies a connection has not read stay within its in-flight bound, not
             // max_in_flight_per_connection times the largest range.
@@ -298,8 +377,8 @@ where
                 _ => 0,
             };
             let bytes = (header + body) as u64;
-            let overloaded =
-                ctx.in_flight_bytes.get() + bytes > ctx.limits.max_in_flight_bytes_total;
+            let overloaded = ctx.shared.in_flight_bytes.load(Ordering::Relaxed) + bytes
+                > ctx.limits.max_in_flight_bytes_total;
             let reply = match incoming.call {
                 // Refused in the method's own response (UNAVAILABLE: not run, safe to retry).
                 Ok(call) if overloaded => {
@@ -368,18 +447,36 @@ where
                 if !buf.pending().is_empty() {
                     break Err(Closed::Truncated(buf.pending().len()));
                 }
-                break Ok(());
+                break Ok(Served::Closed);
             }
             Ok(n) => buf.filled(n),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(Served::Closed),
             Err(e) => break Err(Closed::Read(e)),
+        }
+        // Every reply written (the client sent again): the moment a read-only connection may
+        // move, with what it just read.
+        if let Some(r) = read_only.as_mut() {
+            if let Some(home) = r.hand_to(inflight.held() == 0, &session.borrow()) {
+                match r.package(buf.pending(), transport) {
+                    Ok(h) => {
+                        handing = Some((home, h));
+                        break Ok(Served::HandedOver);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot hand a connection over; it stays"),
+                }
+            }
         }
     };
     drop(tx);
     let written = writer.await.unwrap_or(Ok(()));
     // Whatever was never answered no longer counts against the front.
     inflight.release(inflight.conn.get(), inflight.room.get());
-    result.and(written)
+    let result = result.and_then(|served| written.map(|()| served))?;
+    // Sent only now: its replies are written, so the helper is the only one to touch it.
+    if let Some((home, h)) = handing {
+        home.unbounded_send(h).map_err(|_| Closed::HandOff)?;
+    }
+    Ok(result)
 }
 
 /// Writes replies in request order, coalescing those already done into one write.

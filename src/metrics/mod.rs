@@ -41,6 +41,7 @@ pub struct Metrics {
     connections_open: AtomicU64,
     connections_total: AtomicU64,
     connections_closed_bad_input: AtomicU64,
+    connections_handed_over: AtomicU64,
 }
 
 impl Metrics {
@@ -57,6 +58,7 @@ impl Metrics {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_closed_bad_input: AtomicU64::new(0),
+            connections_handed_over: AtomicU64::new(0),
         }
     }
 }
@@ -99,6 +101,11 @@ impl Metrics {
             self.connections_closed_bad_input
                 .fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A read-only connection moved to another executor (it stays open).
+    pub fn connection_handed_over(&self) {
+        self.connections_handed_over.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Appends the front's metrics in the Prometheus text format.
@@ -166,6 +173,12 @@ impl Metrics {
             "paxoskv_connections_closed_bad_input_total",
             "Thrift connections closed for malformed or oversized input.",
             self.connections_closed_bad_input.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "paxoskv_connections_handed_over_total",
+            "Read-only Thrift connections moved to another executor's front (thrift.spread_after_reads).",
+            self.connections_handed_over.load(Ordering::Relaxed),
         );
     }
 }

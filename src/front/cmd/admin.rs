@@ -2,6 +2,7 @@
 //! configured) and fault injection (setFaultInjection; only when enabled).
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::super::ctx::{invalid, too_large, unauthorized, Fault, FaultKind, FrontCtx};
@@ -84,7 +85,7 @@ fn set_fault<S: KvService>(
     }
     let kind = match r.fault_type.as_str() {
         "none" | "clear" | "" => {
-            ctx.faults.borrow_mut().clear();
+            ctx.shared.with_faults(|f| f.clear());
             return Ok(());
         }
         // target_operation "replica:N": cut replica N off from its peers, or heal it.
@@ -111,18 +112,20 @@ fn set_fault<S: KvService>(
         _ => None,
     };
     let target = r.target_operation.filter(|t| !t.is_empty() && t != "*");
-    if ctx.faults.borrow().len() >= FAULTS_MAX {
-        return Err(too_large(format!(
-            "{FAULTS_MAX} faults are active; clear them first"
-        )));
-    }
-    ctx.faults.borrow_mut().push(Fault {
-        kind,
-        probability: p,
-        target,
-        until,
-    });
-    Ok(())
+    ctx.shared.with_faults(|faults| {
+        if faults.len() >= FAULTS_MAX {
+            return Err(too_large(format!(
+                "{FAULTS_MAX} faults are active; clear them first"
+            )));
+        }
+        faults.push(Fault {
+            kind,
+            probability: p,
+            target,
+            until,
+        });
+        Ok(())
+    })
 }
 
 fn node_status(n: &crate::service::ReplicaStatus) -> NodeStatus {
@@ -161,17 +164,17 @@ fn health_of<S: KvService>(service: &S) -> ClusterHealth {
 }
 
 fn stats_of<S: KvService>(ctx: &FrontCtx<S>) -> DatabaseStats {
-    let s = &ctx.stats;
+    let s = &ctx.shared.stats;
     let (keys, bytes, pending) = ctx.service.storage_stats();
     DatabaseStats {
         total_keys: keys as i64,
         total_size_bytes: bytes as i64,
-        write_operations_count: s.writes.get() as i64,
-        read_operations_count: s.reads.get() as i64,
+        write_operations_count: s.writes.load(Relaxed) as i64,
+        read_operations_count: s.reads.load(Relaxed) as i64,
         average_response_time_ms: thrift::OrderedFloat::from(ctx.metrics.mean_latency_ms()),
-        active_transactions: ctx.txns.borrow().open_count() as i64,
-        committed_transactions: s.committed_txns.get() as i64,
-        aborted_transactions: s.aborted_txns.get() as i64,
+        active_transactions: ctx.shared.txns().open_count() as i64,
+        committed_transactions: s.committed_txns.load(Relaxed) as i64,
+        aborted_transactions: s.aborted_txns.load(Relaxed) as i64,
         cache_hit_rate_percent: None,
         compaction_pending_bytes: Some(pending as i64),
     }

@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::super::ctx::{cf_of, invalid, FrontCtx, DEFAULT_COMMIT_TIMEOUT};
+use super::super::ctx::{bump, cf_of, invalid, FrontCtx, DEFAULT_COMMIT_TIMEOUT};
 use super::super::generated::{
     DeleteKeyRequest, GetRequest, SetKeyRequest, SetVersionstampedKeyRequest,
     SetVersionstampedValueRequest,
@@ -118,7 +118,7 @@ pub(super) async fn point_read<S: KvService>(
     at: Option<Version>,
     op: Result<ReadOp, ServiceError>,
 ) -> Result<Option<Bytes>, ServiceError> {
-    c.stats.reads.set(c.stats.reads.get() + 1);
+    bump(&c.shared.stats.reads);
     match c.service.read(at, op?).await? {
         ReadResult::Value(v) => Ok(v),
         ReadResult::Range(_) => Err(ServiceError::new(

@@ -26,9 +26,10 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::ctx::{FaultKind, FrontCtx};
+use super::ctx::{bump, FaultKind, FrontCtx};
 use super::pipeline::{order_of, InFlight, Order, WriteSignal};
 use super::reply::{to_reply, Reply};
 use super::wire::{Call, Response};
@@ -135,7 +136,7 @@ async fn commit_write<S: KvService>(
     timeout: Duration,
     asked: Option<Duration>,
 ) -> Result<crate::txn::Outcome, ServiceError> {
-    c.stats.writes.set(c.stats.writes.get() + 1);
+    bump(&c.shared.stats.writes);
     with_timeout(timeout, c.service.commit(cmd, asked)).await
 }
 
@@ -176,9 +177,9 @@ pub fn handle<S: KvService>(
     });
     let fut = dispatch(ctx, session, call);
     let ctx2 = ctx.clone();
-    ctx.stats.in_flight.set(ctx.stats.in_flight.get() + 1);
+    ctx.shared.stats.in_flight.fetch_add(1, Ordering::SeqCst);
     Box::pin(async move {
-        let _done = InFlight(&ctx2.stats.in_flight);
+        let _done = InFlight(&ctx2.shared.stats.in_flight);
         if let Some(w) = wait_for {
             w.wait().await;
         }

@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use super::super::ctx::{version_of, FrontCtx};
+use super::super::ctx::{bump, version_of, FrontCtx};
 use super::super::generated::{GetRangeRequest, KeyValue, SnapshotGetRangeRequest};
 use super::super::reply::RangePage;
 use super::Handled;
@@ -53,7 +53,7 @@ async fn range_read<S: KvService>(
     at: Option<Version>,
     q: Result<RangeQuery, ServiceError>,
 ) -> Result<RangePage, ServiceError> {
-    c.stats.reads.set(c.stats.reads.get() + 1);
+    bump(&c.shared.stats.reads);
     match c.service.read(at, ReadOp::Range(q?)).await? {
         ReadResult::Range(r) => Ok(RangePage {
             key_values: r

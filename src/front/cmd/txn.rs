@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::super::ctx::{invalid, version_of, FrontCtx, DEFAULT_COMMIT_TIMEOUT};
+use super::super::ctx::{bump, invalid, version_of, FrontCtx, DEFAULT_COMMIT_TIMEOUT};
 use super::super::generated::{
     AbortTransactionRequest, AtomicCommitRequest, BeginTransactionRequest, CommitTransactionRequest,
 };
@@ -125,8 +125,8 @@ pub(super) fn begin<S: KvService>(
             None => c.service.read_version().await?,
         };
         let id = c
-            .txns
-            .borrow_mut()
+            .shared
+            .txns()
             .begin(v, timeout, Instant::now())
             .map_err(|e| ServiceError::new(ErrorCode::Unavailable, e.to_string()))?;
         Ok((id, v))
@@ -139,8 +139,8 @@ pub(super) fn commit<S: KvService>(
 ) -> impl Handled<Version> {
     let prepared = (|| {
         let rv = ctx
-            .txns
-            .borrow_mut()
+            .shared
+            .txns()
             .finish(&r.transaction_id, Instant::now())
             .map_err(|e| match e {
                 TxnError::TimedOut(_) => ServiceError::new(ErrorCode::Timeout, e.to_string()),
@@ -158,9 +158,9 @@ pub(super) fn abort<S: KvService>(
     ctx: &Rc<FrontCtx<S>>,
     r: AbortTransactionRequest,
 ) -> impl Handled<()> {
-    let found = ctx.txns.borrow_mut().abort(&r.transaction_id);
+    let found = ctx.shared.txns().abort(&r.transaction_id);
     let res = if found {
-        ctx.stats.aborted_txns.set(ctx.stats.aborted_txns.get() + 1);
+        bump(&ctx.shared.stats.aborted_txns);
         Ok(())
     } else {
         Err(invalid(format!(

@@ -1,0 +1,217 @@
+//! `thrift.spread_after_reads`: a connection that only reads moves from the primary's executor
+//! to another one, and keeps getting the same answers there; whatever it does afterwards (a
+//! write, a transaction begun on another connection) still works.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{http_get, Client, Server};
+use paxoskv::front::generated::*;
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TInputProtocol, TOutputProtocol,
+};
+use thrift::transport::{
+    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
+    TIoChannel, TTcpChannel,
+};
+
+/// One executor per replica whatever the core count, so there is always somewhere to move to.
+const CONFIG: &str = "[replicated]\nexecutor_per_core = false\n[thrift]\nspread_after_reads = 4\n";
+
+fn metric(server: &Server, name: &str) -> u64 {
+    let (_, body) = http_get(server.metrics_addr.expect("metrics address"), "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+/// Writes every request in two parts 5 ms apart, so the server often holds half a message when
+/// it hands the connection over (the half must travel with it).
+struct Halves<W: Write> {
+    inner: W,
+    second: bool,
+}
+
+impl<W: Write> Write for Halves<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.second && buf.len() > 1 {
+            self.second = true;
+            let n = self.inner.write(&buf[..buf.len() / 2])?;
+            self.inner.flush()?;
+            return Ok(n);
+        }
+        self.second = false;
+        std::thread::sleep(Duration::from_millis(5));
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn halves_client(addr: SocketAddr, framed: bool) -> Client {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let (r, w) = TTcpChannel::with_stream(stream).split().unwrap();
+    let w = Halves {
+        inner: w,
+        second: false,
+    };
+    let (ip, op): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = if framed {
+        (
+            Box::new(TBinaryInputProtocol::new(
+                TFramedReadTransport::new(r),
+                true,
+            )),
+            Box::new(TBinaryOutputProtocol::new(
+                TFramedWriteTransport::new(w),
+                true,
+            )),
+        )
+    } else {
+        (
+            Box::new(TBinaryInputProtocol::new(
+                TBufferedReadTransport::new(r),
+                true,
+            )),
+            Box::new(TBinaryOutputProtocol::new(
+                TBufferedWriteTransport::new(w),
+                true,
+            )),
+        )
+    };
+    TransactionalKVSyncClient::new(ip, op)
+}
+
+fn set(c: &mut Client, k: &str, v: &str) {
+    let r = c
+        .set_key(SetKeyRequest::new(k.into(), v.into(), None::<String>))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+}
+
+fn get(c: &mut Client, k: &str) -> Option<String> {
+    let r = c.get(GetRequest::new(k.into(), None::<String>)).unwrap();
+    assert!(r.error.is_none(), "{r:?}");
+    r.found.then(|| String::from_utf8(r.value).unwrap())
+}
+
+#[test]
+fn read_only_connections_move_to_other_executors_and_keep_every_answer() {
+    let server = Server::start_with_config(CONFIG, &[]);
+    let mut w = server.client();
+    for i in 0..20 {
+        set(&mut w, &format!("k{i}"), &format!("v{i}"));
+    }
+    // Six readers over both transports, half of them writing each message in two parts.
+    let mut readers: Vec<Client> = (0..6)
+        .map(|i| {
+            let framed = i % 2 == 1;
+            if i < 3 {
+                common::client(server.addr, framed)
+            } else {
+                halves_client(server.addr, framed)
+            }
+        })
+        .collect();
+    for round in 0..12 {
+        for (i, c) in readers.iter_mut().enumerate() {
+            let k = (round + i) % 20;
+            assert_eq!(
+                get(c, &format!("k{k}")).as_deref(),
+                Some(format!("v{k}").as_str()),
+                "reader {i}, round {round}"
+            );
+        }
+    }
+    // Round robin over the accepting executor and two others: 4 of 6 move once each reader
+    // qualified (a reader whose replies were not yet released when it sent again qualifies
+    // at a later request).
+    let moved = metric(&server, "paxoskv_connections_handed_over_total");
+    assert!((2..=4).contains(&moved), "moved {moved}");
+    assert_eq!(metric(&server, "paxoskv_connections_open"), 7);
+
+    // Reads on the moved connections see writes made on the primary's executor, and writes
+    // from them are seen there.
+    for (i, c) in readers.iter_mut().enumerate() {
+        set(&mut w, "shared", &format!("w{i}"));
+        assert_eq!(get(c, "shared").as_deref(), Some(format!("w{i}").as_str()));
+        set(c, &format!("from{i}"), &format!("r{i}"));
+        assert_eq!(
+            get(&mut w, &format!("from{i}")).as_deref(),
+            Some(format!("r{i}").as_str())
+        );
+    }
+
+    // A transaction begun on one connection is committed on another, whichever executor
+    // serves each (every front shares the open transactions).
+    for c in readers.iter_mut() {
+        let b = c
+            .begin_transaction(BeginTransactionRequest::new(None::<i64>, None::<i64>))
+            .unwrap();
+        assert!(b.success, "{b:?}");
+        let op = Operation::new("set".into(), b"txn".to_vec(), b"t".to_vec(), None::<String>);
+        let r = w
+            .commit_transaction(CommitTransactionRequest::new(
+                b.transaction_id,
+                vec![op],
+                None::<Vec<Vec<u8>>>,
+                None::<Vec<KeyRange>>,
+            ))
+            .unwrap();
+        assert!(r.success, "{r:?}");
+    }
+    assert_eq!(get(&mut w, "txn").as_deref(), Some("t"));
+
+    // Closed connections are counted wherever they closed.
+    drop(readers);
+    let started = Instant::now();
+    while metric(&server, "paxoskv_connections_open") != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "connections not released"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn connections_that_write_or_stay_below_the_threshold_are_not_moved() {
+    let server = Server::start_with_config(CONFIG, &[]);
+    let mut w = server.client();
+    set(&mut w, "k", "v");
+    // Reads after a write: settled where it is, however many follow.
+    for _ in 0..20 {
+        assert_eq!(get(&mut w, "k").as_deref(), Some("v"));
+    }
+    // Three reads: below spread_after_reads (4).
+    let mut few: Vec<Client> = (0..4).map(|_| server.client()).collect();
+    for c in few.iter_mut() {
+        for _ in 0..3 {
+            assert_eq!(get(c, "k").as_deref(), Some("v"));
+        }
+    }
+    assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 0);
+}
+
+#[test]
+fn spreading_off_keeps_every_connection_where_it_was_accepted() {
+    let config = "[replicated]\nexecutor_per_core = false\n[thrift]\nspread_after_reads = 0\n";
+    let server = Server::start_with_config(config, &[]);
+    let mut w = server.client();
+    set(&mut w, "k", "v");
+    let mut readers: Vec<Client> = (0..4).map(|_| server.client()).collect();
+    for c in readers.iter_mut() {
+        for _ in 0..10 {
+            assert_eq!(get(c, "k").as_deref(), Some("v"));
+        }
+    }
+    assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 0);
+}
