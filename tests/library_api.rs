@@ -200,7 +200,14 @@ fn the_front_outlives_the_replica_whose_executor_hosts_it() {
         cfg.metrics.clone(),
         host,
         store.service_factory(),
-        store.front_helpers(),
+        store
+            .helper_spawners()
+            .into_iter()
+            .map(|spawn| paxoskv::front::FrontHelper {
+                spawn,
+                make_service: Box::new(store.service_factory()),
+            })
+            .collect(),
     )
     .unwrap();
     let mut c = common::client(front.addr, false);

@@ -390,7 +390,14 @@ fn run_cluster(
             },
         },
         store.service_factory(),
-        store.front_helpers(),
+        store
+            .helper_spawners()
+            .into_iter()
+            .map(|spawn| paxoskv::front::FrontHelper {
+                spawn,
+                make_service: Box::new(store.service_factory()),
+            })
+            .collect(),
     )?;
     tracing::info!(addr = %front.addr, metrics = ?front.metrics_addr, "thrift listening; cluster healthy");
     println!("paxoskv listening on {}", front.addr);

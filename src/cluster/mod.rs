@@ -86,6 +86,18 @@ struct Executor {
     handle: Option<ExecutorJoinHandle<Result<(), crate::error::Error>>>,
 }
 
+impl Executor {
+    /// Hands tasks to this executor; fails once it has stopped.
+    fn spawner(&self) -> GuestSpawner {
+        let tx = self.guests.clone();
+        let id = self.replicas.first().copied().unwrap_or_default();
+        Box::new(move |guest: Guest| {
+            tx.unbounded_send(guest)
+                .map_err(|_| crate::util::guest::ExecutorStopped(id))
+        })
+    }
+}
+
 pub struct ReplicatedKvStore {
     config: ReplicatedConfig,
     /// Each local replica's link TLS (`[network] tls_*`), by id; `None`: plain TCP.
@@ -103,34 +115,20 @@ impl ReplicatedKvStore {
     pub fn front_spawner(&self) -> Option<GuestSpawner> {
         let id = self.running.iter().map(|r| r.local.id).min()?;
         let e = self.executors.iter().find(|e| e.replicas.contains(&id))?;
-        let tx = e.guests.clone();
-        Some(Box::new(move |guest: Guest| {
-            tx.unbounded_send(guest)
-                .map_err(|_| crate::util::guest::ExecutorStopped(id))
-        }))
+        Some(e.spawner())
     }
 
-    /// The executors other than the front's, each with a service of its own: where the
+    /// Hands tasks to each executor other than the front's (`front_spawner`): where the
     /// front may move read-only connections (`thrift.spread_after_reads`). Empty before
     /// `start` and when this process runs one executor.
-    pub fn front_helpers(&self) -> Vec<crate::front::FrontHelper<ClusterService>> {
+    pub fn helper_spawners(&self) -> Vec<GuestSpawner> {
         let Some(front) = self.running.iter().map(|r| r.local.id).min() else {
             return Vec::new();
         };
         self.executors
             .iter()
             .filter(|e| !e.replicas.contains(&front))
-            .map(|e| {
-                let tx = e.guests.clone();
-                let id = e.replicas.first().copied().unwrap_or(front);
-                crate::front::FrontHelper {
-                    spawn: Box::new(move |guest: Guest| {
-                        tx.unbounded_send(guest)
-                            .map_err(|_| crate::util::guest::ExecutorStopped(id))
-                    }),
-                    make_service: Box::new(self.service_factory()),
-                }
-            })
+            .map(Executor::spawner)
             .collect()
     }
 
