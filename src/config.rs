@@ -230,6 +230,11 @@ pub struct StorageSection {
     /// store applies while reads go to it (a primary's) and by reads at the latest version;
     /// 0 turns it off.
     pub latest_cache_bytes: u64,
+    /// RocksDB's flush and compaction threads at the lowest CPU priority (nice 19): on a busy
+    /// host they take the CPU the executors leave instead of preempting them (a preempted
+    /// executor is a latency spike for every request it holds). They still get the CPU when
+    /// the executors wait, and a write stall slows the writes down to what they can flush.
+    pub background_low_priority: bool,
     pub wal_segment_bytes: u64,
     /// Write WAL segments with O_DSYNC (a write is durable when it completes: one io_uring
     /// operation per group commit). False: a write then an fdatasync.
@@ -341,6 +346,7 @@ impl Default for StorageSection {
             mvcc_window_versions: 1_000_000,
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
+            background_low_priority: true,
             wal_segment_bytes: 64 << 20,
             wal_dsync: true,
             memtable_flush_interval: Duration::from_secs(2),

@@ -403,3 +403,49 @@ fn sigkill_before_any_memtable_flush_loses_no_acknowledged_write() {
         );
     }
 }
+
+/// The nice value of each of `pid`'s threads whose name starts with `prefix`.
+fn thread_nices(pid: u32, prefix: &str) -> Vec<i64> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after = stat.rsplit_once(") ").map(|(_, a)| a).unwrap_or("");
+        if let Some(n) = after.split(' ').nth(16).and_then(|n| n.parse().ok()) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+#[test]
+fn rocksdb_flush_threads_run_at_the_lowest_priority_unless_turned_off() {
+    let flush = "[storage]\nmemtable_flush_interval = \"100ms\"\n";
+    for (extra, want) in [("", 19), ("background_low_priority = false\n", 0)] {
+        let server = Server::start_with_config(&format!("{flush}{extra}"), &[]);
+        let mut c = server.client();
+        set_keys(&mut c, 20);
+        // RocksDB sets a pool thread's priority when the thread runs its next job: the periodic
+        // memtable flush (every 100 ms here) runs on the flush thread.
+        let started = Instant::now();
+        loop {
+            let nices = thread_nices(server.child.id(), "rocksdb:high");
+            let settled = started.elapsed() > Duration::from_millis(500);
+            if settled && !nices.is_empty() && nices.iter().all(|&n| n == want) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "flush threads' nice values {nices:?}, want {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -430,6 +430,7 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
         durability: Durability::SyncedWal,
         block_cache_bytes: config.storage.block_cache_bytes as usize,
         latest_cache_bytes: config.storage.latest_cache_bytes,
+        background_low_priority: config.storage.background_low_priority,
     };
     let dir = config.replica_data_dir(0);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

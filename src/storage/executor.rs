@@ -35,6 +35,9 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Bound of the latest-version cache of point reads (`latest.rs`); 0 turns it off.
     pub latest_cache_bytes: u64,
+    /// Run RocksDB's flush and compaction threads at the lowest CPU priority (nice 19). The
+    /// threads are the process's (RocksDB's default environment): once lowered they stay so.
+    pub background_low_priority: bool,
 }
 
 impl Default for StoreOptions {
@@ -44,6 +47,7 @@ impl Default for StoreOptions {
             durability: Durability::SyncedWal,
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
+            background_low_priority: false,
         }
     }
 }
@@ -83,6 +87,12 @@ impl KvStoreExecutor {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
+        if options.background_low_priority {
+            let mut env = rocksdb::Env::new()?;
+            env.lower_thread_pool_cpu_priority();
+            env.lower_high_priority_thread_pool_cpu_priority();
+            opts.set_env(&env);
+        }
         let mut bopts = rocksdb::BlockBasedOptions::default();
         let cache = rocksdb::Cache::new_lru_cache(options.block_cache_bytes);
         bopts.set_block_cache(&cache);
