@@ -208,15 +208,23 @@ fn metrics_endpoint_reports_requests_and_replicas() {
         .filter(|l| l.starts_with("paxoskv_replica_is_primary{") && l.ends_with(" 1"))
         .count();
     assert_eq!(primaries, 1, "{body}");
+    // Every WAL group commit lands in one bucket of the duration histogram.
+    assert!(
+        body.contains("paxoskv_replica_wal_sync_seconds_bucket{replica=\"0\",le=\"0.0001\"}"),
+        "{body}"
+    );
+    let syncs = sum_of_lines(&body, "paxoskv_replica_wal_sync_seconds_count");
+    let in_inf = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("paxoskv_replica_wal_sync_seconds_bucket{") && l.contains("le=\"+Inf\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum::<u64>();
+    assert!(syncs > 0 && syncs == in_inf, "{syncs} {in_inf}: {body}");
     // Once the primary holds a lease (a heartbeat round after its election), gets are served
     // under it without a step of its core, and still see the writes.
-    let sum_of = |body: &str, metric: &str| -> u64 {
-        body.lines()
-            .filter(|l| l.starts_with(&format!("{metric}{{")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
-    };
-    let lease_reads = |body: &str| sum_of(body, "paxoskv_replica_lease_reads_total");
+    let lease_reads = |body: &str| sum_of_lines(body, "paxoskv_replica_lease_reads_total");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let r = c
@@ -237,11 +245,11 @@ fn metrics_endpoint_reports_requests_and_replicas() {
     // answered without a RocksDB iterator.
     let (_, body) = http_get(addr, "/metrics");
     assert!(
-        sum_of(&body, "paxoskv_store_latest_cache_hits_total") > 0,
+        sum_of_lines(&body, "paxoskv_store_latest_cache_hits_total") > 0,
         "{body}"
     );
     assert!(
-        sum_of(&body, "paxoskv_store_latest_cache_bytes") > 0,
+        sum_of_lines(&body, "paxoskv_store_latest_cache_bytes") > 0,
         "{body}"
     );
     let (status, body) = http_get(addr, "/health");
@@ -402,6 +410,14 @@ fn sigkill_before_any_memtable_flush_loses_no_acknowledged_write() {
             "acknowledged write k{i} lost in a crash with unflushed memtables: {r:?}"
         );
     }
+}
+
+/// The sum of every sample of `metric` (all label sets).
+fn sum_of_lines(body: &str, metric: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// The nice value of each of `pid`'s threads whose name starts with `prefix`.

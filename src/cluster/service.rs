@@ -430,7 +430,7 @@ impl KvService for ClusterService {
                 }
             }
         }
-        render_slot_commands(&self.inner.local, out);
+        render_histograms(&self.inner.local, out);
     }
 
     fn set_isolated(&self, replica: u32, isolated: bool) -> Result<(), ServiceError> {
@@ -447,23 +447,56 @@ impl KvService for ClusterService {
     }
 }
 
-/// The commands-per-slot histogram of every local replica, in Prometheus form.
-fn render_slot_commands(local: &[LocalReplica], out: &mut String) {
+/// The histograms of every local replica, in Prometheus form: commands per committed slot and
+/// WAL group-commit durations.
+fn render_histograms(local: &[LocalReplica], out: &mut String) {
+    use super::shared::{SLOT_COMMANDS_BUCKETS, WAL_SYNC_US_BUCKETS};
+    use std::sync::atomic::Ordering::Relaxed;
+    render_histogram(
+        out,
+        local,
+        (
+            "paxoskv_replica_slot_commands",
+            "Commands per committed slot (the batch size).",
+        ),
+        (&SLOT_COMMANDS_BUCKETS, 1.0),
+        |r| &r.shared.slot_commands[..],
+        |r| r.shared.commands.load(Relaxed) as f64,
+    );
+    render_histogram(
+        out,
+        local,
+        (
+            "paxoskv_replica_wal_sync_seconds",
+            "Duration of WAL group commits (a durable write each).",
+        ),
+        (&WAL_SYNC_US_BUCKETS, 1e6),
+        |r| &r.shared.wal_sync_us[..],
+        |r| r.shared.wal_sync_us_total.load(Relaxed) as f64 / 1e6,
+    );
+}
+
+/// One histogram per local replica: `counts` per bucket (not cumulative) with upper
+/// `bounds` (the last one +Inf), divided by `unit` for the `le` labels.
+fn render_histogram(
+    out: &mut String,
+    local: &[LocalReplica],
+    (name, help): (&str, &str),
+    (bounds, unit): (&[u64], f64),
+    counts: fn(&LocalReplica) -> &[std::sync::atomic::AtomicU64],
+    sum: fn(&LocalReplica) -> f64,
+) {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;
-    let name = "paxoskv_replica_slot_commands";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Commands per committed slot (the batch size).\n# TYPE {name} histogram"
-    );
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for r in local {
         let mut cumulative = 0;
-        for (i, bound) in super::shared::SLOT_COMMANDS_BUCKETS.iter().enumerate() {
-            cumulative += r.shared.slot_commands[i].load(Relaxed);
+        for (bound, count) in bounds.iter().zip(counts(r)) {
+            cumulative += count.load(Relaxed);
             let le = if *bound == u64::MAX {
                 "+Inf".to_string()
             } else {
-                bound.to_string()
+                (*bound as f64 / unit).to_string()
             };
             let _ = writeln!(
                 out,
@@ -475,7 +508,7 @@ fn render_slot_commands(local: &[LocalReplica], out: &mut String) {
             out,
             "{name}_sum{{replica=\"{}\"}} {}\n{name}_count{{replica=\"{}\"}} {cumulative}",
             r.id,
-            r.shared.commands.load(Relaxed),
+            sum(r),
             r.id
         );
     }

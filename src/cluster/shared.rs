@@ -79,11 +79,37 @@ pub struct ReplicaShared {
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
     pub slot_commands: [AtomicU64; SLOT_COMMANDS_BUCKETS.len()],
+    /// WAL group commits by duration: bucket `i` counts those of at most
+    /// `WAL_SYNC_US_BUCKETS[i]` µs (not cumulative).
+    pub wal_sync_us: [AtomicU64; WAL_SYNC_US_BUCKETS.len()],
 }
 
 /// Upper bounds of the commands-per-slot histogram (the last bucket takes everything above).
 pub const SLOT_COMMANDS_BUCKETS: [u64; 12] =
     [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, u64::MAX];
+
+/// Upper bounds (µs) of the WAL group-commit duration histogram.
+pub const WAL_SYNC_US_BUCKETS: [u64; 11] = [
+    100,
+    250,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    u64::MAX,
+];
+
+/// The bucket of `v` in a histogram with upper bounds `bounds` (the last takes the rest).
+fn bucket_of(bounds: &[u64], v: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&b| v <= b)
+        .unwrap_or(bounds.len() - 1)
+}
 
 impl ReplicaShared {
     /// The glommio executor this replica runs on, once it started.
@@ -135,6 +161,7 @@ impl ReplicaShared {
             rebuilds: AtomicU64::new(0),
             executor: AtomicU64::new(0),
             slot_commands: Default::default(),
+            wal_sync_us: Default::default(),
         }
     }
 
@@ -159,11 +186,13 @@ impl ReplicaShared {
 
     /// Counts one committed slot of `commands` commands in the histogram.
     pub fn record_slot(&self, commands: usize) {
-        let i = SLOT_COMMANDS_BUCKETS
-            .iter()
-            .position(|&b| commands as u64 <= b)
-            .unwrap_or(SLOT_COMMANDS_BUCKETS.len() - 1);
+        let i = bucket_of(&SLOT_COMMANDS_BUCKETS, commands as u64);
         self.slot_commands[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one WAL group commit that took `us` µs in the histogram.
+    pub fn record_wal_sync(&self, us: u64) {
+        self.wal_sync_us[bucket_of(&WAL_SYNC_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Consumes a one-shot test hook: true once after it was armed. A plain load first, so

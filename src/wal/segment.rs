@@ -18,6 +18,8 @@ pub struct WalStats {
     pub bytes_written: u64,
     pub records: u64,
     pub sync_us_total: u64,
+    /// How long the latest group commit took.
+    pub last_sync_us: u64,
     pub segments_created: u64,
     pub segments_removed: u64,
 }
@@ -503,7 +505,8 @@ impl Wal {
         }
         r?;
         self.stats.syncs += 1;
-        self.stats.sync_us_total += started.elapsed().as_micros() as u64;
+        self.stats.last_sync_us = started.elapsed().as_micros() as u64;
+        self.stats.sync_us_total += self.stats.last_sync_us;
         self.durable = Lsn(self.next_lsn.0 - 1);
         Ok(self.durable)
     }
