@@ -10,13 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{http_get, Client, Server};
 use paxoskv::front::generated::*;
-use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TInputProtocol, TOutputProtocol,
-};
-use thrift::transport::{
-    TBufferedReadTransport, TBufferedWriteTransport, TFramedReadTransport, TFramedWriteTransport,
-    TIoChannel, TTcpChannel,
-};
+use thrift::transport::{TIoChannel, TTcpChannel};
 
 /// One executor per replica whatever the core count, so there is always somewhere to move to.
 const CONFIG: &str = "[replicated]\nexecutor_per_core = false\n[thrift]\nspread_after_reads = 4\n";
@@ -64,30 +58,7 @@ fn halves_client(addr: SocketAddr, framed: bool) -> Client {
         inner: w,
         second: false,
     };
-    let (ip, op): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = if framed {
-        (
-            Box::new(TBinaryInputProtocol::new(
-                TFramedReadTransport::new(r),
-                true,
-            )),
-            Box::new(TBinaryOutputProtocol::new(
-                TFramedWriteTransport::new(w),
-                true,
-            )),
-        )
-    } else {
-        (
-            Box::new(TBinaryInputProtocol::new(
-                TBufferedReadTransport::new(r),
-                true,
-            )),
-            Box::new(TBinaryOutputProtocol::new(
-                TBufferedWriteTransport::new(w),
-                true,
-            )),
-        )
-    };
-    TransactionalKVSyncClient::new(ip, op)
+    common::client_over(r, w, framed)
 }
 
 fn set(c: &mut Client, k: &str, v: &str) {

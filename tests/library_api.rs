@@ -200,14 +200,7 @@ fn the_front_outlives_the_replica_whose_executor_hosts_it() {
         cfg.metrics.clone(),
         host,
         store.service_factory(),
-        store
-            .helper_spawners()
-            .into_iter()
-            .map(|spawn| paxoskv::front::FrontHelper {
-                spawn,
-                make_service: Box::new(store.service_factory()),
-            })
-            .collect(),
+        paxoskv::front::FrontHelper::on_each(store.helper_spawners(), || store.service_factory()),
     )
     .unwrap();
     let mut c = common::client(front.addr, false);

@@ -390,14 +390,7 @@ fn run_cluster(
             },
         },
         store.service_factory(),
-        store
-            .helper_spawners()
-            .into_iter()
-            .map(|spawn| paxoskv::front::FrontHelper {
-                spawn,
-                make_service: Box::new(store.service_factory()),
-            })
-            .collect(),
+        paxoskv::front::FrontHelper::on_each(store.helper_spawners(), || store.service_factory()),
     )?;
     tracing::info!(addr = %front.addr, metrics = ?front.metrics_addr, "thrift listening; cluster healthy");
     println!("paxoskv listening on {}", front.addr);

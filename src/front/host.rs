@@ -18,6 +18,22 @@ pub struct FrontHelper<S> {
     pub make_service: Box<dyn FnOnce() -> S + Send>,
 }
 
+impl<S> FrontHelper<S> {
+    /// A helper on each executor `spawners` reach, each with a service from `factory`.
+    pub fn on_each<F>(spawners: Vec<GuestSpawner>, factory: impl Fn() -> F) -> Vec<Self>
+    where
+        F: FnOnce() -> S + Send + 'static,
+    {
+        spawners
+            .into_iter()
+            .map(|spawn| FrontHelper {
+                spawn,
+                make_service: Box::new(factory()),
+            })
+            .collect()
+    }
+}
+
 /// How often a stopping front looks whether its requests in flight have drained.
 const DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 

@@ -290,6 +290,15 @@ pub fn client(addr: SocketAddr, framed: bool) -> Client {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let (r, w) = TTcpChannel::with_stream(stream).split().unwrap();
+    client_over(r, w, framed)
+}
+
+/// A client over a connection's read half and any writer (a test may shape what it sends).
+pub fn client_over<R, W>(r: R, w: W, framed: bool) -> Client
+where
+    R: std::io::Read + Send + 'static,
+    W: std::io::Write + Send + 'static,
+{
     let (ip, op): (Box<dyn TInputProtocol>, Box<dyn TOutputProtocol>) = if framed {
         (
             Box::new(TBinaryInputProtocol::new(
