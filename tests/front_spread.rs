@@ -186,3 +186,56 @@ fn spreading_off_keeps_every_connection_where_it_was_accepted() {
     }
     assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 0);
 }
+
+#[test]
+fn a_graceful_stop_answers_a_read_in_flight_on_a_moved_connection() {
+    let mut server = Server::start_with_config(CONFIG, &["--enable-fault-injection"]);
+    let mut w = server.client();
+    set(&mut w, "k", "v");
+    // Two readers qualify, one after the other: the first keeps its place (its turn), the
+    // second moves. Each runs in a thread of its own (a client is not Send) and makes one more
+    // get when told to.
+    let addr = server.addr;
+    let mut gets = Vec::new();
+    let mut go = Vec::new();
+    for _ in 0..2 {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        gets.push(std::thread::spawn(move || {
+            let mut c = common::client(addr, false);
+            for _ in 0..10 {
+                assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
+            }
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            c.get(GetRequest::new(b"k".to_vec(), None::<String>))
+        }));
+        ready_rx.recv().unwrap();
+        go.push(go_tx);
+    }
+    assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 1);
+    // Every get now waits 800 ms (faults are shared by every executor's front): both readers'
+    // gets are in flight when SIGTERM arrives, one of them on the other executor.
+    let r = w
+        .set_fault_injection(FaultInjectionRequest::new(
+            "delay".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            800,
+            "get".to_string(),
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+    for g in &go {
+        g.send(()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    for g in gets {
+        let r = g.join().unwrap().expect("the read in flight is answered");
+        assert!(r.found && r.value == b"v", "{r:?}");
+    }
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}");
+}
