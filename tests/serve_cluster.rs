@@ -213,14 +213,7 @@ fn metrics_endpoint_reports_requests_and_replicas() {
         body.contains("paxoskv_replica_wal_sync_seconds_bucket{replica=\"0\",le=\"0.0001\"}"),
         "{body}"
     );
-    let syncs = sum_of_lines(&body, "paxoskv_replica_wal_sync_seconds_count");
-    let in_inf = body
-        .lines()
-        .filter(|l| {
-            l.starts_with("paxoskv_replica_wal_sync_seconds_bucket{") && l.contains("le=\"+Inf\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum::<u64>();
+    let (syncs, in_inf) = histogram_totals(&body, "paxoskv_replica_wal_sync_seconds");
     assert!(syncs > 0 && syncs == in_inf, "{syncs} {in_inf}: {body}");
     // Once the primary holds a lease (a heartbeat round after its election), gets are served
     // under it without a step of its core, and still see the writes.
@@ -251,6 +244,12 @@ fn metrics_endpoint_reports_requests_and_replicas() {
     assert!(
         sum_of_lines(&body, "paxoskv_store_latest_cache_bytes") > 0,
         "{body}"
+    );
+    // Every heartbeat tick (100 ms) records how late its timer fired.
+    let (ticks, ticks_in_inf) = histogram_totals(&body, "paxoskv_replica_timer_lag_seconds");
+    assert!(
+        ticks > 0 && ticks == ticks_in_inf,
+        "{ticks} {ticks_in_inf}: {body}"
     );
     let (status, body) = http_get(addr, "/health");
     assert!(
@@ -418,6 +417,16 @@ fn sum_of_lines(body: &str, metric: &str) -> u64 {
         .filter(|l| l.starts_with(&format!("{metric}{{")))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// A histogram's count and its +Inf bucket, summed over every replica.
+fn histogram_totals(body: &str, name: &str) -> (u64, u64) {
+    let inf = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains("le=\"+Inf\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    (sum_of_lines(body, &format!("{name}_count")), inf)
 }
 
 /// The nice value of each of `pid`'s threads whose name starts with `prefix`.

@@ -447,10 +447,10 @@ impl KvService for ClusterService {
     }
 }
 
-/// The histograms of every local replica, in Prometheus form: commands per committed slot and
-/// WAL group-commit durations.
+/// The histograms of every local replica, in Prometheus form: commands per committed slot, WAL
+/// group-commit durations, heartbeat timer lag.
 fn render_histograms(local: &[LocalReplica], out: &mut String) {
-    use super::shared::{SLOT_COMMANDS_BUCKETS, WAL_SYNC_US_BUCKETS};
+    use super::shared::{DURATION_US_BUCKETS, SLOT_COMMANDS_BUCKETS};
     use std::sync::atomic::Ordering::Relaxed;
     render_histogram(
         out,
@@ -470,9 +470,21 @@ fn render_histograms(local: &[LocalReplica], out: &mut String) {
             "paxoskv_replica_wal_sync_seconds",
             "Duration of WAL group commits (a durable write each).",
         ),
-        (&WAL_SYNC_US_BUCKETS, 1e6),
+        (&DURATION_US_BUCKETS, 1e6),
         |r| &r.shared.wal_sync_us[..],
         |r| r.shared.wal_sync_us_total.load(Relaxed) as f64 / 1e6,
+    );
+    render_histogram(
+        out,
+        local,
+        (
+            "paxoskv_replica_timer_lag_seconds",
+            "How late the replica's heartbeat timer fired: time its executor could not run \
+             (a busy or starved core).",
+        ),
+        (&DURATION_US_BUCKETS, 1e6),
+        |r| &r.shared.timer_lag_us[..],
+        |r| r.shared.timer_lag_us_total.load(Relaxed) as f64 / 1e6,
     );
 }
 

@@ -80,16 +80,20 @@ pub struct ReplicaShared {
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
     pub slot_commands: [AtomicU64; SLOT_COMMANDS_BUCKETS.len()],
     /// WAL group commits by duration: bucket `i` counts those of at most
-    /// `WAL_SYNC_US_BUCKETS[i]` µs (not cumulative).
-    pub wal_sync_us: [AtomicU64; WAL_SYNC_US_BUCKETS.len()],
+    /// `DURATION_US_BUCKETS[i]` µs (not cumulative).
+    pub wal_sync_us: [AtomicU64; DURATION_US_BUCKETS.len()],
+    /// Heartbeat ticks by how late their timer fired (same buckets): time the replica's
+    /// executor could not run, on a busy or starved core.
+    pub timer_lag_us: [AtomicU64; DURATION_US_BUCKETS.len()],
+    pub timer_lag_us_total: AtomicU64,
 }
 
 /// Upper bounds of the commands-per-slot histogram (the last bucket takes everything above).
 pub const SLOT_COMMANDS_BUCKETS: [u64; 12] =
     [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, u64::MAX];
 
-/// Upper bounds (µs) of the WAL group-commit duration histogram.
-pub const WAL_SYNC_US_BUCKETS: [u64; 11] = [
+/// Upper bounds (µs) of the duration histograms (WAL group commits, timer lag).
+pub const DURATION_US_BUCKETS: [u64; 11] = [
     100,
     250,
     500,
@@ -162,6 +166,8 @@ impl ReplicaShared {
             executor: AtomicU64::new(0),
             slot_commands: Default::default(),
             wal_sync_us: Default::default(),
+            timer_lag_us: Default::default(),
+            timer_lag_us_total: AtomicU64::new(0),
         }
     }
 
@@ -192,7 +198,13 @@ impl ReplicaShared {
 
     /// Counts one WAL group commit that took `us` µs in the histogram.
     pub fn record_wal_sync(&self, us: u64) {
-        self.wal_sync_us[bucket_of(&WAL_SYNC_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
+        self.wal_sync_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one timer that fired `us` µs late.
+    pub fn record_timer_lag(&self, us: u64) {
+        self.timer_lag_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
+        self.timer_lag_us_total.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Consumes a one-shot test hook: true once after it was armed. A plain load first, so

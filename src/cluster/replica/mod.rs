@@ -162,10 +162,14 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
     forward_stream(snapshot_rx, ev_tx.clone(), Ev::SnapshotOut);
     {
         let tx = ev_tx.clone();
+        let shared = p.shared.clone();
         let tick = Duration::from_millis(p.paxos.heartbeat_interval_ms).max(TICK_MIN);
         glommio::spawn_local(async move {
             loop {
+                let asleep = Instant::now();
                 glommio::timer::sleep(tick).await;
+                let late = asleep.elapsed().saturating_sub(tick);
+                shared.record_timer_lag(late.as_micros() as u64);
                 if tx.send(Ev::Tick).await.is_err() {
                     return;
                 }
