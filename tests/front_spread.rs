@@ -74,6 +74,13 @@ fn get(c: &mut Client, k: &str) -> Option<String> {
     r.found.then(|| String::from_utf8(r.value).unwrap())
 }
 
+/// `n` gets of "k", each answering "v".
+fn read_v(c: &mut Client, n: usize) {
+    for _ in 0..n {
+        assert_eq!(get(c, "k").as_deref(), Some("v"));
+    }
+}
+
 #[test]
 fn read_only_connections_move_to_other_executors_and_keep_every_answer() {
     let server = Server::start_with_config(CONFIG, &[]);
@@ -159,15 +166,11 @@ fn connections_that_write_or_stay_below_the_threshold_are_not_moved() {
     let mut w = server.client();
     set(&mut w, "k", "v");
     // Reads after a write: settled where it is, however many follow.
-    for _ in 0..20 {
-        assert_eq!(get(&mut w, "k").as_deref(), Some("v"));
-    }
+    read_v(&mut w, 20);
     // Three reads: below spread_after_reads (4).
     let mut few: Vec<Client> = (0..4).map(|_| server.client()).collect();
     for c in few.iter_mut() {
-        for _ in 0..3 {
-            assert_eq!(get(c, "k").as_deref(), Some("v"));
-        }
+        read_v(c, 3);
     }
     assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 0);
 }
@@ -180,9 +183,7 @@ fn spreading_off_keeps_every_connection_where_it_was_accepted() {
     set(&mut w, "k", "v");
     let mut readers: Vec<Client> = (0..4).map(|_| server.client()).collect();
     for c in readers.iter_mut() {
-        for _ in 0..10 {
-            assert_eq!(get(c, "k").as_deref(), Some("v"));
-        }
+        read_v(c, 10);
     }
     assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 0);
 }
@@ -203,9 +204,7 @@ fn a_graceful_stop_answers_a_read_in_flight_on_a_moved_connection() {
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         gets.push(std::thread::spawn(move || {
             let mut c = common::client(addr, false);
-            for _ in 0..10 {
-                assert_eq!(get(&mut c, "k").as_deref(), Some("v"));
-            }
+            read_v(&mut c, 10);
             ready_tx.send(()).unwrap();
             go_rx.recv().unwrap();
             c.get(GetRequest::new(b"k".to_vec(), None::<String>))

@@ -107,7 +107,6 @@ impl FrontShared {
 /// the limits, and the server-wide `shared` state.
 pub struct FrontCtx<S> {
     pub service: S,
-    pub metrics: Arc<crate::metrics::Metrics>,
     pub limits: ThriftSection,
     pub shared: Arc<FrontShared>,
     rng: Cell<u64>,
@@ -128,7 +127,6 @@ impl<S: KvService> FrontCtx<S> {
     pub fn new(service: S, limits: ThriftSection, shared: Arc<FrontShared>) -> Self {
         FrontCtx {
             service,
-            metrics: shared.metrics.clone(),
             limits,
             shared,
             rng: Cell::new(unix_us() as u64 | 1),

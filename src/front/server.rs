@@ -216,7 +216,7 @@ pub async fn run_thrift_listener<S: KvService>(
             drop(stream);
             continue;
         }
-        ctx.metrics.connection_opened();
+        ctx.shared.metrics.connection_opened();
         glommio::spawn_local(run_connection(
             ctx.clone(),
             conns.clone(),
@@ -244,7 +244,7 @@ pub(super) async fn run_connection<S: KvService>(
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let metrics = ctx.metrics.clone();
+    let metrics = ctx.shared.metrics.clone();
     let shared = ctx.shared.clone();
     let _ = stream.set_nodelay(true);
     let res = match tls {

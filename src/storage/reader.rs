@@ -152,7 +152,9 @@ impl KvReader {
         if let Some(found) = self.cached(&prefix, at)? {
             return Ok(found);
         }
-        // A read at the latest version may fill the cache (`latest.rs`).
+        // A read at the latest version may fill the cache (`latest.rs`). The ticket comes
+        // first, the version check after it: an apply run published between the two makes the
+        // check fail, one begun after the ticket makes the fill drop.
         let ticket = self
             .shared
             .latest

@@ -171,7 +171,7 @@ fn stats_of<S: KvService>(ctx: &FrontCtx<S>) -> DatabaseStats {
         total_size_bytes: bytes as i64,
         write_operations_count: s.writes.load(Relaxed) as i64,
         read_operations_count: s.reads.load(Relaxed) as i64,
-        average_response_time_ms: thrift::OrderedFloat::from(ctx.metrics.mean_latency_ms()),
+        average_response_time_ms: thrift::OrderedFloat::from(ctx.shared.metrics.mean_latency_ms()),
         active_transactions: ctx.shared.txns().open_count() as i64,
         committed_transactions: s.committed_txns.load(Relaxed) as i64,
         aborted_transactions: s.aborted_txns.load(Relaxed) as i64,

@@ -194,7 +194,7 @@ pub fn handle<S: KvService>(
             w.finish();
         }
         let us = started.elapsed().as_micros() as u64;
-        ctx2.metrics.record(method, code, us);
+        ctx2.shared.metrics.record(method, code, us);
         resp
     })
 }
