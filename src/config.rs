@@ -209,11 +209,15 @@ pub struct ThriftSection {
     /// before its next commit; more are refused with `TOO_LARGE`.
     pub max_session_conflict_bytes: u64,
     /// On a server whose replicas share one process over several executors: a plain-TCP
-    /// connection that has made this many reads and nothing else moves from the executor that
-    /// accepted it (the primary's) to another one, every other such connection, so reads use
-    /// every core while writes stay beside the primary. 0 keeps every connection where it
-    /// was accepted.
+    /// connection that has made this many reads, with writes at most
+    /// `spread_max_write_percent` of its calls, moves from the executor that accepted it (the
+    /// primary's) to another one, every other such connection, so reads use every core while
+    /// writes stay beside the primary. 0 keeps every connection where it was accepted.
     pub spread_after_reads: u32,
+    /// The largest share of writes (percent of reads and writes) a connection may have made
+    /// and still move (`spread_after_reads`); its later writes cross to the primary's executor.
+    /// 0 moves only connections that never wrote.
+    pub spread_max_write_percent: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -334,6 +338,7 @@ impl Default for ThriftSection {
             idle_timeout: Duration::from_secs(300),
             max_session_conflict_bytes: 16 << 20,
             spread_after_reads: 16,
+            spread_max_write_percent: 20,
         }
     }
 }

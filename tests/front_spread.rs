@@ -1,6 +1,7 @@
-//! `thrift.spread_after_reads`: a connection that only reads moves from the primary's executor
-//! to another one, and keeps getting the same answers there; whatever it does afterwards (a
-//! write, a transaction begun on another connection) still works.
+//! `thrift.spread_after_reads`: a connection that mostly reads (writes at most
+//! `thrift.spread_max_write_percent` of its calls) moves from the primary's executor to another
+//! one, and keeps getting the same answers there, its session's committed version with it;
+//! whatever it does afterwards (a write, a transaction begun on another connection) still works.
 
 mod common;
 
@@ -161,18 +162,81 @@ fn read_only_connections_move_to_other_executors_and_keep_every_answer() {
 }
 
 #[test]
-fn connections_that_write_or_stay_below_the_threshold_are_not_moved() {
+fn connections_that_write_more_than_the_share_or_stay_below_the_threshold_are_not_moved() {
     let server = Server::start_with_config(CONFIG, &[]);
     let mut w = server.client();
     set(&mut w, "k", "v");
-    // Reads after a write: settled where it is, however many follow.
-    read_v(&mut w, 20);
+    // The first qualifying connection keeps its place (its turn): every one after it would move.
+    // (A connection is judged when it sends again with its replies written: 8 reads leave
+    // room for a reply not yet released.)
+    let mut first = server.client();
+    read_v(&mut first, 8);
+    // Two writes, then reads: 2 of 6 calls (33%) when it reached the reads, over the 20%
+    // share; judged then and settled where it is, however many reads follow.
+    let mut writer = server.client();
+    set(&mut writer, "k", "v");
+    set(&mut writer, "k", "v");
+    read_v(&mut writer, 20);
     // Three reads: below spread_after_reads (4).
     let mut few: Vec<Client> = (0..4).map(|_| server.client()).collect();
     for c in few.iter_mut() {
         read_v(c, 3);
     }
     assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 0);
+}
+
+fn committed_version(c: &mut Client) -> i64 {
+    let r = c
+        .get_committed_version(GetCommittedVersionRequest::new())
+        .unwrap();
+    assert!(r.success, "{r:?}");
+    r.version
+}
+
+#[test]
+fn a_connection_that_mostly_reads_moves_with_its_committed_version_and_its_writes_still_work() {
+    let server = Server::start_with_config(CONFIG, &[]);
+    let mut w = server.client();
+    set(&mut w, "k", "v");
+    let mut first = server.client();
+    read_v(&mut first, 8);
+    // One atomic commit, then reads: at most 1 of 5 calls (20%, the default share) when it is
+    // judged: it moves, on the second turn.
+    let mut c = server.client();
+    let commit = |c: &mut Client, value: &str| {
+        let r = c
+            .atomic_commit(AtomicCommitRequest::new(
+                0,
+                vec![Operation::new(
+                    "set".into(),
+                    b"mine".to_vec(),
+                    value.as_bytes().to_vec(),
+                    None::<String>,
+                )],
+                Vec::new(),
+                None::<i64>,
+                None::<Vec<KeyRange>>,
+            ))
+            .unwrap();
+        assert!(r.success, "{r:?}");
+        r.committed_version.expect("a committed version")
+    };
+    let v1 = commit(&mut c, "one");
+    read_v(&mut c, 8);
+    assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 1);
+    // Answered on the executor it moved to: the session came with it (a session without one
+    // answers the newest applied version, past v1 after this write).
+    set(&mut w, "other", "x");
+    assert_eq!(committed_version(&mut c), v1);
+    // Its writes cross to the primary and it reads them back; others see them too.
+    let v2 = commit(&mut c, "two");
+    assert!(v2 > v1);
+    assert_eq!(committed_version(&mut c), v2);
+    assert_eq!(get(&mut c, "mine").as_deref(), Some("two"));
+    set(&mut c, "k", "v2");
+    assert_eq!(get(&mut c, "k").as_deref(), Some("v2"));
+    assert_eq!(get(&mut w, "mine").as_deref(), Some("two"));
+    assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 1);
 }
 
 #[test]

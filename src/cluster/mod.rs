@@ -119,7 +119,7 @@ impl ReplicatedKvStore {
     }
 
     /// Hands tasks to each executor other than the front's (`front_spawner`): where the
-    /// front may move read-only connections (`thrift.spread_after_reads`). Empty before
+    /// front may move connections that mostly read (`thrift.spread_after_reads`). Empty before
     /// `start` and when this process runs one executor.
     pub fn helper_spawners(&self) -> Vec<GuestSpawner> {
         let Some(front) = self.running.iter().map(|r| r.local.id).min() else {

@@ -145,6 +145,13 @@ impl ReplicatedConfig {
                  room for its largest reply there)",
             ));
         }
+        if self.thrift.spread_max_write_percent > 100 {
+            return Err(bad(
+                "thrift.spread_max_write_percent",
+                self.thrift.spread_max_write_percent,
+                "must be at most 100",
+            ));
+        }
         if c.pipeline_depth > 4096 {
             return Err(bad(
                 "consensus.pipeline_depth",

@@ -11,7 +11,7 @@ use crate::config::{MetricsSection, ThriftSection};
 use crate::service::KvService;
 use crate::util::guest::GuestSpawner;
 
-/// Another executor of the process where read-only connections may be served
+/// Another executor of the process where connections that mostly read may be served
 /// (`thrift.spread_after_reads`): how to start a task there, and the service for it.
 pub struct FrontHelper<S> {
     pub spawn: GuestSpawner,
@@ -157,7 +157,11 @@ where
                 }
             },
         };
-        let spreader = spread::Spreader::new(hand_offs, limits.spread_after_reads);
+        let spreader = spread::Spreader::new(
+            hand_offs,
+            limits.spread_after_reads,
+            limits.spread_max_write_percent,
+        );
         let ctx = Rc::new(ctx::FrontCtx::new(service, limits, shared.clone()));
         let _ = tx.send(Ok((local, metrics_addr)));
         server::run_thrift_listener(listener, ctx.clone(), tls, stop_rx, spreader).await;

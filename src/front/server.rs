@@ -21,10 +21,11 @@ use thrift::ApplicationError;
 use super::cmd::handle;
 use super::codec::{self, FrameError, Scan, Transport};
 use super::ctx::FrontCtx;
-use super::spread::{ReadOnly, Spreader};
+use super::spread::{ReadMostly, Spreader};
 use super::wire::{self, Response};
 use crate::service::{ErrorCode, KvService, ServiceError};
 use crate::txn::interactive::Session;
+use crate::types::Version;
 use crate::util::read_buf::ReadBuf;
 
 /// Pause after a failed accept before trying again.
@@ -166,6 +167,8 @@ impl Conns {
 pub(super) struct Start {
     pub(super) pending: Vec<u8>,
     pub(super) transport: Option<Transport>,
+    /// The session's committed version, carried from the executor it was handed over by.
+    pub(super) committed_version: Option<Version>,
 }
 
 /// How a connection's service ended without an error.
@@ -179,7 +182,7 @@ enum Served {
 /// Accepts connections until the listener fails; each connection is served by its own task.
 /// Returns when `stop` fires (or its sender is dropped): the listener closes, so no new
 /// connection is accepted; connections already open keep being served until the process ends.
-/// With a `spread`, read-only connections may move to other executors (`spread.rs`).
+/// With a `spread`, connections that mostly read may move to other executors (`spread.rs`).
 pub async fn run_thrift_listener<S: KvService>(
     listener: TcpListener,
     ctx: Rc<FrontCtx<S>>,
@@ -249,8 +252,8 @@ pub(super) async fn run_connection<S: KvService>(
     let _ = stream.set_nodelay(true);
     let res = match tls {
         None => {
-            let read_only = spread.map(|s| ReadOnly::new(s, stream.as_raw_fd()));
-            serve_connection(stream, ctx, idle, start, read_only).await
+            let movable = spread.map(|s| ReadMostly::new(s, stream.as_raw_fd()));
+            serve_connection(stream, ctx, idle, start, movable).await
         }
         Some(acceptor) => {
             // The handshake is bounded like any started message (thrift.read_timeout).
@@ -302,13 +305,13 @@ enum Closed {
 }
 
 /// Serves one connection until the peer closes it, sends something unusable, or (with
-/// `read_only`) it moves to another executor.
+/// `movable`) it moves to another executor.
 async fn serve_connection<S, IO>(
     stream: IO,
     ctx: Rc<FrontCtx<S>>,
     mut idle: IdleWatch,
     start: Start,
-    mut read_only: Option<ReadOnly>,
+    mut movable: Option<ReadMostly>,
 ) -> Result<Served, Closed>
 where
     S: KvService,
@@ -327,7 +330,10 @@ where
     });
     let writer: JoinHandle<Result<(), Closed>> =
         glommio::spawn_local(run_writer(rx, wr, inflight.clone())).detach();
-    let session = Rc::new(RefCell::new(Session::default()));
+    let session = Rc::new(RefCell::new(Session {
+        committed_version: start.committed_version,
+        ..Session::default()
+    }));
     let max = ctx.limits.max_message_bytes as usize;
     let mut buf = ReadBuf::new(READ_CHUNK_BYTES);
     let n = start.pending.len();
@@ -366,7 +372,7 @@ where
                 Err(e) => break 'conn Err(Closed::Header(e.to_string())),
             };
             buf.consume(header + body);
-            if let (Some(r), Ok(call)) = (read_only.as_mut(), &incoming.call) {
+            if let (Some(r), Ok(call)) = (movable.as_mut(), &incoming.call) {
                 r.note(call);
             }
             // A range call holds room for its largest reply until that reply is written: the
@@ -453,11 +459,11 @@ where
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break Ok(Served::Closed),
             Err(e) => break Err(Closed::Read(e)),
         }
-        // Every reply written (the client sent again): the moment a read-only connection may
-        // move, with what it just read.
-        if let Some(r) = read_only.as_mut() {
+        // Every reply written (the client sent again): the moment a connection that mostly
+        // reads may move, with what it just read.
+        if let Some(r) = movable.as_mut() {
             if let Some(home) = r.hand_to(inflight.held() == 0, &session.borrow()) {
-                match r.package(buf.pending(), transport) {
+                match r.package(buf.pending(), transport, &session.borrow()) {
                     Ok(h) => {
                         handing = Some((home, h));
                         break Ok(Served::HandedOver);

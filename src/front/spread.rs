@@ -1,16 +1,19 @@
-//! Spreading read-only connections over the other executors of the process.
+//! Spreading connections that mostly read over the other executors of the process.
 //!
 //! The front accepts every connection on the executor of the primary it feeds, so a write
 //! reaches its replica without crossing cores. Reads under the primary's lease need no step of
-//! the primary (atomics and the store, which any thread may read), so a connection that only
-//! reads can be served on any executor: on a server of several cores, the accepting front hands
-//! every other connection that has made `thrift.spread_after_reads` reads and nothing else to a
-//! helper front on another executor (round robin, the accepting executor taking its turn too).
-//! The socket moves as a duplicated descriptor with the bytes already read after the last
-//! complete message; the client sees nothing. A connection moves once, after its replies are
-//! all written, while its session holds nothing (no read version set, no read conflicts, no
-//! write); one that writes later is still served where it is (its writes cross to the primary
-//! like a forwarded call). TLS connections stay where they were accepted.
+//! the primary (atomics and the store, which any thread may read), so a connection that mostly
+//! reads is best served on any executor: on a server of several cores, the accepting front
+//! hands every other connection that has made `thrift.spread_after_reads` reads, with writes
+//! at most `thrift.spread_max_write_percent` of its calls, to a helper front on another
+//! executor (round robin, the accepting executor taking its turn too). Its writes, from then
+//! on, cross to the primary like a forwarded call: worth it when they are a small share (a
+//! write-heavy connection stays, where its writes need no crossing). The socket moves as a
+//! duplicated descriptor with the bytes already read after the last complete message, and the
+//! session's committed version with it; the client sees nothing. A connection is judged once,
+//! when it reaches the reads, and moves only after its replies are all written (so every write
+//! it made is answered) and while its session holds no transaction state (no read version
+//! set, no read conflicts). TLS connections stay where they were accepted.
 
 use std::cell::Cell;
 use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -26,6 +29,7 @@ use super::server::{self, Conns, Start};
 use super::wire::Call;
 use crate::service::KvService;
 use crate::txn::interactive::Session;
+use crate::types::Version;
 
 /// A connection on its way to another executor.
 pub struct Handed {
@@ -33,6 +37,9 @@ pub struct Handed {
     /// Bytes read after the last complete message (the start of the next one).
     pending: Vec<u8>,
     transport: Option<Transport>,
+    /// The session's last committed version (`getCommittedVersion`): all a movable session
+    /// holds.
+    committed_version: Option<Version>,
 }
 
 /// Where connections are handed to: one channel per helper front.
@@ -43,16 +50,22 @@ pub struct Spreader {
     helpers: Vec<HandOff>,
     turn: Cell<usize>,
     after_reads: u32,
+    max_write_percent: u32,
 }
 
 impl Spreader {
     /// None when there is nowhere to spread to (or spreading is off: `after_reads` 0).
-    pub fn new(helpers: Vec<HandOff>, after_reads: u32) -> Option<Rc<Spreader>> {
+    pub fn new(
+        helpers: Vec<HandOff>,
+        after_reads: u32,
+        max_write_percent: u32,
+    ) -> Option<Rc<Spreader>> {
         (!helpers.is_empty() && after_reads > 0).then(|| {
             Rc::new(Spreader {
                 helpers,
                 turn: Cell::new(0),
                 after_reads,
+                max_write_percent,
             })
         })
     }
@@ -65,52 +78,65 @@ impl Spreader {
     }
 }
 
-/// One connection's record on the accepting front: how many reads it made, whether it did
-/// anything else, whether its place is settled.
-pub struct ReadOnly {
+/// One connection's record on the accepting front: how many reads and writes it made,
+/// whether its place is settled.
+pub struct ReadMostly {
     spreader: Rc<Spreader>,
     fd: RawFd,
     reads: u32,
+    writes: u32,
     settled: bool,
 }
 
-impl ReadOnly {
+impl ReadMostly {
     /// `fd` is the connection's socket (plain TCP), open for as long as this record lives.
     pub fn new(spreader: Rc<Spreader>, fd: RawFd) -> Self {
-        ReadOnly {
+        ReadMostly {
             spreader,
             fd,
             reads: 0,
+            writes: 0,
             settled: false,
         }
     }
 
-    /// Counts a call the connection made; a write settles it where it is.
+    /// Counts a call the connection made (reads and writes; other calls count as neither).
     pub fn note(&mut self, call: &Call) {
         if order_of(call) == Order::Write {
-            self.settled = true;
+            self.writes = self.writes.saturating_add(1);
         } else if is_plain_read(call) {
             self.reads = self.reads.saturating_add(1);
         }
     }
 
-    /// Whether the connection moves now (and then where): it made enough reads and nothing
-    /// else, `idle` says its replies are all written, and its session holds nothing. Asked
-    /// once it qualifies; the answer settles it either way.
+    /// Whether the connection moves now (and then where). It is judged once, when it has
+    /// made `spread_after_reads` reads, `idle` says its replies are all written and its
+    /// session holds no transaction state: it moves (on its turn) if its writes are at most
+    /// `spread_max_write_percent` of its reads and writes, and is settled either way.
     pub fn hand_to(&mut self, idle: bool, session: &Session) -> Option<HandOff> {
         if self.settled || self.reads < self.spreader.after_reads || !idle {
             return None;
         }
-        if !session_is_empty(session) {
+        if !session_can_move(session) {
             return None;
         }
         self.settled = true;
+        let calls = u64::from(self.reads) + u64::from(self.writes);
+        if u64::from(self.writes) * 100 > u64::from(self.spreader.max_write_percent) * calls {
+            return None;
+        }
         self.spreader.next_home().cloned()
     }
 
     /// The connection, ready to send: a duplicate of its socket (this executor closes its own
-    /// descriptor when the connection's task ends) and the bytes read past its last message.
-    pub fn package(&self, pending: &[u8], transport: Option<Transport>) -> std::io::Result<Handed> {
+    /// descriptor when the connection's task ends), the bytes read past its last message and
+    /// what its session carries over.
+    pub fn package(
+        &self,
+        pending: &[u8],
+        transport: Option<Transport>,
+        session: &Session,
+    ) -> std::io::Result<Handed> {
         // SAFETY: `fd` is the connection's socket, open while the connection's task (which
         // owns this record) runs; it is only borrowed to duplicate it.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) }.try_clone_to_owned()?;
@@ -118,6 +144,7 @@ impl ReadOnly {
             fd,
             pending: pending.to_vec(),
             transport,
+            committed_version: session.committed_version,
         })
     }
 }
@@ -135,11 +162,12 @@ fn is_plain_read(call: &Call) -> bool {
     )
 }
 
-fn session_is_empty(s: &Session) -> bool {
+/// A session moves with its connection when it holds no transaction state and every write it
+/// made is answered: what is left (the committed version) is carried in `Handed`.
+fn session_can_move(s: &Session) -> bool {
     s.read_version.is_none()
         && s.read_conflicts.is_empty()
-        && s.committed_version.is_none()
-        && s.last_write.is_none()
+        && s.last_write.as_ref().is_none_or(|w| w.is_set())
 }
 
 /// A helper front: serves the connections handed to it, on its own executor, until the
@@ -155,6 +183,7 @@ pub async fn run_helper<S: KvService>(
         let start = Start {
             pending: h.pending,
             transport: h.transport,
+            committed_version: h.committed_version,
         };
         glommio::spawn_local(server::run_connection(
             ctx.clone(),
@@ -172,14 +201,23 @@ pub async fn run_helper<S: KvService>(
 mod tests {
     use super::*;
     use crate::front::generated::{GetRequest, SetKeyRequest};
-    use crate::types::Version;
+    use std::os::fd::AsRawFd;
 
     fn spreader(
         helpers: usize,
         after: u32,
     ) -> (Rc<Spreader>, Vec<mpsc::UnboundedReceiver<Handed>>) {
+        spreader_with(helpers, after, 20)
+    }
+
+    fn spreader_with(
+        helpers: usize,
+        after: u32,
+        max_write_percent: u32,
+    ) -> (Rc<Spreader>, Vec<mpsc::UnboundedReceiver<Handed>>) {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..helpers).map(|_| mpsc::unbounded()).unzip();
-        (Spreader::new(txs, after).expect("a spreader"), rxs)
+        let sp = Spreader::new(txs, after, max_write_percent).expect("a spreader");
+        (sp, rxs)
     }
 
     fn get() -> Call {
@@ -206,9 +244,9 @@ mod tests {
 
     #[test]
     fn no_spreader_without_helpers_or_with_spreading_off() {
-        assert!(Spreader::new(Vec::new(), 16).is_none());
+        assert!(Spreader::new(Vec::new(), 16, 20).is_none());
         let (tx, _rx) = mpsc::unbounded();
-        assert!(Spreader::new(vec![tx], 0).is_none());
+        assert!(Spreader::new(vec![tx], 0, 20).is_none());
     }
 
     #[test]
@@ -216,7 +254,7 @@ mod tests {
         let (sp, _rx) = spreader(2, 1);
         let homes: Vec<Option<usize>> = (0..7)
             .map(|_| {
-                let mut r = ReadOnly::new(sp.clone(), -1);
+                let mut r = ReadMostly::new(sp.clone(), -1);
                 r.note(&get());
                 which(r.hand_to(true, &Session::default()), &sp)
             })
@@ -231,13 +269,13 @@ mod tests {
     fn a_connection_moves_only_after_enough_plain_reads_while_idle_and_with_an_empty_session() {
         let (sp, _rx) = spreader(1, 3);
         // The first qualifying connection keeps its place (its turn); use the second turn.
-        let mut first = ReadOnly::new(sp.clone(), -1);
+        let mut first = ReadMostly::new(sp.clone(), -1);
         for _ in 0..3 {
             first.note(&get());
         }
         assert!(first.hand_to(true, &Session::default()).is_none());
 
-        let mut r = ReadOnly::new(sp.clone(), -1);
+        let mut r = ReadMostly::new(sp.clone(), -1);
         r.note(&get());
         r.note(&get());
         assert!(
@@ -264,23 +302,97 @@ mod tests {
     }
 
     #[test]
-    fn a_write_settles_a_connection_where_it_is() {
-        let (sp, _rx) = spreader(1, 2);
-        let mut r = ReadOnly::new(sp.clone(), -1);
+    fn a_connection_whose_writes_pass_the_share_is_settled_where_it_is_and_takes_no_turn() {
+        let (sp, _rx) = spreader(1, 4);
+        // 2 writes of 6 calls: 33% > 20%.
+        let mut r = ReadMostly::new(sp.clone(), -1);
         r.note(&set());
-        for _ in 0..10 {
+        r.note(&set());
+        for _ in 0..4 {
             r.note(&get());
         }
         assert!(r.hand_to(true, &Session::default()).is_none());
-        // And it took no turn: the next two qualifying connections are kept, then moved.
+        // Judged once: more reads later do not bring it back.
+        for _ in 0..100 {
+            r.note(&get());
+        }
+        assert!(r.hand_to(true, &Session::default()).is_none());
+        // And it took no turn: the next two qualifying connections (1 write of 5 calls: 20%,
+        // the limit itself) are kept, then moved.
         let turns: Vec<Option<usize>> = (0..2)
             .map(|_| {
-                let mut q = ReadOnly::new(sp.clone(), -1);
+                let mut q = ReadMostly::new(sp.clone(), -1);
+                q.note(&set());
+                for _ in 0..4 {
+                    q.note(&get());
+                }
+                which(q.hand_to(true, &Session::default()), &sp)
+            })
+            .collect();
+        assert_eq!(turns, vec![None, Some(0)]);
+    }
+
+    #[test]
+    fn with_no_write_share_allowed_one_write_keeps_a_connection_where_it_is() {
+        let (sp, _rx) = spreader_with(1, 2, 0);
+        let mut w = ReadMostly::new(sp.clone(), -1);
+        w.note(&set());
+        for _ in 0..10 {
+            w.note(&get());
+        }
+        assert!(w.hand_to(true, &Session::default()).is_none());
+        let turns: Vec<Option<usize>> = (0..2)
+            .map(|_| {
+                let mut q = ReadMostly::new(sp.clone(), -1);
                 q.note(&get());
                 q.note(&get());
                 which(q.hand_to(true, &Session::default()), &sp)
             })
             .collect();
         assert_eq!(turns, vec![None, Some(0)]);
+    }
+
+    #[test]
+    fn a_session_moves_once_its_writes_are_answered_and_carries_its_committed_version() {
+        let (sp, _rx) = spreader(1, 2);
+        // Take the accepting executor's turn first.
+        let mut first = ReadMostly::new(sp.clone(), -1);
+        first.note(&get());
+        first.note(&get());
+        assert!(first.hand_to(true, &Session::default()).is_none());
+
+        let socket = std::fs::File::open("/dev/null").expect("a descriptor to duplicate");
+        let mut r = ReadMostly::new(sp.clone(), socket.as_raw_fd());
+        r.note(&set());
+        for _ in 0..9 {
+            r.note(&get());
+        }
+        let fence = Rc::new(crate::txn::interactive::Fence::default());
+        let mut session = Session {
+            committed_version: Some(Version(41)),
+            last_write: Some(fence.clone()),
+            ..Session::default()
+        };
+        assert!(
+            r.hand_to(true, &session).is_none(),
+            "a write not answered yet"
+        );
+        session.read_conflicts.push(crate::txn::command::KeyRange {
+            cf: "default".into(),
+            begin: bytes::Bytes::from_static(b"a"),
+            end: bytes::Bytes::from_static(b"b"),
+        });
+        fence.set();
+        assert!(
+            r.hand_to(true, &session).is_none(),
+            "the session holds read conflicts"
+        );
+        session.read_conflicts.clear();
+        assert_eq!(which(r.hand_to(true, &session), &sp), Some(0));
+        let handed = r
+            .package(b"half", Some(Transport::Framed), &session)
+            .expect("packaged");
+        assert_eq!(handed.committed_version, Some(Version(41)));
+        assert_eq!(handed.pending, b"half");
     }
 }

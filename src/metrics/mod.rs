@@ -103,7 +103,7 @@ impl Metrics {
         }
     }
 
-    /// A read-only connection moved to another executor (it stays open).
+    /// A connection that mostly reads moved to another executor (it stays open).
     pub fn connection_handed_over(&self) {
         self.connections_handed_over.fetch_add(1, Ordering::Relaxed);
     }
@@ -177,7 +177,7 @@ impl Metrics {
         counter(
             out,
             "paxoskv_connections_handed_over_total",
-            "Read-only Thrift connections moved to another executor's front (thrift.spread_after_reads).",
+            "Thrift connections that mostly read, moved to another executor's front (thrift.spread_after_reads, spread_max_write_percent).",
             self.connections_handed_over.load(Ordering::Relaxed),
         );
     }
