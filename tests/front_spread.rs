@@ -161,21 +161,28 @@ fn read_only_connections_move_to_other_executors_and_keep_every_answer() {
     }
 }
 
-#[test]
-fn connections_that_write_more_than_the_share_or_stay_below_the_threshold_are_not_moved() {
+/// A server holding k = v, whose first qualifying connection has taken its turn (it keeps its
+/// place): every connection qualifying after it moves. A connection is judged when it sends
+/// again with its replies written: 8 reads leave room for a reply not yet released.
+fn server_past_the_first_turn() -> (Server, Client) {
     let server = Server::start_with_config(CONFIG, &[]);
     let mut w = server.client();
     set(&mut w, "k", "v");
-    // The first qualifying connection keeps its place (its turn): every one after it would move.
-    // (A connection is judged when it sends again with its replies written: 8 reads leave
-    // room for a reply not yet released.)
     let mut first = server.client();
     read_v(&mut first, 8);
-    // Two writes, then reads: 2 of 6 calls (33%) when it reached the reads, over the 20%
-    // share; judged then and settled where it is, however many reads follow.
+    (server, w)
+}
+
+#[test]
+fn connections_that_write_more_than_the_share_or_stay_below_the_threshold_are_not_moved() {
+    let (server, _w) = server_past_the_first_turn();
+    // Four writes, then reads: 4 of 8 calls (50%) when it reaches the reads, over the 20%
+    // share (it would take 16 reads to come down to it); judged then and settled where it
+    // is, however many reads follow.
     let mut writer = server.client();
-    set(&mut writer, "k", "v");
-    set(&mut writer, "k", "v");
+    for _ in 0..4 {
+        set(&mut writer, "k", "v");
+    }
     read_v(&mut writer, 20);
     // Three reads: below spread_after_reads (4).
     let mut few: Vec<Client> = (0..4).map(|_| server.client()).collect();
@@ -195,11 +202,7 @@ fn committed_version(c: &mut Client) -> i64 {
 
 #[test]
 fn a_connection_that_mostly_reads_moves_with_its_committed_version_and_its_writes_still_work() {
-    let server = Server::start_with_config(CONFIG, &[]);
-    let mut w = server.client();
-    set(&mut w, "k", "v");
-    let mut first = server.client();
-    read_v(&mut first, 8);
+    let (server, mut w) = server_past_the_first_turn();
     // One atomic commit, then reads: at most 1 of 5 calls (20%, the default share) when it is
     // judged: it moves, on the second turn.
     let mut c = server.client();

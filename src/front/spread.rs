@@ -232,6 +232,14 @@ mod tests {
         ))
     }
 
+    /// A connection's record after `writes` setKeys, then `reads` gets.
+    fn conn(sp: &Rc<Spreader>, fd: RawFd, writes: usize, reads: usize) -> ReadMostly {
+        let mut r = ReadMostly::new(sp.clone(), fd);
+        (0..writes).for_each(|_| r.note(&set()));
+        (0..reads).for_each(|_| r.note(&get()));
+        r
+    }
+
     /// Which helper a `HandOff` leads to (None: kept here).
     fn which(to: Option<HandOff>, all: &Spreader) -> Option<usize> {
         to.map(|t| {
@@ -305,12 +313,7 @@ mod tests {
     fn a_connection_whose_writes_pass_the_share_is_settled_where_it_is_and_takes_no_turn() {
         let (sp, _rx) = spreader(1, 4);
         // 2 writes of 6 calls: 33% > 20%.
-        let mut r = ReadMostly::new(sp.clone(), -1);
-        r.note(&set());
-        r.note(&set());
-        for _ in 0..4 {
-            r.note(&get());
-        }
+        let mut r = conn(&sp, -1, 2, 4);
         assert!(r.hand_to(true, &Session::default()).is_none());
         // Judged once: more reads later do not bring it back.
         for _ in 0..100 {
@@ -320,14 +323,7 @@ mod tests {
         // And it took no turn: the next two qualifying connections (1 write of 5 calls: 20%,
         // the limit itself) are kept, then moved.
         let turns: Vec<Option<usize>> = (0..2)
-            .map(|_| {
-                let mut q = ReadMostly::new(sp.clone(), -1);
-                q.note(&set());
-                for _ in 0..4 {
-                    q.note(&get());
-                }
-                which(q.hand_to(true, &Session::default()), &sp)
-            })
+            .map(|_| which(conn(&sp, -1, 1, 4).hand_to(true, &Session::default()), &sp))
             .collect();
         assert_eq!(turns, vec![None, Some(0)]);
     }
@@ -335,19 +331,11 @@ mod tests {
     #[test]
     fn with_no_write_share_allowed_one_write_keeps_a_connection_where_it_is() {
         let (sp, _rx) = spreader_with(1, 2, 0);
-        let mut w = ReadMostly::new(sp.clone(), -1);
-        w.note(&set());
-        for _ in 0..10 {
-            w.note(&get());
-        }
-        assert!(w.hand_to(true, &Session::default()).is_none());
+        assert!(conn(&sp, -1, 1, 10)
+            .hand_to(true, &Session::default())
+            .is_none());
         let turns: Vec<Option<usize>> = (0..2)
-            .map(|_| {
-                let mut q = ReadMostly::new(sp.clone(), -1);
-                q.note(&get());
-                q.note(&get());
-                which(q.hand_to(true, &Session::default()), &sp)
-            })
+            .map(|_| which(conn(&sp, -1, 0, 2).hand_to(true, &Session::default()), &sp))
             .collect();
         assert_eq!(turns, vec![None, Some(0)]);
     }
@@ -356,17 +344,12 @@ mod tests {
     fn a_session_moves_once_its_writes_are_answered_and_carries_its_committed_version() {
         let (sp, _rx) = spreader(1, 2);
         // Take the accepting executor's turn first.
-        let mut first = ReadMostly::new(sp.clone(), -1);
-        first.note(&get());
-        first.note(&get());
-        assert!(first.hand_to(true, &Session::default()).is_none());
+        assert!(conn(&sp, -1, 0, 2)
+            .hand_to(true, &Session::default())
+            .is_none());
 
         let socket = std::fs::File::open("/dev/null").expect("a descriptor to duplicate");
-        let mut r = ReadMostly::new(sp.clone(), socket.as_raw_fd());
-        r.note(&set());
-        for _ in 0..9 {
-            r.note(&get());
-        }
+        let mut r = conn(&sp, socket.as_raw_fd(), 1, 9);
         let fence = Rc::new(crate::txn::interactive::Fence::default());
         let mut session = Session {
             committed_version: Some(Version(41)),
