@@ -234,6 +234,10 @@ pub struct StorageSection {
     /// store applies while reads go to it (a primary's) and by reads at the latest version;
     /// 0 turns it off.
     pub latest_cache_bytes: u64,
+    /// Per replica: the size of a RocksDB memtable. A store holds at most two (one being
+    /// written, one being flushed; writes wait while both are full), so its memtables take at
+    /// most twice this much memory.
+    pub memtable_bytes: u64,
     /// RocksDB's flush and compaction threads at the lowest CPU priority (nice 19): on a busy
     /// host they take the CPU the executors leave instead of preempting them (a preempted
     /// executor is a latency spike for every request it holds). They still get the CPU when
@@ -351,6 +355,7 @@ impl Default for StorageSection {
             mvcc_window_versions: 1_000_000,
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
+            memtable_bytes: 64 << 20,
             background_low_priority: true,
             wal_segment_bytes: 64 << 20,
             wal_dsync: true,

@@ -141,8 +141,8 @@ fn a_replica_down_for_a_gib_of_writes_is_rebuilt_by_snapshot_and_the_survivors_s
     // (three at most).
     // Unflushed: the writes of one flush interval and of the flush itself, 112-144 MiB
     // measured at the ~100 MiB/s this test writes on a quiet host. RocksDB stops writes when
-    // its two 64 MiB memtables are both full. Either way the WAL is bounded, well below the
-    // GiB written.
+    // both of its memtables (`storage.memtable_bytes`, 64 MiB) are full. Either way the WAL is
+    // bounded, well below the GiB written.
     let unflushed = 2 * 64 * MIB;
     assert!(
         wal_max <= LOG_RETAIN.max(unflushed) + 3 * WAL_SEGMENT,

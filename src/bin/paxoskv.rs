@@ -423,6 +423,7 @@ fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow:
         durability: Durability::SyncedWal,
         block_cache_bytes: config.storage.block_cache_bytes as usize,
         latest_cache_bytes: config.storage.latest_cache_bytes,
+        memtable_bytes: config.storage.memtable_bytes as usize,
         background_low_priority: config.storage.background_low_priority,
     };
     let dir = config.replica_data_dir(0);

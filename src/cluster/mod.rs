@@ -205,6 +205,7 @@ impl ReplicatedKvStore {
                 durability: Durability::ExternalLog,
                 block_cache_bytes: config.storage.block_cache_bytes as usize,
                 latest_cache_bytes: config.storage.latest_cache_bytes,
+                memtable_bytes: config.storage.memtable_bytes as usize,
                 background_low_priority: config.storage.background_low_priority,
             };
             let exec = KvStoreExecutor::open(&path, opts).map_err(|e| store_err(e.to_string()))?;

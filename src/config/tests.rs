@@ -73,6 +73,16 @@ fn validation_names_the_field_and_value() {
         .unwrap_err()
         .to_string()
         .contains("election_timeout_min"));
+    let mut c = ReplicatedConfig::default();
+    c.thrift.spread_max_write_percent = 101;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("thrift.spread_max_write_percent"), "{e}");
+    for bytes in [(1 << 20) - 1, (1 << 30) + 1] {
+        let mut c = ReplicatedConfig::default();
+        c.storage.memtable_bytes = bytes;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.memtable_bytes"), "{e}");
+    }
     assert!(ReplicatedConfig::from_toml("[thrift]\nbogus = 1\n")
         .unwrap_err()
         .to_string()

@@ -152,6 +152,13 @@ impl ReplicatedConfig {
                 "must be at most 100",
             ));
         }
+        if !(1 << 20..=1 << 30).contains(&self.storage.memtable_bytes) {
+            return Err(bad(
+                "storage.memtable_bytes",
+                self.storage.memtable_bytes,
+                "must be between 1 MiB and 1 GiB",
+            ));
+        }
         if c.pipeline_depth > 4096 {
             return Err(bad(
                 "consensus.pipeline_depth",

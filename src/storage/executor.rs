@@ -35,6 +35,8 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Bound of the latest-version cache of point reads (`latest.rs`); 0 turns it off.
     pub latest_cache_bytes: u64,
+    /// Size of one RocksDB memtable; the store holds at most two.
+    pub memtable_bytes: usize,
     /// Run RocksDB's flush and compaction threads at the lowest CPU priority (nice 19). The
     /// threads are the process's (RocksDB's default environment): once lowered they stay so.
     pub background_low_priority: bool,
@@ -47,6 +49,7 @@ impl Default for StoreOptions {
             durability: Durability::SyncedWal,
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
+            memtable_bytes: 64 << 20,
             background_low_priority: false,
         }
     }
@@ -87,6 +90,9 @@ impl KvStoreExecutor {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
+        // One memtable being written and one being flushed; writes wait while both are full.
+        opts.set_write_buffer_size(options.memtable_bytes);
+        opts.set_max_write_buffer_number(2);
         if options.background_low_priority {
             let mut env = rocksdb::Env::new()?;
             env.lower_thread_pool_cpu_priority();

@@ -8,6 +8,7 @@ use crate::txn::{Command, KeyRange, Outcome, WriteOp};
 use crate::types::{Sequence, Version};
 
 mod latest_cache;
+mod memtable;
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
