@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use common::{http_get, Client, Server};
 use paxoskv::front::generated::*;
+use thrift::protocol::{
+    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
+    TMessageIdentifier, TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
+};
 use thrift::transport::{TIoChannel, TTcpChannel};
 
 /// One executor per replica whatever the core count, so there is always somewhere to move to.
@@ -304,4 +308,97 @@ fn a_graceful_stop_answers_a_read_in_flight_on_a_moved_connection() {
     }
     let status = server.wait_exit();
     assert!(status.success(), "{status:?}");
+}
+
+/// Writes `calls` (name, sequence number, request) as one burst of binary-protocol messages.
+type Encode<'a> = &'a dyn Fn(&mut dyn TOutputProtocol);
+
+fn pipelined(s: &mut TcpStream, calls: &[(&str, i32, Encode)]) {
+    let mut out = Vec::new();
+    let mut p = TBinaryOutputProtocol::new(&mut out, true);
+    for (name, seq, req) in calls {
+        p.write_message_begin(&TMessageIdentifier::new(*name, TMessageType::Call, *seq))
+            .unwrap();
+        p.write_struct_begin(&TStructIdentifier::new("args"))
+            .unwrap();
+        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
+            .unwrap();
+        req(&mut p);
+        p.write_field_end().unwrap();
+        p.write_field_stop().unwrap();
+        p.write_struct_end().unwrap();
+        p.write_message_end().unwrap();
+    }
+    s.write_all(&out).unwrap();
+}
+
+/// Reads one reply's header and opens its result struct; the caller reads the response.
+fn reply_start(p: &mut TBinaryInputProtocol<TcpStream>, seq: i32) {
+    let h = p.read_message_begin().unwrap();
+    assert_eq!(h.sequence_number, seq);
+    p.read_struct_begin().unwrap();
+    p.read_field_begin().unwrap();
+}
+
+fn reply_end(p: &mut TBinaryInputProtocol<TcpStream>) {
+    p.read_field_end().unwrap();
+    p.read_field_begin().unwrap();
+    p.read_struct_end().unwrap();
+    p.read_message_end().unwrap();
+}
+
+#[test]
+fn a_moved_connection_reads_its_own_pipelined_write() {
+    let server = Server::start_with_config(CONFIG, &["--enable-fault-injection"]);
+    let mut w = server.client();
+    set(&mut w, "k", "v");
+    let mut first = server.client();
+    read_v(&mut first, 8);
+    // A connection that only read moves (second turn); the stream is kept to write raw bursts.
+    let stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut raw = stream.try_clone().unwrap();
+    let (r, wr) = TTcpChannel::with_stream(stream).split().unwrap();
+    let mut c = common::client_over(r, wr, false);
+    read_v(&mut c, 8);
+    assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 1);
+    // Every setKey is held 300 ms before it runs: a read that did not wait for the write sent
+    // before it on its connection would overtake it.
+    let f = w
+        .set_fault_injection(FaultInjectionRequest::new(
+            "delay".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            300,
+            "setKey".to_string(),
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(f.success, "{f:?}");
+    let set_req = SetKeyRequest::new(b"ryw".to_vec(), b"mine".to_vec(), None::<String>);
+    let get_req = GetRequest::new(b"ryw".to_vec(), None::<String>);
+    pipelined(
+        &mut raw,
+        &[
+            ("setKey", 101, &|p| {
+                set_req.write_to_out_protocol(p).unwrap()
+            }),
+            ("get", 102, &|p| get_req.write_to_out_protocol(p).unwrap()),
+        ],
+    );
+    let mut p = TBinaryInputProtocol::new(raw.try_clone().unwrap(), true);
+    reply_start(&mut p, 101);
+    assert!(
+        SetKeyResponse::read_from_in_protocol(&mut p)
+            .unwrap()
+            .success
+    );
+    reply_end(&mut p);
+    reply_start(&mut p, 102);
+    let g = GetResponse::read_from_in_protocol(&mut p).unwrap();
+    reply_end(&mut p);
+    assert!(g.found, "the read overtook the write before it: {g:?}");
+    assert_eq!(g.value, b"mine");
 }
