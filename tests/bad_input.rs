@@ -219,27 +219,13 @@ fn pipelined_requests_are_answered_in_order() {
                     }),
                 )
             };
-            p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, i))
-                .unwrap();
-            p.write_struct_begin(&TStructIdentifier::new("args"))
-                .unwrap();
-            p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
-                .unwrap();
-            req(&mut p);
-            p.write_field_end().unwrap();
-            p.write_field_stop().unwrap();
-            p.write_struct_end().unwrap();
-            p.write_message_end().unwrap();
+            common::raw::call(&mut p, name, i, &*req);
         }
     }
     s.write_all(&out).unwrap();
     let mut p = TBinaryInputProtocol::new(s.try_clone().unwrap(), true);
     for i in 0..100i32 {
-        let h = p.read_message_begin().unwrap();
-        assert_eq!(h.sequence_number, i, "replies come back in request order");
-        p.read_struct_begin().unwrap();
-        let f = p.read_field_begin().unwrap();
-        assert_eq!(f.id, Some(0));
+        common::raw::reply_start(&mut p, i);
         if i % 2 == 0 {
             assert!(
                 SetKeyResponse::read_from_in_protocol(&mut p)
@@ -254,10 +240,7 @@ fn pipelined_requests_are_answered_in_order() {
                 i as i64
             );
         }
-        p.read_field_end().unwrap();
-        assert_eq!(p.read_field_begin().unwrap().field_type, TType::Stop);
-        p.read_struct_end().unwrap();
-        p.read_message_end().unwrap();
+        common::raw::reply_end(&mut p);
     }
 }
 
@@ -281,22 +264,7 @@ fn a_pipelined_read_sees_the_writes_sent_before_it_on_its_connection() {
     let mut out = Vec::new();
     {
         let mut p = TBinaryOutputProtocol::new(&mut out, true);
-        let call = |p: &mut TBinaryOutputProtocol<&mut Vec<u8>>,
-                    name: &str,
-                    seq: i32,
-                    req: &dyn Fn(&mut dyn TOutputProtocol)| {
-            p.write_message_begin(&TMessageIdentifier::new(name, TMessageType::Call, seq))
-                .unwrap();
-            p.write_struct_begin(&TStructIdentifier::new("args"))
-                .unwrap();
-            p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
-                .unwrap();
-            req(p);
-            p.write_field_end().unwrap();
-            p.write_field_stop().unwrap();
-            p.write_struct_end().unwrap();
-            p.write_message_end().unwrap();
-        };
+        let call = common::raw::call;
         call(&mut p, "setKey", 1, &|p| {
             SetKeyRequest::new(b"ryw".to_vec(), b"mine".to_vec(), None::<String>)
                 .write_to_out_protocol(p)
@@ -311,10 +279,7 @@ fn a_pipelined_read_sees_the_writes_sent_before_it_on_its_connection() {
     s.write_all(&out).unwrap();
     let mut p = TBinaryInputProtocol::new(s.try_clone().unwrap(), true);
     for seq in 1..=2 {
-        let h = p.read_message_begin().unwrap();
-        assert_eq!(h.sequence_number, seq);
-        p.read_struct_begin().unwrap();
-        p.read_field_begin().unwrap();
+        common::raw::reply_start(&mut p, seq);
         if seq == 1 {
             assert!(
                 SetKeyResponse::read_from_in_protocol(&mut p)
@@ -326,9 +291,6 @@ fn a_pipelined_read_sees_the_writes_sent_before_it_on_its_connection() {
             assert!(g.found, "the read overtook the write before it: {g:?}");
             assert_eq!(g.value, b"mine");
         }
-        p.read_field_end().unwrap();
-        p.read_field_begin().unwrap();
-        p.read_struct_end().unwrap();
-        p.read_message_end().unwrap();
+        common::raw::reply_end(&mut p);
     }
 }

@@ -9,12 +9,9 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{http_get, Client, Server};
+use common::{http_get, raw, Client, Server};
 use paxoskv::front::generated::*;
-use thrift::protocol::{
-    TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
-    TMessageIdentifier, TMessageType, TOutputProtocol, TSerializable, TStructIdentifier, TType,
-};
+use thrift::protocol::{TBinaryInputProtocol, TBinaryOutputProtocol, TSerializable};
 use thrift::transport::{TIoChannel, TTcpChannel};
 
 /// One executor per replica whatever the core count, so there is always somewhere to move to.
@@ -310,43 +307,6 @@ fn a_graceful_stop_answers_a_read_in_flight_on_a_moved_connection() {
     assert!(status.success(), "{status:?}");
 }
 
-/// Writes `calls` (name, sequence number, request) as one burst of binary-protocol messages.
-type Encode<'a> = &'a dyn Fn(&mut dyn TOutputProtocol);
-
-fn pipelined(s: &mut TcpStream, calls: &[(&str, i32, Encode)]) {
-    let mut out = Vec::new();
-    let mut p = TBinaryOutputProtocol::new(&mut out, true);
-    for (name, seq, req) in calls {
-        p.write_message_begin(&TMessageIdentifier::new(*name, TMessageType::Call, *seq))
-            .unwrap();
-        p.write_struct_begin(&TStructIdentifier::new("args"))
-            .unwrap();
-        p.write_field_begin(&TFieldIdentifier::new("request", TType::Struct, 1))
-            .unwrap();
-        req(&mut p);
-        p.write_field_end().unwrap();
-        p.write_field_stop().unwrap();
-        p.write_struct_end().unwrap();
-        p.write_message_end().unwrap();
-    }
-    s.write_all(&out).unwrap();
-}
-
-/// Reads one reply's header and opens its result struct; the caller reads the response.
-fn reply_start(p: &mut TBinaryInputProtocol<TcpStream>, seq: i32) {
-    let h = p.read_message_begin().unwrap();
-    assert_eq!(h.sequence_number, seq);
-    p.read_struct_begin().unwrap();
-    p.read_field_begin().unwrap();
-}
-
-fn reply_end(p: &mut TBinaryInputProtocol<TcpStream>) {
-    p.read_field_end().unwrap();
-    p.read_field_begin().unwrap();
-    p.read_struct_end().unwrap();
-    p.read_message_end().unwrap();
-}
-
 #[test]
 fn a_moved_connection_reads_its_own_pipelined_write() {
     let server = Server::start_with_config(CONFIG, &["--enable-fault-injection"]);
@@ -360,7 +320,7 @@ fn a_moved_connection_reads_its_own_pipelined_write() {
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    let mut raw = stream.try_clone().unwrap();
+    let mut stream_w = stream.try_clone().unwrap();
     let (r, wr) = TTcpChannel::with_stream(stream).split().unwrap();
     let mut c = common::client_over(r, wr, false);
     read_v(&mut c, 8);
@@ -379,26 +339,26 @@ fn a_moved_connection_reads_its_own_pipelined_write() {
     assert!(f.success, "{f:?}");
     let set_req = SetKeyRequest::new(b"ryw".to_vec(), b"mine".to_vec(), None::<String>);
     let get_req = GetRequest::new(b"ryw".to_vec(), None::<String>);
-    pipelined(
-        &mut raw,
-        &[
-            ("setKey", 101, &|p| {
-                set_req.write_to_out_protocol(p).unwrap()
-            }),
-            ("get", 102, &|p| get_req.write_to_out_protocol(p).unwrap()),
-        ],
-    );
-    let mut p = TBinaryInputProtocol::new(raw.try_clone().unwrap(), true);
-    reply_start(&mut p, 101);
+    let mut out = Vec::new();
+    let mut enc = TBinaryOutputProtocol::new(&mut out, true);
+    raw::call(&mut enc, "setKey", 101, &|p| {
+        set_req.write_to_out_protocol(p).unwrap()
+    });
+    raw::call(&mut enc, "get", 102, &|p| {
+        get_req.write_to_out_protocol(p).unwrap()
+    });
+    stream_w.write_all(&out).unwrap();
+    let mut p = TBinaryInputProtocol::new(stream_w.try_clone().unwrap(), true);
+    raw::reply_start(&mut p, 101);
     assert!(
         SetKeyResponse::read_from_in_protocol(&mut p)
             .unwrap()
             .success
     );
-    reply_end(&mut p);
-    reply_start(&mut p, 102);
+    raw::reply_end(&mut p);
+    raw::reply_start(&mut p, 102);
     let g = GetResponse::read_from_in_protocol(&mut p).unwrap();
-    reply_end(&mut p);
+    raw::reply_end(&mut p);
     assert!(g.found, "the read overtook the write before it: {g:?}");
     assert_eq!(g.value, b"mine");
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod nodes;
+pub mod raw;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
