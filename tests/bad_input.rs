@@ -249,17 +249,7 @@ fn a_pipelined_read_sees_the_writes_sent_before_it_on_its_connection() {
     use thrift::protocol::*;
     let server = Server::start(&["--enable-fault-injection"]);
     // Every setKey is held 300 ms before it runs: a read that did not wait would overtake it.
-    let r = server
-        .client()
-        .set_fault_injection(FaultInjectionRequest::new(
-            "delay".to_string(),
-            thrift::OrderedFloat::from(1.0),
-            300,
-            "setKey".to_string(),
-            None::<String>,
-        ))
-        .unwrap();
-    assert!(r.success);
+    common::delay_every(&mut server.client(), "setKey", 300);
     let mut s = raw(&server);
     let mut out = Vec::new();
     {

@@ -165,8 +165,8 @@ fn read_only_connections_move_to_other_executors_and_keep_every_answer() {
 /// A server holding k = v, whose first qualifying connection has taken its turn (it keeps its
 /// place): every connection qualifying after it moves. A connection is judged when it sends
 /// again with its replies written: 8 reads leave room for a reply not yet released.
-fn server_past_the_first_turn() -> (Server, Client) {
-    let server = Server::start_with_config(CONFIG, &[]);
+fn server_past_the_first_turn(args: &[&str]) -> (Server, Client) {
+    let server = Server::start_with_config(CONFIG, args);
     let mut w = server.client();
     set(&mut w, "k", "v");
     let mut first = server.client();
@@ -176,7 +176,7 @@ fn server_past_the_first_turn() -> (Server, Client) {
 
 #[test]
 fn connections_that_write_more_than_the_share_or_stay_below_the_threshold_are_not_moved() {
-    let (server, _w) = server_past_the_first_turn();
+    let (server, _w) = server_past_the_first_turn(&[]);
     // Four writes, then reads: 4 of 8 calls (50%) when it reaches the reads, over the 20%
     // share (it would take 16 reads to come down to it); judged then and settled where it
     // is, however many reads follow.
@@ -203,7 +203,7 @@ fn committed_version(c: &mut Client) -> i64 {
 
 #[test]
 fn a_connection_that_mostly_reads_moves_with_its_committed_version_and_its_writes_still_work() {
-    let (server, mut w) = server_past_the_first_turn();
+    let (server, mut w) = server_past_the_first_turn(&[]);
     // One atomic commit, then reads: at most 1 of 5 calls (20%, the default share) when it is
     // judged: it moves, on the second turn.
     let mut c = server.client();
@@ -283,16 +283,7 @@ fn a_graceful_stop_answers_a_read_in_flight_on_a_moved_connection() {
     assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 1);
     // Every get now waits 800 ms (faults are shared by every executor's front): both readers'
     // gets are in flight when SIGTERM arrives, one of them on the other executor.
-    let r = w
-        .set_fault_injection(FaultInjectionRequest::new(
-            "delay".to_string(),
-            thrift::OrderedFloat::from(1.0),
-            800,
-            "get".to_string(),
-            None::<String>,
-        ))
-        .unwrap();
-    assert!(r.success, "{r:?}");
+    common::delay_every(&mut w, "get", 800);
     for g in &go {
         g.send(()).unwrap();
     }
@@ -309,11 +300,7 @@ fn a_graceful_stop_answers_a_read_in_flight_on_a_moved_connection() {
 
 #[test]
 fn a_moved_connection_reads_its_own_pipelined_write() {
-    let server = Server::start_with_config(CONFIG, &["--enable-fault-injection"]);
-    let mut w = server.client();
-    set(&mut w, "k", "v");
-    let mut first = server.client();
-    read_v(&mut first, 8);
+    let (server, mut w) = server_past_the_first_turn(&["--enable-fault-injection"]);
     // A connection that only read moves (second turn); the stream is kept to write raw bursts.
     let stream = TcpStream::connect(server.addr).unwrap();
     stream.set_nodelay(true).unwrap();
@@ -327,16 +314,7 @@ fn a_moved_connection_reads_its_own_pipelined_write() {
     assert_eq!(metric(&server, "paxoskv_connections_handed_over_total"), 1);
     // Every setKey is held 300 ms before it runs: a read that did not wait for the write sent
     // before it on its connection would overtake it.
-    let f = w
-        .set_fault_injection(FaultInjectionRequest::new(
-            "delay".to_string(),
-            thrift::OrderedFloat::from(1.0),
-            300,
-            "setKey".to_string(),
-            None::<String>,
-        ))
-        .unwrap();
-    assert!(f.success, "{f:?}");
+    common::delay_every(&mut w, "setKey", 300);
     let set_req = SetKeyRequest::new(b"ryw".to_vec(), b"mine".to_vec(), None::<String>);
     let get_req = GetRequest::new(b"ryw".to_vec(), None::<String>);
     let mut out = Vec::new();

@@ -317,16 +317,7 @@ fn sigterm_drains_requests_in_flight_before_exiting() {
     let mut server = Server::start(&["--enable-fault-injection"]);
     let mut c = server.client();
     // Every setKey waits 800 ms before it is served: it is in flight when SIGTERM arrives.
-    let r = c
-        .set_fault_injection(FaultInjectionRequest::new(
-            "delay".to_string(),
-            thrift::OrderedFloat::from(1.0),
-            800,
-            "setKey".to_string(),
-            None::<String>,
-        ))
-        .unwrap();
-    assert!(r.success, "{r:?}");
+    common::delay_every(&mut c, "setKey", 800);
     let addr = server.addr;
     let writer = std::thread::spawn(move || {
         let mut slow = common::client(addr, false);

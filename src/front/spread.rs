@@ -29,17 +29,11 @@ use super::server::{self, Conns, Start};
 use super::wire::Call;
 use crate::service::KvService;
 use crate::txn::interactive::Session;
-use crate::types::Version;
 
-/// A connection on its way to another executor.
+/// A connection on its way to another executor: its socket and how it starts there.
 pub struct Handed {
     fd: OwnedFd,
-    /// Bytes read after the last complete message (the start of the next one).
-    pending: Vec<u8>,
-    transport: Option<Transport>,
-    /// The session's last committed version (`getCommittedVersion`): all a movable session
-    /// holds.
-    committed_version: Option<Version>,
+    start: Start,
 }
 
 /// Where connections are handed to: one channel per helper front.
@@ -142,9 +136,12 @@ impl ReadMostly {
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) }.try_clone_to_owned()?;
         Ok(Handed {
             fd,
-            pending: pending.to_vec(),
-            transport,
-            committed_version: session.committed_version,
+            start: Start {
+                pending: pending.to_vec(),
+                transport,
+                // All a movable session holds (`session_can_move`).
+                committed_version: session.committed_version,
+            },
         })
     }
 }
@@ -180,17 +177,12 @@ pub async fn run_helper<S: KvService>(
     while let Some(h) = handed.next().await {
         // SAFETY: the descriptor is an open TCP socket this task owns from here on.
         let stream = unsafe { glommio::net::TcpStream::from_raw_fd(h.fd.into_raw_fd()) };
-        let start = Start {
-            pending: h.pending,
-            transport: h.transport,
-            committed_version: h.committed_version,
-        };
         glommio::spawn_local(server::run_connection(
             ctx.clone(),
             conns.clone(),
             stream,
             None,
-            start,
+            h.start,
             None,
         ))
         .detach();
@@ -201,6 +193,7 @@ pub async fn run_helper<S: KvService>(
 mod tests {
     use super::*;
     use crate::front::generated::{GetRequest, SetKeyRequest};
+    use crate::types::Version;
     use std::os::fd::AsRawFd;
 
     fn spreader(
@@ -240,6 +233,19 @@ mod tests {
         r
     }
 
+    /// Where `n` fresh connections of `writes` setKeys then `reads` gets go, one after the
+    /// other (None: kept here).
+    fn homes(sp: &Rc<Spreader>, writes: usize, reads: usize, n: usize) -> Vec<Option<usize>> {
+        (0..n)
+            .map(|_| {
+                which(
+                    conn(sp, -1, writes, reads).hand_to(true, &Session::default()),
+                    sp,
+                )
+            })
+            .collect()
+    }
+
     /// Which helper a `HandOff` leads to (None: kept here).
     fn which(to: Option<HandOff>, all: &Spreader) -> Option<usize> {
         to.map(|t| {
@@ -260,15 +266,8 @@ mod tests {
     #[test]
     fn qualifying_connections_take_turns_over_this_executor_and_each_helper() {
         let (sp, _rx) = spreader(2, 1);
-        let homes: Vec<Option<usize>> = (0..7)
-            .map(|_| {
-                let mut r = ReadMostly::new(sp.clone(), -1);
-                r.note(&get());
-                which(r.hand_to(true, &Session::default()), &sp)
-            })
-            .collect();
         assert_eq!(
-            homes,
+            homes(&sp, 0, 1, 7),
             vec![None, Some(0), Some(1), None, Some(0), Some(1), None]
         );
     }
@@ -322,10 +321,7 @@ mod tests {
         assert!(r.hand_to(true, &Session::default()).is_none());
         // And it took no turn: the next two qualifying connections (1 write of 5 calls: 20%,
         // the limit itself) are kept, then moved.
-        let turns: Vec<Option<usize>> = (0..2)
-            .map(|_| which(conn(&sp, -1, 1, 4).hand_to(true, &Session::default()), &sp))
-            .collect();
-        assert_eq!(turns, vec![None, Some(0)]);
+        assert_eq!(homes(&sp, 1, 4, 2), vec![None, Some(0)]);
     }
 
     #[test]
@@ -334,10 +330,7 @@ mod tests {
         assert!(conn(&sp, -1, 1, 10)
             .hand_to(true, &Session::default())
             .is_none());
-        let turns: Vec<Option<usize>> = (0..2)
-            .map(|_| which(conn(&sp, -1, 0, 2).hand_to(true, &Session::default()), &sp))
-            .collect();
-        assert_eq!(turns, vec![None, Some(0)]);
+        assert_eq!(homes(&sp, 0, 2, 2), vec![None, Some(0)]);
     }
 
     #[test]
@@ -375,7 +368,7 @@ mod tests {
         let handed = r
             .package(b"half", Some(Transport::Framed), &session)
             .expect("packaged");
-        assert_eq!(handed.committed_version, Some(Version(41)));
-        assert_eq!(handed.pending, b"half");
+        assert_eq!(handed.start.committed_version, Some(Version(41)));
+        assert_eq!(handed.start.pending, b"half");
     }
 }

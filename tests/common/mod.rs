@@ -295,6 +295,22 @@ pub fn client(addr: SocketAddr, framed: bool) -> Client {
 }
 
 /// A client over a connection's read half and any writer (a test may shape what it sends).
+/// Makes every `method` call wait `ms` before it is served (the server runs with
+/// `--enable-fault-injection`; the fault is shared by every executor's front).
+pub fn delay_every(c: &mut Client, method: &str, ms: i32) {
+    use paxoskv::front::generated::TTransactionalKVSyncClient;
+    let r = c
+        .set_fault_injection(paxoskv::front::generated::FaultInjectionRequest::new(
+            "delay".to_string(),
+            thrift::OrderedFloat::from(1.0),
+            ms,
+            method.to_string(),
+            None::<String>,
+        ))
+        .unwrap();
+    assert!(r.success, "{r:?}");
+}
+
 pub fn client_over<R, W>(r: R, w: W, framed: bool) -> Client
 where
     R: std::io::Read + Send + 'static,
