@@ -418,14 +418,7 @@ fn run_cluster(
 }
 
 fn serve_single(config: ReplicatedConfig, stop: signals::Termination) -> anyhow::Result<()> {
-    let store = StoreOptions {
-        mvcc_window_versions: config.storage.mvcc_window_versions,
-        durability: Durability::SyncedWal,
-        block_cache_bytes: config.storage.block_cache_bytes as usize,
-        latest_cache_bytes: config.storage.latest_cache_bytes,
-        memtable_bytes: config.storage.memtable_bytes as usize,
-        background_low_priority: config.storage.background_low_priority,
-    };
+    let store = StoreOptions::from_config(&config.storage, Durability::SyncedWal);
     let dir = config.replica_data_dir(0);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let service = LocalService::open(&dir, store, config.consensus.max_batch_ops as usize)

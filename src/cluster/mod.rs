@@ -198,16 +198,9 @@ impl ReplicatedKvStore {
                 message,
             };
             std::fs::create_dir_all(&path).map_err(|e| store_err(e.to_string()))?;
-            let opts = StoreOptions {
-                mvcc_window_versions: config.storage.mvcc_window_versions,
-                // The Paxos WAL is the log: RocksDB writes no WAL of its own, and the replica
-                // keeps its WAL segments until RocksDB has flushed the slots they hold.
-                durability: Durability::ExternalLog,
-                block_cache_bytes: config.storage.block_cache_bytes as usize,
-                latest_cache_bytes: config.storage.latest_cache_bytes,
-                memtable_bytes: config.storage.memtable_bytes as usize,
-                background_low_priority: config.storage.background_low_priority,
-            };
+            // The Paxos WAL is the log: RocksDB writes no WAL of its own, and the replica
+            // keeps its WAL segments until RocksDB has flushed the slots they hold.
+            let opts = StoreOptions::from_config(&config.storage, Durability::ExternalLog);
             let exec = KvStoreExecutor::open(&path, opts).map_err(|e| store_err(e.to_string()))?;
             pending.push(Pending { id, listener, exec });
         }

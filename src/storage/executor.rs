@@ -42,6 +42,21 @@ pub struct StoreOptions {
     pub background_low_priority: bool,
 }
 
+impl StoreOptions {
+    /// The options the `[storage]` section of a config gives a store that becomes durable
+    /// through `durability`.
+    pub fn from_config(storage: &crate::config::StorageSection, durability: Durability) -> Self {
+        StoreOptions {
+            mvcc_window_versions: storage.mvcc_window_versions,
+            durability,
+            block_cache_bytes: storage.block_cache_bytes as usize,
+            latest_cache_bytes: storage.latest_cache_bytes,
+            memtable_bytes: storage.memtable_bytes as usize,
+            background_low_priority: storage.background_low_priority,
+        }
+    }
+}
+
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
