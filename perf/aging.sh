@@ -62,16 +62,14 @@ if [[ " $PARTS " == *" B "* ]]; then
   echo "## B. $CLIENTS-client writes over $BIG_KEYS keys: aged store vs fresh store" | tee -a "$report"
   pk_start_server
   pk_log "fresh: prepopulating $BIG_KEYS keys"
-  "$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$BIG_KEYS" -c 16 -p 16 \
-    --warmup 0s --duration 1s -q >"$OUT/B-fresh-prepopulate.txt"
+  pk_prepopulate "$BIG_KEYS" >"$OUT/B-fresh-prepopulate.txt"
   fresh="$(bench B-fresh write -c "$CLIENTS" --keys "$BIG_KEYS" --warmup 2s --duration "$MEASURE")"
   pk_log "fresh store: $fresh writes/s"
   pk_stop_server
 
   pk_start_server
   pk_log "aged: prepopulating $BIG_KEYS keys, then overwrites for $OVERWRITE_TIME"
-  "$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$BIG_KEYS" -c 16 -p 16 \
-    --warmup 0s --duration 1s -q >"$OUT/B-aged-prepopulate.txt"
+  pk_prepopulate "$BIG_KEYS" >"$OUT/B-aged-prepopulate.txt"
   over="$(bench B-overwrite write -c "$CLIENTS" --keys "$BIG_KEYS" --warmup 0s --duration "$OVERWRITE_TIME")"
   done_writes="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok_count"])' "$OUT/B-overwrite.json")"
   pk_log "overwrites: $done_writes at $over writes/s"

@@ -40,6 +40,14 @@ sys.exit("no free ports")
 PY
 }
 
+# pk_prepopulate KEYS [BENCH ARGS...]: writes KEYS keys into the running server (paxoskv-bench's
+# --prepopulate, 16 connections x pipeline 16) and prints the bench's report.
+pk_prepopulate() {
+  local keys="$1"; shift
+  "$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$keys" -c 16 -p 16 \
+    --warmup 0s --duration 1s -q "$@"
+}
+
 # Starts `paxoskv serve $SERVE_ARGS` in a fresh directory; sets PK_ADDR, PK_PID, PK_SERVER_DIR
 # and PK_METRICS (host:port of its metrics endpoint, for `paxoskv-bench --metrics`).
 # SERVE_ARGS=--single runs one local store without replication.

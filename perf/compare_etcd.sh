@@ -85,8 +85,7 @@ done
 stop_etcd
 
 pk_start_server
-"$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$KEYS" -c 16 -p 16 \
-  --warmup 0s --duration 1s -q >/dev/null
+pk_prepopulate "$KEYS" >/dev/null
 for w in $WORKLOADS; do
   for c in $CLIENTS; do bench paxoskv "$w" "$c" "$PK_ADDR"; done
 done

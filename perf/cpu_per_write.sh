@@ -18,8 +18,7 @@ DURATION="${DURATION:-8s}"
 pk_build
 trap pk_stop_server EXIT
 pk_start_server
-"$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$KEYS" -c 16 -p 16 \
-  --warmup 0s --duration 1s -q >/dev/null
+pk_prepopulate "$KEYS" >/dev/null
 
 # Prints "kind ticks" for every thread of the server.
 snapshot() {

@@ -29,8 +29,7 @@ pk_build
 mkdir -p "$OUT"
 trap pk_stop_server EXIT
 pk_start_server
-"$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$KEYS" -c 16 -p 16 \
-  --warmup 0s --duration 1s -q >/dev/null
+pk_prepopulate "$KEYS" >/dev/null
 
 pk_log "load: $WORKLOAD, $CLIENTS clients x pipeline $PIPELINE; recording $PROFILE_SECONDS s at $FREQ Hz ($CALL_GRAPH)"
 # shellcheck disable=SC2086

@@ -25,8 +25,8 @@ trap pk_stop_server EXIT
 pk_start_server
 
 pk_log "prepopulating $KEYS keys"
-"$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$KEYS" -c 16 -p 16 \
-  --warmup 0s --duration 1s -q ${BENCH_ARGS:-} >"$OUT/prepopulate.txt"
+# shellcheck disable=SC2086
+pk_prepopulate "$KEYS" ${BENCH_ARGS:-} >"$OUT/prepopulate.txt"
 
 for w in $WORKLOADS; do
   for c in $CLIENTS; do

@@ -21,8 +21,7 @@ pk_need_command perf linux-perf
 pk_build
 trap pk_stop_server EXIT
 pk_start_server
-"$PK_BIN/paxoskv-bench" ping --addr "$PK_ADDR" --prepopulate --keys "$KEYS" -c 16 -p 16 \
-  --warmup 0s --duration 1s -q >/dev/null
+pk_prepopulate "$KEYS" >/dev/null
 
 # Prints "pid/tid name voluntary involuntary" for every thread of the given processes. Server
 # threads are told apart by tid: the executor started first hosts replica 0 (the first primary)
