@@ -48,6 +48,15 @@ pk_prepopulate() {
     --warmup 0s --duration 1s -q "$@"
 }
 
+# pk_start_load DIR: runs $WORKLOAD with $CLIENTS clients over $KEYS keys for $DURATION against
+# the running server, in the background (its report in DIR/run.json and DIR/run.txt); sets
+# PK_LOAD_PID.
+pk_start_load() {
+  "$PK_BIN/paxoskv-bench" "$WORKLOAD" --addr "$PK_ADDR" -c "$CLIENTS" --keys "$KEYS" \
+    --warmup 0s --duration "$DURATION" -q --json "$1/run.json" >"$1/run.txt" &
+  PK_LOAD_PID=$!
+}
+
 # Starts `paxoskv serve $SERVE_ARGS` in a fresh directory; sets PK_ADDR, PK_PID, PK_SERVER_DIR
 # and PK_METRICS (host:port of its metrics endpoint, for `paxoskv-bench --metrics`).
 # SERVE_ARGS=--single runs one local store without replication.

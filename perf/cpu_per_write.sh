@@ -30,9 +30,8 @@ snapshot() {
 }
 
 out="$(mktemp -d)"
-"$PK_BIN/paxoskv-bench" "$WORKLOAD" --addr "$PK_ADDR" -c "$CLIENTS" --keys "$KEYS" \
-  --warmup 0s --duration "$DURATION" -q --json "$out/run.json" >"$out/run.txt" &
-bench=$!
+pk_start_load "$out"
+bench=$PK_LOAD_PID
 sleep 1
 snapshot >"$out/before"
 start=$(date +%s.%N)

@@ -27,20 +27,21 @@ pk_prepopulate "$KEYS" >/dev/null
 # threads are told apart by tid: the executor started first hosts replica 0 (the first primary)
 # and the front.
 switches() {
-  local p t
+  local p t counts
   for p in "$@"; do
     for t in /proc/"$p"/task/*; do
-      printf '%s %s %s %s\n' "$p/$(basename "$t")" "$(tr ' ' _ <"$t/comm")" \
-        "$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")" \
-        "$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")"
+      # A thread may end between the listing and the read (io_uring's and glommio's helpers).
+      counts="$(awk '/^(non)?voluntary_ctxt_switches/ {printf "%s ", $2}' "$t/status" 2>/dev/null)" \
+        || continue
+      [[ -n "$counts" ]] && printf '%s %s %s\n' "$p/$(basename "$t")" \
+        "$(tr ' ' _ <"$t/comm" 2>/dev/null || echo gone)" "$counts"
     done
   done
 }
 
 out="$(mktemp -d)"
-"$PK_BIN/paxoskv-bench" "$WORKLOAD" --addr "$PK_ADDR" -c "$CLIENTS" --keys "$KEYS" \
-  --warmup 0s --duration "$DURATION" -q --json "$out/run.json" >"$out/run.txt" &
-bench=$!
+pk_start_load "$out"
+bench=$PK_LOAD_PID
 sleep 1.5
 events=syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_io_uring_enter
 events+=,syscalls:sys_enter_membarrier,syscalls:sys_enter_futex,syscalls:sys_enter_epoll_wait
