@@ -26,6 +26,8 @@ mod pipeline;
 #[cfg(feature = "server")]
 pub mod reply;
 #[cfg(feature = "server")]
+mod send_batch;
+#[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]
 mod spread;

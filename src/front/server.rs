@@ -7,7 +7,7 @@
 //! (connections, message size, requests in flight) come from `[thrift]` in the config.
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use thrift::ApplicationError;
 use super::cmd::handle;
 use super::codec::{self, FrameError, Scan, Transport};
 use super::ctx::FrontCtx;
+use super::send_batch::Sent;
 use super::spread::{ReadMostly, Spreader};
 use super::wire::{self, Response};
 use crate::service::{ErrorCode, KvService, ServiceError};
@@ -253,13 +254,16 @@ pub(super) async fn run_connection<S: KvService>(
     let res = match tls {
         None => {
             let movable = spread.map(|s| ReadMostly::new(s, stream.as_raw_fd()));
-            serve_connection(stream, ctx, idle, start, movable).await
+            let batched = ctx.limits.batch_reply_sends.then(|| stream.as_raw_fd());
+            serve_connection(stream, ctx, idle, start, movable, batched).await
         }
         Some(acceptor) => {
             // The handshake is bounded like any started message (thrift.read_timeout).
             let timeout = ctx.limits.read_timeout;
             match crate::util::time::within(timeout, acceptor.accept(stream)).await {
-                Some(Ok(tls_stream)) => serve_connection(tls_stream, ctx, idle, start, None).await,
+                Some(Ok(tls_stream)) => {
+                    serve_connection(tls_stream, ctx, idle, start, None, None).await
+                }
                 Some(Err(e)) => Err(Closed::Tls(e)),
                 None => Err(Closed::TlsTimeout(timeout)),
             }
@@ -312,6 +316,7 @@ async fn serve_connection<S, IO>(
     mut idle: IdleWatch,
     start: Start,
     mut movable: Option<ReadMostly>,
+    batched: Option<RawFd>,
 ) -> Result<Served, Closed>
 where
     S: KvService,
@@ -329,7 +334,7 @@ where
         progress,
     });
     let writer: JoinHandle<Result<(), Closed>> =
-        glommio::spawn_local(run_writer(rx, wr, inflight.clone())).detach();
+        glommio::spawn_local(run_writer(rx, wr, inflight.clone(), batched)).detach();
     let session = Rc::new(RefCell::new(Session {
         committed_version: start.committed_version,
         ..Session::default()
@@ -490,6 +495,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
     rx: glommio::channels::local_channel::LocalReceiver<Outgoing>,
     mut wr: W,
     inflight: Rc<InFlight<S>>,
+    batched: Option<RawFd>,
 ) -> Result<(), Closed> {
     // Request bytes and range-reply room of the replies encoded in `out` but not written yet.
     let mut encoded = (0u64, 0u64);
@@ -504,7 +510,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
                         Some(r) => r,
                         None => {
                             // Not ready: send what is ready before waiting on it.
-                            flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
+                            flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
                             task.await
                         }
                     };
@@ -518,29 +524,46 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
             match poll_once(rx.recv()).await {
                 Some(Some(i)) => item = i,
                 Some(None) => {
-                    flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
+                    flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
                     return Ok(());
                 }
                 None => break,
             }
         }
-        flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
+        flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
         next = rx.recv().await;
     }
-    flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
+    flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
     Ok(())
 }
 
 /// Writes the encoded replies, then releases what their requests held (`held`: request
-/// bytes and range-reply room).
+/// bytes and range-reply room). With `batched` (the socket of a plain-TCP connection) the
+/// replies go in this turn's batch of sends, and what the socket had no room for is written
+/// the usual way.
 async fn flush<W: futures_lite::AsyncWrite + Unpin, S>(
     wr: &mut W,
     out: &mut Vec<u8>,
     inflight: &InFlight<S>,
     held: &mut (u64, u64),
+    batched: Option<RawFd>,
 ) -> Result<(), Closed> {
     if !out.is_empty() {
-        let r = crate::util::io::write_all_flushed(wr, out).await;
+        let sent = match batched {
+            Some(fd) => match super::send_batch::send(fd, out).await {
+                Sent::Bytes(n) => n.min(out.len()),
+                Sent::Unsent => 0,
+                Sent::Failed(kind) => {
+                    out.clear();
+                    return Err(Closed::Write(kind.into()));
+                }
+            },
+            None => 0,
+        };
+        let r = match &out[sent..] {
+            [] => Ok(()),
+            rest => crate::util::io::write_all_flushed(wr, rest).await,
+        };
         out.clear();
         r.map_err(Closed::Write)?;
     }
