@@ -218,9 +218,10 @@ pub struct ThriftSection {
     /// and still move (`spread_after_reads`); its later writes cross to the primary's executor.
     /// 0 moves only connections that never wrote.
     pub spread_max_write_percent: u32,
-    /// Plain-TCP replies that become ready in one executor turn go to the kernel in one
-    /// `io_uring_enter` (`front/send_batch.rs`) instead of a `send` each: each `send` may wake
-    /// the client and hand it the executor's core. False: a `send` per reply.
+    /// While an executor's turns hold 16 or more replies on average, the plain-TCP replies of
+    /// one turn go to the kernel in one `io_uring_enter` (`front/send_batch.rs`) instead of a
+    /// `send` each: each `send` may wake the client and hand it the executor's core. False: a
+    /// `send` per reply always.
     pub batch_reply_sends: bool,
 }
 

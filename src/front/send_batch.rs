@@ -7,6 +7,11 @@
 //! client at the end of each one, and the executor (with every request it holds) waits. Handed
 //! to the kernel in one call, the wake-ups of a whole turn cost the executor at most one switch.
 //!
+//! A batch costs the writer a second wake-up (it waits for the flusher's result) and the
+//! flusher a run, which pays only when a turn holds many replies: every reply counts towards
+//! its turn, and replies batch while the average over recent turns is at least
+//! `MIN_TURN_REPLIES`; below it each writer sends its own (`Sent::Unsent`).
+//!
 //! Sends use `MSG_DONTWAIT`: a socket without room completes at once with what it took (maybe
 //! nothing), and the writer sends the rest the usual way (waiting for the socket). Where the
 //! ring cannot be set up (io_uring refused), writers use the usual way for everything.
@@ -44,20 +49,28 @@ pub struct Stats {
     pub sends: u64,
 }
 
-/// Queues `bytes` for `fd` in this turn's batch and waits until the kernel took them.
+/// Queues `bytes` for `fd` in this turn's batch and waits until the kernel took them; at once
+/// `Sent::Unsent` while turns are not busy enough to batch.
 pub async fn send(fd: RawFd, bytes: &[u8]) -> Sent {
     let Some(batch) = Batch::current() else {
         return Sent::Unsent;
     };
+    // Every reply counts towards its turn, batched or not: the flusher runs once a turn and
+    // keeps the average, which decides whether the next turns batch.
+    batch.turn_replies.set(batch.turn_replies.get() + 1);
+    let wake = batch.flusher.borrow_mut().take();
+    if let Some(w) = wake {
+        w.wake();
+    }
+    if batch.turn_average.get() < batch.min_turn.get() as f64 {
+        return Sent::Unsent;
+    }
     let done = Rc::new(Done::default());
     batch.queue.borrow_mut().push(Entry {
         fd,
         bytes: bytes.to_vec(),
         done: done.clone(),
     });
-    if let Some(w) = batch.flusher.borrow_mut().take() {
-        w.wake();
-    }
     let guard = CancelOnDrop(&done);
     let sent = std::future::poll_fn(|cx| match done.res.get() {
         Some(r) => Poll::Ready(match r {
@@ -74,6 +87,14 @@ pub async fn send(fd: RawFd, bytes: &[u8]) -> Sent {
     .await;
     std::mem::forget(guard);
     sent
+}
+
+/// Sets this thread's batching threshold (replies per turn), for tests.
+#[cfg(test)]
+pub fn set_min_turn(replies: u32) {
+    if let Some(b) = Batch::current() {
+        b.min_turn.set(replies);
+    }
 }
 
 /// This thread's counts (zero where nothing was sent through a batch).
@@ -113,7 +134,18 @@ struct Batch {
     queue: RefCell<Vec<Entry>>,
     flusher: RefCell<Option<Waker>>,
     stats: Cell<Stats>,
+    /// Replies of the current turn so far (batched or sent one by one).
+    turn_replies: Cell<u32>,
+    /// Replies per turn, a moving average over the last turns (each weighs 1/8).
+    turn_average: Cell<f64>,
+    /// Batching starts once `turn_average` reaches it (`MIN_TURN_REPLIES`).
+    min_turn: Cell<u32>,
 }
+
+/// The replies per turn from which a batch pays: below it (few replies ready at once, as at
+/// 16 clients with batches of ~6) the writer's second wake-up and the flusher's run cost more
+/// than the switches they save, and each reply is sent by its writer.
+const MIN_TURN_REPLIES: u32 = 16;
 
 thread_local! {
     static BATCH: std::cell::OnceCell<Option<Rc<Batch>>> = const { std::cell::OnceCell::new() };
@@ -138,6 +170,9 @@ impl Batch {
                     queue: RefCell::new(Vec::new()),
                     flusher: RefCell::new(None),
                     stats: Cell::new(Stats::default()),
+                    turn_replies: Cell::new(0),
+                    turn_average: Cell::new(0.0),
+                    min_turn: Cell::new(MIN_TURN_REPLIES),
                 });
                 glommio::spawn_local(flusher(Rc::downgrade(&batch))).detach();
                 Some(batch)
@@ -158,6 +193,7 @@ impl Batch {
             stats.batches += 1;
             stats.sends += chunk.len() as u64;
             self.stats.set(stats);
+            crate::metrics::reply_batch_sent(chunk.len() as u64);
             for (e, r) in chunk.into_iter().zip(results) {
                 let r = if r == KERNEL_MAY_HOLD {
                     std::mem::forget(e.bytes);
@@ -181,7 +217,7 @@ async fn flusher(batch: std::rc::Weak<Batch>) {
             let Some(b) = batch.upgrade() else {
                 return Poll::Ready(false);
             };
-            if b.queue.borrow().is_empty() {
+            if b.turn_replies.get() == 0 {
                 *b.flusher.borrow_mut() = Some(cx.waker().clone());
                 Poll::Pending
             } else {
@@ -190,7 +226,12 @@ async fn flusher(batch: std::rc::Weak<Batch>) {
         })
         .await;
         match batch.upgrade() {
-            Some(b) if ready => b.flush(),
+            Some(b) if ready => {
+                let turn = f64::from(b.turn_replies.replace(0));
+                b.turn_average
+                    .set(b.turn_average.get() * 0.875 + turn * 0.125);
+                b.flush();
+            }
             _ => return,
         }
     }

@@ -180,7 +180,34 @@ impl Metrics {
             "Thrift connections that mostly read, moved to another executor's front (thrift.spread_after_reads, spread_max_write_percent).",
             self.connections_handed_over.load(Ordering::Relaxed),
         );
+        let (batches, sends) = (
+            REPLY_BATCHES.load(Ordering::Relaxed),
+            REPLY_BATCHED_SENDS.load(Ordering::Relaxed),
+        );
+        counter(
+            out,
+            "paxoskv_front_reply_batches_total",
+            "io_uring_enter calls that handed a turn's plain-TCP replies to the kernel (thrift.batch_reply_sends).",
+            batches,
+        );
+        counter(
+            out,
+            "paxoskv_front_reply_batched_sends_total",
+            "Replies handed to the kernel in those batches (sends per batch = this / paxoskv_front_reply_batches_total).",
+            sends,
+        );
     }
+}
+
+/// Batches of replies handed to the kernel, and the replies in them, over every executor of the
+/// process (the front's batched sends, `thrift.batch_reply_sends`).
+static REPLY_BATCHES: AtomicU64 = AtomicU64::new(0);
+static REPLY_BATCHED_SENDS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one batch of `sends` replies.
+pub fn reply_batch_sent(sends: u64) {
+    REPLY_BATCHES.fetch_add(1, Ordering::Relaxed);
+    REPLY_BATCHED_SENDS.fetch_add(sends, Ordering::Relaxed);
 }
 
 pub fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 
-use super::{send, stats, Sent};
+use super::{send, set_min_turn, stats, Sent};
 
 /// A connected pair on loopback: (the side the test sends on, the side it reads).
 fn pair() -> (TcpStream, TcpStream) {
@@ -30,6 +30,7 @@ fn the_sends_of_one_turn_go_to_the_kernel_in_one_call() {
     let pairs: Vec<_> = (0..3).map(|_| pair()).collect();
     let fds: Vec<_> = pairs.iter().map(|(s, _)| s.as_raw_fd()).collect();
     let (before, results, after) = on_executor(async move {
+        set_min_turn(0);
         let before = stats();
         let tasks: Vec<_> = fds
             .into_iter()
@@ -64,6 +65,7 @@ fn a_socket_without_room_takes_what_fits_and_then_nothing() {
     let fd = server.as_raw_fd();
     let big = vec![7u8; 16 << 20];
     let (first, second) = on_executor(async move {
+        set_min_turn(0);
         let first = send(fd, &big).await;
         let second = send(fd, &big).await;
         (first, second)
@@ -84,6 +86,7 @@ fn a_send_dropped_before_the_flush_never_reaches_the_socket() {
     let (server, mut client) = pair();
     let fd = server.as_raw_fd();
     let later = on_executor(async move {
+        set_min_turn(0);
         // Polled once (queued), then dropped before the flusher ran.
         assert!(futures_lite::future::poll_once(send(fd, b"dropped"))
             .await
@@ -101,4 +104,42 @@ fn a_send_dropped_before_the_flush_never_reaches_the_socket() {
         Err(e) if e.kind() == ErrorKind::WouldBlock => {}
         other => panic!("more bytes on the socket: {other:?}"),
     }
+}
+
+#[test]
+fn turns_with_few_replies_are_sent_by_their_writers_and_busy_turns_batch() {
+    let pairs: Vec<_> = (0..10).map(|_| pair()).collect();
+    let fds: Vec<_> = pairs.iter().map(|(s, _)| s.as_raw_fd()).collect();
+    let turns = on_executor(async move {
+        set_min_turn(4);
+        let mut turns = Vec::new();
+        for turn in 0..8 {
+            // The first turn has 2 replies, the others 10.
+            let n = if turn == 0 { 2 } else { 10 };
+            let tasks: Vec<_> = fds[..n]
+                .iter()
+                .map(|&fd| glommio::spawn_local(async move { send(fd, b"r").await }))
+                .collect();
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await);
+            }
+            turns.push(results);
+            // The turn ends: everything ready runs (the flusher too) before the timer fires.
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        turns
+    });
+    assert_eq!(
+        turns[0],
+        vec![Sent::Unsent; 2],
+        "no batch before turns are busy"
+    );
+    assert_eq!(
+        turns[1],
+        vec![Sent::Unsent; 10],
+        "the average has not caught up yet"
+    );
+    // After four turns of 10 the average (each turn weighs 1/8) is past 4.
+    assert_eq!(turns[7], vec![Sent::Bytes(1); 10]);
 }
