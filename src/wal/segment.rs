@@ -651,7 +651,15 @@ impl Wal {
         self.segments.len()
     }
 
-    pub async fn close(self) -> Result<(), WalError> {
+    pub async fn close(mut self) -> Result<(), WalError> {
+        // The spare's task must not outlive the WAL: a later open of this directory deletes
+        // its file, and glommio panics when a file it is opening disappears before it stats it.
+        if let Some(spare) = self.spare.take() {
+            spare.cancel();
+            if let Some(Ok(f)) = spare.await {
+                let _ = f.close().await;
+            }
+        }
         let path = self.active_path();
         self.active.close().await.map_err(|e| io_err(&path, e))
     }
