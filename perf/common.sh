@@ -48,6 +48,15 @@ pk_prepopulate() {
     --warmup 0s --duration 1s -q "$@"
 }
 
+# pk_load_settings: the measured load's settings, from the environment or their defaults
+# (WORKLOAD=write CLIENTS=64 KEYS=100000 DURATION=8s).
+pk_load_settings() {
+  WORKLOAD="${WORKLOAD:-write}"
+  CLIENTS="${CLIENTS:-64}"
+  KEYS="${KEYS:-100000}"
+  DURATION="${DURATION:-8s}"
+}
+
 # pk_start_load DIR: runs $WORKLOAD with $CLIENTS clients over $KEYS keys for $DURATION against
 # the running server, in the background (its report in DIR/run.json and DIR/run.txt); sets
 # PK_LOAD_PID.

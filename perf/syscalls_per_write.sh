@@ -11,10 +11,7 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-WORKLOAD="${WORKLOAD:-write}"
-CLIENTS="${CLIENTS:-64}"
-KEYS="${KEYS:-100000}"
-DURATION="${DURATION:-8s}"
+pk_load_settings
 WINDOW=3
 
 pk_need_command perf linux-perf
