@@ -40,7 +40,9 @@ pub enum Sent {
     Failed(std::io::ErrorKind),
 }
 
-/// Sends on this executor's batch, counted since the thread started (for tests and metrics).
+/// Sends on this executor's batch, counted since the thread started (the process-wide
+/// counts are metrics: `crate::metrics::reply_batch_sent`).
+#[cfg(test)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// `io_uring_enter` calls that submitted sends.
@@ -89,6 +91,32 @@ pub async fn send(fd: RawFd, bytes: &[u8]) -> Sent {
     sent
 }
 
+/// Where a connection's replies go: its write half and, for a plain-TCP connection whose
+/// replies join the executor's batches, its socket.
+pub struct ReplySink<W> {
+    pub wr: W,
+    pub batched: Option<RawFd>,
+}
+
+impl<W: futures_lite::AsyncWrite + Unpin> ReplySink<W> {
+    /// Writes all of `bytes`: through this turn's batch when the connection has one, and what
+    /// the batch did not send (a full socket, turns not busy enough) the usual way.
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        let sent = match self.batched {
+            Some(fd) => match send(fd, bytes).await {
+                Sent::Bytes(n) => n.min(bytes.len()),
+                Sent::Unsent => 0,
+                Sent::Failed(kind) => return Err(kind.into()),
+            },
+            None => 0,
+        };
+        match &bytes[sent..] {
+            [] => Ok(()),
+            rest => crate::util::io::write_all_flushed(&mut self.wr, rest).await,
+        }
+    }
+}
+
 /// Sets this thread's batching threshold (replies per turn), for tests.
 #[cfg(test)]
 pub fn set_min_turn(replies: u32) {
@@ -98,7 +126,7 @@ pub fn set_min_turn(replies: u32) {
 }
 
 /// This thread's counts (zero where nothing was sent through a batch).
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 pub fn stats() -> Stats {
     BATCH.with(|b| {
         b.get()
@@ -133,6 +161,7 @@ struct Batch {
     ring: Ring,
     queue: RefCell<Vec<Entry>>,
     flusher: RefCell<Option<Waker>>,
+    #[cfg(test)]
     stats: Cell<Stats>,
     /// Replies of the current turn so far (batched or sent one by one).
     turn_replies: Cell<u32>,
@@ -169,6 +198,7 @@ impl Batch {
                     ring,
                     queue: RefCell::new(Vec::new()),
                     flusher: RefCell::new(None),
+                    #[cfg(test)]
                     stats: Cell::new(Stats::default()),
                     turn_replies: Cell::new(0),
                     turn_average: Cell::new(0.0),
@@ -189,10 +219,11 @@ impl Batch {
             let rest = queued.split_off(queued.len().min(RING_ENTRIES as usize));
             let chunk = std::mem::replace(&mut queued, rest);
             let results = self.ring.send_all(&chunk);
-            let mut stats = self.stats.get();
-            stats.batches += 1;
-            stats.sends += chunk.len() as u64;
-            self.stats.set(stats);
+            #[cfg(test)]
+            self.stats.set(Stats {
+                batches: self.stats.get().batches + 1,
+                sends: self.stats.get().sends + chunk.len() as u64,
+            });
             crate::metrics::reply_batch_sent(chunk.len() as u64);
             for (e, r) in chunk.into_iter().zip(results) {
                 let r = if r == KERNEL_MAY_HOLD {

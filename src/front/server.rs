@@ -21,7 +21,7 @@ use thrift::ApplicationError;
 use super::cmd::handle;
 use super::codec::{self, FrameError, Scan, Transport};
 use super::ctx::FrontCtx;
-use super::send_batch::Sent;
+use super::send_batch::ReplySink;
 use super::spread::{ReadMostly, Spreader};
 use super::wire::{self, Response};
 use crate::service::{ErrorCode, KvService, ServiceError};
@@ -334,7 +334,7 @@ where
         progress,
     });
     let writer: JoinHandle<Result<(), Closed>> =
-        glommio::spawn_local(run_writer(rx, wr, inflight.clone(), batched)).detach();
+        glommio::spawn_local(run_writer(rx, ReplySink { wr, batched }, inflight.clone())).detach();
     let session = Rc::new(RefCell::new(Session {
         committed_version: start.committed_version,
         ..Session::default()
@@ -493,9 +493,8 @@ where
 /// Writes replies in request order, coalescing those already done into one write.
 async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
     rx: glommio::channels::local_channel::LocalReceiver<Outgoing>,
-    mut wr: W,
+    mut wr: ReplySink<W>,
     inflight: Rc<InFlight<S>>,
-    batched: Option<RawFd>,
 ) -> Result<(), Closed> {
     // Request bytes and range-reply room of the replies encoded in `out` but not written yet.
     let mut encoded = (0u64, 0u64);
@@ -510,7 +509,7 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
                         Some(r) => r,
                         None => {
                             // Not ready: send what is ready before waiting on it.
-                            flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
+                            flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
                             task.await
                         }
                     };
@@ -524,46 +523,29 @@ async fn run_writer<W: futures_lite::AsyncWrite + Unpin, S>(
             match poll_once(rx.recv()).await {
                 Some(Some(i)) => item = i,
                 Some(None) => {
-                    flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
+                    flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
                     return Ok(());
                 }
                 None => break,
             }
         }
-        flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
+        flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
         next = rx.recv().await;
     }
-    flush(&mut wr, &mut out, &inflight, &mut encoded, batched).await?;
+    flush(&mut wr, &mut out, &inflight, &mut encoded).await?;
     Ok(())
 }
 
 /// Writes the encoded replies, then releases what their requests held (`held`: request
-/// bytes and range-reply room). With `batched` (the socket of a plain-TCP connection) the
-/// replies go in this turn's batch of sends, and what the socket had no room for is written
-/// the usual way.
+/// bytes and range-reply room).
 async fn flush<W: futures_lite::AsyncWrite + Unpin, S>(
-    wr: &mut W,
+    wr: &mut ReplySink<W>,
     out: &mut Vec<u8>,
     inflight: &InFlight<S>,
     held: &mut (u64, u64),
-    batched: Option<RawFd>,
 ) -> Result<(), Closed> {
     if !out.is_empty() {
-        let sent = match batched {
-            Some(fd) => match super::send_batch::send(fd, out).await {
-                Sent::Bytes(n) => n.min(out.len()),
-                Sent::Unsent => 0,
-                Sent::Failed(kind) => {
-                    out.clear();
-                    return Err(Closed::Write(kind.into()));
-                }
-            },
-            None => 0,
-        };
-        let r = match &out[sent..] {
-            [] => Ok(()),
-            rest => crate::util::io::write_all_flushed(wr, rest).await,
-        };
+        let r = wr.write_all(out).await;
         out.clear();
         r.map_err(Closed::Write)?;
     }
