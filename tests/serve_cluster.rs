@@ -215,6 +215,18 @@ fn metrics_endpoint_reports_requests_and_replicas() {
     );
     let (syncs, in_inf) = histogram_totals(&body, "paxoskv_replica_wal_sync_seconds");
     assert!(syncs > 0 && syncs == in_inf, "{syncs} {in_inf}: {body}");
+    // The writes were timed: proposed to chosen on the primary, Accept to Accepted on the
+    // acceptors.
+    let (chosen, chosen_inf) = histogram_totals(&body, "paxoskv_replica_slot_commit_seconds");
+    assert!(
+        chosen > 0 && chosen == chosen_inf,
+        "{chosen} {chosen_inf}: {body}"
+    );
+    let (answered, answered_inf) = histogram_totals(&body, "paxoskv_replica_accept_seconds");
+    assert!(
+        answered > 0 && answered == answered_inf,
+        "{answered} {answered_inf}: {body}"
+    );
     // Once the primary holds a lease (a heartbeat round after its election), gets are served
     // under it without a step of its core, and still see the writes.
     let lease_reads = |body: &str| sum_of_lines(body, "paxoskv_replica_lease_reads_total");

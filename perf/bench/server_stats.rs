@@ -1,6 +1,8 @@
 //! Server-side counters scraped from paxoskv's Prometheus endpoint (`--metrics HOST:PORT`)
-//! before and after a run, so the report says how well the server batched: commands per Paxos
-//! slot, slots per second, and the commands-per-slot histogram of the run.
+//! before and after a run, so the report says how well the server batched (commands per Paxos
+//! slot, the commands-per-slot histogram of the run) and where a slot's time went (mean time
+//! from proposed to chosen on the primary, from Accept to Accepted on the acceptors, and of a
+//! WAL write).
 //!
 //! Must not: fail the run. A scrape that fails is reported as missing, never unwrapped.
 
@@ -19,7 +21,16 @@ pub struct Snapshot {
     pub commands: f64,
     /// `le` bound (as printed) → cumulative committed slots with at most that many commands.
     pub slot_buckets: BTreeMap<String, f64>,
+    /// (sum of seconds, count) of each timed stage, in `STAGES` order.
+    pub stages: [(f64, f64); STAGES.len()],
 }
+
+/// The timed stages the report shows: (histogram, what it times).
+const STAGES: [(&str, &str); 3] = [
+    ("paxoskv_replica_slot_commit_seconds", "proposed to chosen"),
+    ("paxoskv_replica_accept_seconds", "Accept to Accepted"),
+    ("paxoskv_replica_wal_sync_seconds", "WAL write"),
+];
 
 /// What the run did on the server, from two snapshots.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -29,6 +40,8 @@ pub struct ServerStats {
     pub commands_per_slot: f64,
     /// (upper bound of commands per slot, share of the run's slots at or below it).
     pub slot_size_cdf: Vec<(String, f64)>,
+    /// (stage, mean seconds over the run) for each timed stage the run saw.
+    pub stage_means: Vec<(String, f64)>,
 }
 
 /// GETs `/metrics` from `addr` and sums the replica counters.
@@ -71,7 +84,17 @@ pub fn parse(text: &str) -> Snapshot {
                     *snap.slot_buckets.entry(le.to_string()).or_default() += v;
                 }
             }
-            _ => {}
+            _ => {
+                let stage = |suffix: &str| {
+                    let base = name.strip_suffix(suffix)?;
+                    STAGES.iter().position(|(n, _)| *n == base)
+                };
+                if let Some(i) = stage("_sum") {
+                    snap.stages[i].0 += v;
+                } else if let Some(i) = stage("_count") {
+                    snap.stages[i].1 += v;
+                }
+            }
         }
     }
     snap
@@ -95,7 +118,16 @@ impl ServerStats {
             let key = |s: &str| s.parse::<f64>().unwrap_or(f64::INFINITY);
             key(&a.0).total_cmp(&key(&b.0))
         });
+        let stage_means = STAGES
+            .iter()
+            .zip(after.stages.iter().zip(&before.stages))
+            .filter_map(|((_, what), (a, b))| {
+                let n = a.1 - b.1;
+                (n > 0.0).then(|| (what.to_string(), (a.0 - b.0) / n))
+            })
+            .collect();
         ServerStats {
+            stage_means,
             committed_slots: slots,
             committed_commands: commands,
             commands_per_slot: if slots > 0.0 { commands / slots } else { 0.0 },
@@ -110,10 +142,19 @@ impl ServerStats {
             .iter()
             .find(|(_, share)| *share >= 0.5)
             .map_or("-".to_string(), |(le, _)| format!("<= {le}"));
-        format!(
+        let mut text = format!(
             "server      {:.1} commands per slot ({:.0} commands in {:.0} slots, summed over replicas); median slot {median} commands\n",
             self.commands_per_slot, self.committed_commands, self.committed_slots
-        )
+        );
+        if !self.stage_means.is_empty() {
+            let stages: Vec<String> = self
+                .stage_means
+                .iter()
+                .map(|(what, s)| format!("{what} {:.0} us", s * 1e6))
+                .collect();
+            text += &format!("slot time   mean {}\n", stages.join(", "));
+        }
+        text
     }
 }
 
@@ -143,5 +184,40 @@ mod tests {
         assert_eq!(s.slot_size_cdf.last().map(|c| c.1), Some(1.0));
         assert_eq!(s.slot_size_cdf[0], ("1".to_string(), 0.2));
         assert!(s.text().contains("40.0 commands per slot"), "{}", s.text());
+        assert!(s.stage_means.is_empty(), "no stage was timed");
+    }
+
+    #[test]
+    fn stage_means_come_from_the_difference_of_two_scrapes() {
+        let before = parse(
+            "paxoskv_replica_slot_commit_seconds_sum{replica=\"0\"} 1.0\n\
+             paxoskv_replica_slot_commit_seconds_count{replica=\"0\"} 100\n\
+             paxoskv_replica_accept_seconds_sum{replica=\"1\"} 0.5\n\
+             paxoskv_replica_accept_seconds_count{replica=\"1\"} 100\n",
+        );
+        let after = parse(
+            "paxoskv_replica_slot_commit_seconds_sum{replica=\"0\"} 1.2\n\
+             paxoskv_replica_slot_commit_seconds_count{replica=\"0\"} 300\n\
+             paxoskv_replica_accept_seconds_sum{replica=\"1\"} 0.6\n\
+             paxoskv_replica_accept_seconds_count{replica=\"1\"} 150\n\
+             paxoskv_replica_accept_seconds_sum{replica=\"2\"} 0.3\n\
+             paxoskv_replica_accept_seconds_count{replica=\"2\"} 50\n",
+        );
+        let s = ServerStats::between(&before, &after);
+        let mean = |what: &str| {
+            s.stage_means
+                .iter()
+                .find(|(w, _)| w == what)
+                .map(|(_, m)| (m * 1e6).round())
+        };
+        assert_eq!(mean("proposed to chosen"), Some(1000.0));
+        assert_eq!(mean("Accept to Accepted"), Some(4000.0));
+        assert_eq!(mean("WAL write"), None, "not in the scrapes");
+        assert!(
+            s.text()
+                .contains("proposed to chosen 1000 us, Accept to Accepted 4000 us"),
+            "{}",
+            s.text()
+        );
     }
 }

@@ -448,7 +448,8 @@ impl KvService for ClusterService {
 }
 
 /// The histograms of every local replica, in Prometheus form: commands per committed slot, WAL
-/// group-commit durations, heartbeat timer lag.
+/// group-commit durations, heartbeat timer lag, and where a slot's time goes (proposed to
+/// chosen, Accept to Accepted).
 fn render_histograms(local: &[LocalReplica], out: &mut String) {
     use super::shared::{DURATION_US_BUCKETS, SLOT_COMMANDS_BUCKETS};
     use std::sync::atomic::Ordering::Relaxed;
@@ -485,6 +486,29 @@ fn render_histograms(local: &[LocalReplica], out: &mut String) {
         (&DURATION_US_BUCKETS, 1e6),
         |r| &r.shared.timer_lag_us[..],
         |r| r.shared.timer_lag_us_total.load(Relaxed) as f64 / 1e6,
+    );
+    render_histogram(
+        out,
+        local,
+        (
+            "paxoskv_replica_slot_commit_seconds",
+            "From this primary proposing a slot (its Accept leaving) to the slot being chosen.",
+        ),
+        (&DURATION_US_BUCKETS, 1e6),
+        |r| &r.shared.slot_commit_us[..],
+        |r| r.shared.slot_commit_us_total.load(Relaxed) as f64 / 1e6,
+    );
+    render_histogram(
+        out,
+        local,
+        (
+            "paxoskv_replica_accept_seconds",
+            "From an Accept arriving at this replica to its Accepted leaving: the WAL write and \
+             the executor's waits around it.",
+        ),
+        (&DURATION_US_BUCKETS, 1e6),
+        |r| &r.shared.accept_us[..],
+        |r| r.shared.accept_us_total.load(Relaxed) as f64 / 1e6,
     );
 }
 

@@ -86,6 +86,13 @@ pub struct ReplicaShared {
     /// executor could not run, on a busy or starved core.
     pub timer_lag_us: [AtomicU64; DURATION_US_BUCKETS.len()],
     pub timer_lag_us_total: AtomicU64,
+    /// Slots this replica proposed, by how long until they were chosen (same buckets).
+    pub slot_commit_us: [AtomicU64; DURATION_US_BUCKETS.len()],
+    pub slot_commit_us_total: AtomicU64,
+    /// Accepts this replica answered, by how long from the Accept arriving to the Accepted
+    /// leaving (same buckets).
+    pub accept_us: [AtomicU64; DURATION_US_BUCKETS.len()],
+    pub accept_us_total: AtomicU64,
 }
 
 /// Upper bounds of the commands-per-slot histogram (the last bucket takes everything above).
@@ -168,6 +175,10 @@ impl ReplicaShared {
             wal_sync_us: Default::default(),
             timer_lag_us: Default::default(),
             timer_lag_us_total: AtomicU64::new(0),
+            slot_commit_us: Default::default(),
+            slot_commit_us_total: AtomicU64::new(0),
+            accept_us: Default::default(),
+            accept_us_total: AtomicU64::new(0),
         }
     }
 
@@ -205,6 +216,18 @@ impl ReplicaShared {
     pub fn record_timer_lag(&self, us: u64) {
         self.timer_lag_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
         self.timer_lag_us_total.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Counts one slot this replica proposed that was chosen `us` µs later.
+    pub fn record_slot_commit(&self, us: u64) {
+        self.slot_commit_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
+        self.slot_commit_us_total.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Counts one Accept this replica answered `us` µs after it arrived.
+    pub fn record_accept(&self, us: u64) {
+        self.accept_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
+        self.accept_us_total.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Consumes a one-shot test hook: true once after it was armed. A plain load first, so

@@ -26,6 +26,7 @@ mod outputs;
 mod reads;
 mod recover;
 mod snapshot;
+mod timing;
 mod waiters;
 mod wal_host;
 
@@ -209,6 +210,7 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
         last_compact: Instant::now(),
         compacted: base,
         stopping: false,
+        timing: timing::SlotTiming::default(),
     };
     sh.shared
         .amnesiac
@@ -309,6 +311,8 @@ struct Shell {
     lease_clock: Duration,
     /// The lease last published to `shared`.
     published_lease: Option<(Slot, u64)>,
+    /// Open slots' start times (`paxoskv_replica_slot_commit_seconds`, `..._accept_seconds`).
+    timing: timing::SlotTiming,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ServiceError {
@@ -401,10 +405,15 @@ impl Shell {
         }
         match m.kind {
             FrameKind::Paxos => match paxos::Message::decode(&m.payload) {
-                Ok(message) => self.step(Input::Message {
-                    from: ReplicaId(m.from),
-                    message,
-                }),
+                Ok(message) => {
+                    if let paxos::Message::Accept { slot, .. } = &message {
+                        self.timing.accept_arrived(*slot, Instant::now());
+                    }
+                    self.step(Input::Message {
+                        from: ReplicaId(m.from),
+                        message,
+                    })
+                }
                 Err(e) => {
                     tracing::warn!(replica = self.id, from = m.from, error = %e, "undecodable paxos message")
                 }

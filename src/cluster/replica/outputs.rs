@@ -23,7 +23,17 @@ impl Shell {
         // A broadcast is one message for several peers in a row: it is encoded once and its
         // bytes shared (comparing a batch is a pointer compare: the clones share it).
         let mut last: Option<(paxos::Message, Bytes)> = None;
+        let now = std::time::Instant::now();
         for (to, msg) in out.sends.drain(..) {
+            match &msg {
+                paxos::Message::Accept { slot, .. } => self.timing.proposed(*slot, now),
+                paxos::Message::Accepted { slot, .. } => {
+                    if let Some(d) = self.timing.accepted_sent(*slot, now) {
+                        self.shared.record_accept(d.as_micros() as u64);
+                    }
+                }
+                _ => {}
+            }
             let bytes = match &last {
                 Some((m, b)) if *m == msg => b.clone(),
                 _ => {
@@ -37,6 +47,9 @@ impl Shell {
             self.outbound.send(to.0, FrameKind::Paxos, bytes);
         }
         for (slot, value) in out.committed.drain(..) {
+            if let Some(d) = self.timing.chosen(slot, now) {
+                self.shared.record_slot_commit(d.as_micros() as u64);
+            }
             let commands = value.commands();
             let mut waiting = Vec::new();
             // Only a replica with clients waiting needs to look for its own commands.
