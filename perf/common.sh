@@ -15,6 +15,7 @@ pk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 pk_build() {
   if [[ "${SKIP_BUILD:-0}" == 1 ]]; then return 0; fi
   pk_log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+  pk_need_patched_glommio "$PK_ROOT"
   (cd "$PK_ROOT" && cargo build --release --bin paxoskv --bin paxoskv-bench >&2)
 }
 

@@ -69,3 +69,58 @@ pk_print_versions() {
   echo "prereqs: python3:  $(python3 --version 2>&1) ($(command -v python3))"
   echo "prereqs: python thrift: $(pk_python_neutral -c 'import thrift, thrift.protocol.TBinaryProtocol as b; from importlib.metadata import version; print(version("thrift"), "from", thrift.__file__)' 2>&1)"
 }
+
+# The glommio the build uses: the crates.io release with the patches in `patches/`, unpacked
+# into `vendor/` (not in git; Cargo.toml's `[patch.crates-io]` points there). The release comes
+# from cargo's own download cache (fetched through cargo when missing) and is checked against
+# its crates.io checksum. Redone when the patch changes.
+PK_GLOMMIO_VERSION=0.9.0
+PK_GLOMMIO_SHA256=e1f8bc1fce949d18098dc0a4e861314e40351a0144ebf61e59bdb5254a2273b2
+
+# Prints the path of a downloaded crates.io release (NAME VERSION), fetching it with cargo if
+# no registry cache holds it yet.
+pk_crate_file() {
+  local name="$1" version="$2" home="${CARGO_HOME:-$HOME/.cargo}" found dir
+  found="$(ls "$home"/registry/cache/*/"$name-$version.crate" 2>/dev/null | head -1)"
+  if [[ -z "$found" ]]; then
+    dir="$(mktemp -d)"
+    printf '[package]\nname = "fetch"\nversion = "0.0.0"\nedition = "2021"\n[lib]\npath = "lib.rs"\n[dependencies]\n%s = "=%s"\n' \
+      "$name" "$version" > "$dir/Cargo.toml"
+    touch "$dir/lib.rs"
+    echo "prereqs: cargo fetch $name $version" >&2
+    (cd "$dir" && cargo fetch --quiet) >&2
+    rm -rf "$dir"
+    found="$(ls "$home"/registry/cache/*/"$name-$version.crate" 2>/dev/null | head -1)"
+  fi
+  [[ -n "$found" ]] || { echo "prereqs: cannot download $name $version" >&2; return 1; }
+  echo "$found"
+}
+
+# pk_need_patched_glommio ROOT: ROOT/vendor/glommio-<version> holds the patched release.
+pk_need_patched_glommio() {
+  local root="$1" dir patches want crate sum tmp p
+  dir="$root/vendor/glommio-$PK_GLOMMIO_VERSION"
+  patches=("$root"/patches/glommio-"$PK_GLOMMIO_VERSION"-*.patch)
+  want="$PK_GLOMMIO_SHA256 $(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$dir/.paxoskv-patched" && "$(cat "$dir/.paxoskv-patched")" == "$want" ]]; then
+    return 0
+  fi
+  pk_need_command patch patch
+  crate="$(pk_crate_file glommio "$PK_GLOMMIO_VERSION")"
+  sum="$(sha256sum "$crate" | cut -d' ' -f1)"
+  if [[ "$sum" != "$PK_GLOMMIO_SHA256" ]]; then
+    echo "prereqs: $crate has checksum $sum, crates.io publishes $PK_GLOMMIO_SHA256" >&2
+    return 1
+  fi
+  tmp="$dir.tmp"
+  rm -rf "$tmp" "$dir"
+  mkdir -p "$tmp"
+  tar -xzf "$crate" -C "$tmp" --strip-components=1
+  for p in "${patches[@]}"; do
+    patch -d "$tmp" -p1 --quiet --forward < "$p" \
+      || { echo "prereqs: $p does not apply to glommio $PK_GLOMMIO_VERSION" >&2; return 1; }
+  done
+  echo "$want" > "$tmp/.paxoskv-patched"
+  mv "$tmp" "$dir"
+  echo "prereqs: glommio $PK_GLOMMIO_VERSION patched into ${dir#"$root"/}" >&2
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing paxoskv needs on a fresh Debian machine, and nothing that is
 # already there: libclang (bindgen for the bundled RocksDB), the Thrift compiler (code generation
-# and the Python client test) and the Python Thrift library.
+# and the Python client test) and the Python Thrift library. It also prepares the patched glommio
+# the build uses (`vendor/`, from `patches/`; see Cargo.toml's `[patch.crates-io]`).
 #
 # Every check asks the thing itself, never the working directory: Python runs from an empty
 # temporary directory (run from the repository root, `import thrift` finds the IDL folder
@@ -15,4 +16,5 @@ pk_need_apt libclang-dev clang thrift-compiler
 pk_need_command thrift thrift-compiler
 pk_need_libclang
 pk_need_python_module thrift.protocol.TBinaryProtocol thrift
+pk_need_patched_glommio "$(cd "$(dirname "$0")/.." && pwd)"
 if [[ "${1:-}" == "--versions" ]]; then pk_print_versions; fi
