@@ -11,3 +11,6 @@ pub mod io;
 pub mod read_buf;
 pub mod reply;
 pub mod time;
+
+#[cfg(test)]
+mod wake_tests;
