@@ -475,41 +475,36 @@ fn render_histograms(local: &[LocalReplica], out: &mut String) {
         |r| &r.shared.wal_sync_us[..],
         |r| r.shared.wal_sync_us_total.load(Relaxed) as f64 / 1e6,
     );
-    render_histogram(
-        out,
-        local,
+    type Of = fn(&LocalReplica) -> &super::shared::Durations;
+    let durations: [(&str, &str, Of); 3] = [
         (
             "paxoskv_replica_timer_lag_seconds",
             "How late the replica's heartbeat timer fired: time its executor could not run \
              (a busy or starved core).",
+            |r| &r.shared.timer_lag,
         ),
-        (&DURATION_US_BUCKETS, 1e6),
-        |r| &r.shared.timer_lag_us[..],
-        |r| r.shared.timer_lag_us_total.load(Relaxed) as f64 / 1e6,
-    );
-    render_histogram(
-        out,
-        local,
         (
             "paxoskv_replica_slot_commit_seconds",
             "From this primary proposing a slot (its Accept leaving) to the slot being chosen.",
+            |r| &r.shared.slot_commit,
         ),
-        (&DURATION_US_BUCKETS, 1e6),
-        |r| &r.shared.slot_commit_us[..],
-        |r| r.shared.slot_commit_us_total.load(Relaxed) as f64 / 1e6,
-    );
-    render_histogram(
-        out,
-        local,
         (
             "paxoskv_replica_accept_seconds",
             "From an Accept arriving at this replica to its Accepted leaving: the WAL write and \
              the executor's waits around it.",
+            |r| &r.shared.accept,
         ),
-        (&DURATION_US_BUCKETS, 1e6),
-        |r| &r.shared.accept_us[..],
-        |r| r.shared.accept_us_total.load(Relaxed) as f64 / 1e6,
-    );
+    ];
+    for (name, help, of) in durations {
+        render_histogram(
+            out,
+            local,
+            (name, help),
+            (&DURATION_US_BUCKETS, 1e6),
+            |r| &of(r).buckets[..],
+            |r| of(r).total_us.load(Relaxed) as f64 / 1e6,
+        );
+    }
 }
 
 /// One histogram per local replica: `counts` per bucket (not cumulative) with upper
@@ -519,8 +514,8 @@ fn render_histogram(
     local: &[LocalReplica],
     (name, help): (&str, &str),
     (bounds, unit): (&[u64], f64),
-    counts: fn(&LocalReplica) -> &[std::sync::atomic::AtomicU64],
-    sum: fn(&LocalReplica) -> f64,
+    counts: impl Fn(&LocalReplica) -> &[std::sync::atomic::AtomicU64],
+    sum: impl Fn(&LocalReplica) -> f64,
 ) {
     use std::fmt::Write;
     use std::sync::atomic::Ordering::Relaxed;

@@ -82,17 +82,30 @@ pub struct ReplicaShared {
     /// WAL group commits by duration: bucket `i` counts those of at most
     /// `DURATION_US_BUCKETS[i]` µs (not cumulative).
     pub wal_sync_us: [AtomicU64; DURATION_US_BUCKETS.len()],
-    /// Heartbeat ticks by how late their timer fired (same buckets): time the replica's
-    /// executor could not run, on a busy or starved core.
-    pub timer_lag_us: [AtomicU64; DURATION_US_BUCKETS.len()],
-    pub timer_lag_us_total: AtomicU64,
-    /// Slots this replica proposed, by how long until they were chosen (same buckets).
-    pub slot_commit_us: [AtomicU64; DURATION_US_BUCKETS.len()],
-    pub slot_commit_us_total: AtomicU64,
+    /// Heartbeat ticks by how late their timer fired: time the replica's executor could not
+    /// run, on a busy or starved core.
+    pub timer_lag: Durations,
+    /// Slots this replica proposed, by how long until they were chosen.
+    pub slot_commit: Durations,
     /// Accepts this replica answered, by how long from the Accept arriving to the Accepted
-    /// leaving (same buckets).
-    pub accept_us: [AtomicU64; DURATION_US_BUCKETS.len()],
-    pub accept_us_total: AtomicU64,
+    /// leaving.
+    pub accept: Durations,
+}
+
+/// A histogram of durations (`DURATION_US_BUCKETS`; counts per bucket, not cumulative) and
+/// their sum.
+#[derive(Debug, Default)]
+pub struct Durations {
+    pub buckets: [AtomicU64; DURATION_US_BUCKETS.len()],
+    pub total_us: AtomicU64,
+}
+
+impl Durations {
+    /// Counts one duration of `us` µs.
+    pub fn record(&self, us: u64) {
+        self.buckets[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds of the commands-per-slot histogram (the last bucket takes everything above).
@@ -173,12 +186,9 @@ impl ReplicaShared {
             executor: AtomicU64::new(0),
             slot_commands: Default::default(),
             wal_sync_us: Default::default(),
-            timer_lag_us: Default::default(),
-            timer_lag_us_total: AtomicU64::new(0),
-            slot_commit_us: Default::default(),
-            slot_commit_us_total: AtomicU64::new(0),
-            accept_us: Default::default(),
-            accept_us_total: AtomicU64::new(0),
+            timer_lag: Durations::default(),
+            slot_commit: Durations::default(),
+            accept: Durations::default(),
         }
     }
 
@@ -210,24 +220,6 @@ impl ReplicaShared {
     /// Counts one WAL group commit that took `us` µs in the histogram.
     pub fn record_wal_sync(&self, us: u64) {
         self.wal_sync_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one timer that fired `us` µs late.
-    pub fn record_timer_lag(&self, us: u64) {
-        self.timer_lag_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
-        self.timer_lag_us_total.fetch_add(us, Ordering::Relaxed);
-    }
-
-    /// Counts one slot this replica proposed that was chosen `us` µs later.
-    pub fn record_slot_commit(&self, us: u64) {
-        self.slot_commit_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
-        self.slot_commit_us_total.fetch_add(us, Ordering::Relaxed);
-    }
-
-    /// Counts one Accept this replica answered `us` µs after it arrived.
-    pub fn record_accept(&self, us: u64) {
-        self.accept_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
-        self.accept_us_total.fetch_add(us, Ordering::Relaxed);
     }
 
     /// Consumes a one-shot test hook: true once after it was armed. A plain load first, so

@@ -170,7 +170,7 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
                 let asleep = Instant::now();
                 glommio::timer::sleep(tick).await;
                 let late = asleep.elapsed().saturating_sub(tick);
-                shared.record_timer_lag(late.as_micros() as u64);
+                shared.timer_lag.record(late.as_micros() as u64);
                 if tx.send(Ev::Tick).await.is_err() {
                     return;
                 }

@@ -29,7 +29,7 @@ impl Shell {
                 paxos::Message::Accept { slot, .. } => self.timing.proposed(*slot, now),
                 paxos::Message::Accepted { slot, .. } => {
                     if let Some(d) = self.timing.accepted_sent(*slot, now) {
-                        self.shared.record_accept(d.as_micros() as u64);
+                        self.shared.accept.record(d.as_micros() as u64);
                     }
                 }
                 _ => {}
@@ -48,7 +48,7 @@ impl Shell {
         }
         for (slot, value) in out.committed.drain(..) {
             if let Some(d) = self.timing.chosen(slot, now) {
-                self.shared.record_slot_commit(d.as_micros() as u64);
+                self.shared.slot_commit.record(d.as_micros() as u64);
             }
             let commands = value.commands();
             let mut waiting = Vec::new();
