@@ -55,11 +55,13 @@ pub struct ReplicatedSection {
     pub replica_count: u32,
     /// Names the cluster in the replica handshake, so two clusters never talk to each other.
     pub cluster_id: String,
-    /// How long an executor (replica or front) keeps polling for work before it parks. Parking
-    /// and being woken cost a context switch and a process-wide memory barrier, and on a
-    /// virtual machine a halted core wakes slowly: 50 µs takes ~30-40 µs off a lone client's
-    /// write in `serve`. 0 (the default) never spins: with more executors than cores (several
-    /// replica processes on one host) a spin takes the core from threads that have work.
+    /// How long an executor (replica or front) keeps polling for work before it parks. 0 (the
+    /// default) never spins. The build's glommio posts a completion only when its executor
+    /// enters the kernel (`IORING_SETUP_COOP_TASKRUN`, `patches/`), and a spin does not, so a
+    /// spin finds only work queued from the executor's own thread or by other threads: at 50
+    /// µs a lone client's write in `serve` was no faster (p50 325/318 µs without, 327/372 µs
+    /// with). With more executors than cores a spin also takes the core from threads that
+    /// have work.
     #[serde(with = "serde_str")]
     pub spin_before_park: Duration,
     /// Replicas of this process pinned to the same core (more replicas than cores) run on one
