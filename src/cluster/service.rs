@@ -464,19 +464,13 @@ fn render_histograms(local: &[LocalReplica], out: &mut String) {
         |r| &r.shared.slot_commands[..],
         |r| r.shared.commands.load(Relaxed) as f64,
     );
-    render_histogram(
-        out,
-        local,
+    type Of = fn(&LocalReplica) -> &super::shared::Durations;
+    let durations: [(&str, &str, Of); 4] = [
         (
             "paxoskv_replica_wal_sync_seconds",
             "Duration of WAL group commits (a durable write each).",
+            |r| &r.shared.wal_sync,
         ),
-        (&DURATION_US_BUCKETS, 1e6),
-        |r| &r.shared.wal_sync_us[..],
-        |r| r.shared.wal_sync_us_total.load(Relaxed) as f64 / 1e6,
-    );
-    type Of = fn(&LocalReplica) -> &super::shared::Durations;
-    let durations: [(&str, &str, Of); 3] = [
         (
             "paxoskv_replica_timer_lag_seconds",
             "How late the replica's heartbeat timer fired: time its executor could not run \

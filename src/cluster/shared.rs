@@ -56,6 +56,8 @@ pub struct ReplicaShared {
     pub proposals: AtomicU64,
     pub batches: AtomicU64,
     pub commands: AtomicU64,
+    /// Every WAL sync and the time they took, the promise re-written into each new segment
+    /// included (the WAL's own counts); `wal_sync` holds the group commits alone.
     pub wal_syncs: AtomicU64,
     pub wal_sync_us_total: AtomicU64,
     pub wal_bytes: AtomicU64,
@@ -79,9 +81,8 @@ pub struct ReplicaShared {
     /// Committed slots by commands per slot: bucket `i` counts slots with at most
     /// `SLOT_COMMANDS_BUCKETS[i]` commands (not cumulative; the renderer sums them).
     pub slot_commands: [AtomicU64; SLOT_COMMANDS_BUCKETS.len()],
-    /// WAL group commits by duration: bucket `i` counts those of at most
-    /// `DURATION_US_BUCKETS[i]` µs (not cumulative).
-    pub wal_sync_us: [AtomicU64; DURATION_US_BUCKETS.len()],
+    /// WAL group commits by duration.
+    pub wal_sync: Durations,
     /// Heartbeat ticks by how late their timer fired: time the replica's executor could not
     /// run, on a busy or starved core.
     pub timer_lag: Durations,
@@ -185,7 +186,7 @@ impl ReplicaShared {
             rebuilds: AtomicU64::new(0),
             executor: AtomicU64::new(0),
             slot_commands: Default::default(),
-            wal_sync_us: Default::default(),
+            wal_sync: Durations::default(),
             timer_lag: Durations::default(),
             slot_commit: Durations::default(),
             accept: Durations::default(),
@@ -215,11 +216,6 @@ impl ReplicaShared {
     pub fn record_slot(&self, commands: usize) {
         let i = bucket_of(&SLOT_COMMANDS_BUCKETS, commands as u64);
         self.slot_commands[i].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one WAL group commit that took `us` µs in the histogram.
-    pub fn record_wal_sync(&self, us: u64) {
-        self.wal_sync_us[bucket_of(&DURATION_US_BUCKETS, us)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Consumes a one-shot test hook: true once after it was armed. A plain load first, so

@@ -22,6 +22,20 @@ fn spin(d: Duration) {
     }
 }
 
+/// How long round `i` waits before it wakes the executor: 0-63 µs, so the wake finds it still
+/// running, about to park, or asleep.
+fn gap(i: u32) -> Duration {
+    Duration::from_micros(u64::from(i.wrapping_mul(37) % 64))
+}
+
+/// Round `i`'s answer, or the test fails: none within `LOST` means a wake was lost.
+fn expect_answer(answers: &mpsc::Receiver<u32>, i: u32) {
+    match answers.recv_timeout(LOST) {
+        Ok(got) => assert_eq!(got, i),
+        Err(e) => panic!("round {i}: no answer within {LOST:?} ({e}): a wake was lost"),
+    }
+}
+
 #[test]
 fn a_wake_from_another_thread_always_reaches_a_parking_executor() {
     let (to_ex, mut rx) = futures_channel::mpsc::unbounded::<u32>();
@@ -36,14 +50,9 @@ fn a_wake_from_another_thread_always_reaches_a_parking_executor() {
         })
         .expect("an executor");
     for i in 0..ROUNDS {
-        // 0-63 µs after the last answer: the executor is still running, about to park,
-        // or asleep.
-        spin(Duration::from_micros(u64::from(i.wrapping_mul(37) % 64)));
+        spin(gap(i));
         to_ex.unbounded_send(i).expect("the executor runs");
-        match answers.recv_timeout(LOST) {
-            Ok(got) => assert_eq!(got, i),
-            Err(e) => panic!("round {i}: no answer within {LOST:?} ({e}): a wake was lost"),
-        }
+        expect_answer(&answers, i);
     }
     drop(to_ex);
     ex.join().expect("the executor ends");
@@ -55,10 +64,9 @@ fn a_blocking_call_finishing_on_the_pool_always_wakes_its_executor() {
     let ex = glommio::LocalExecutorBuilder::default()
         .spawn(move || async move {
             for i in 0..ROUNDS / 4 {
-                let d = Duration::from_micros(u64::from(i.wrapping_mul(37) % 64));
                 let got = glommio::executor()
                     .spawn_blocking(move || {
-                        spin(d);
+                        spin(gap(i));
                         i
                     })
                     .await;
@@ -69,10 +77,7 @@ fn a_blocking_call_finishing_on_the_pool_always_wakes_its_executor() {
         })
         .expect("an executor");
     for i in 0..ROUNDS / 4 {
-        match answers.recv_timeout(LOST) {
-            Ok(got) => assert_eq!(got, i),
-            Err(e) => panic!("round {i}: no answer within {LOST:?} ({e}): a wake was lost"),
-        }
+        expect_answer(&answers, i);
     }
     ex.join().expect("the executor ends");
 }

@@ -23,12 +23,14 @@ impl Shell {
         // A broadcast is one message for several peers in a row: it is encoded once and its
         // bytes shared (comparing a batch is a pointer compare: the clones share it).
         let mut last: Option<(paxos::Message, Bytes)> = None;
-        let now = std::time::Instant::now();
+        // Read once, and only by a step that proposed, accepted or chose a slot.
+        let mut clock = None;
+        let mut now = || *clock.get_or_insert_with(std::time::Instant::now);
         for (to, msg) in out.sends.drain(..) {
             match &msg {
-                paxos::Message::Accept { slot, .. } => self.timing.proposed(*slot, now),
+                paxos::Message::Accept { slot, .. } => self.timing.proposed(*slot, now()),
                 paxos::Message::Accepted { slot, .. } => {
-                    if let Some(d) = self.timing.accepted_sent(*slot, now) {
+                    if let Some(d) = self.timing.accepted_sent(*slot, now()) {
                         self.shared.accept.record(d.as_micros() as u64);
                     }
                 }
@@ -47,7 +49,7 @@ impl Shell {
             self.outbound.send(to.0, FrameKind::Paxos, bytes);
         }
         for (slot, value) in out.committed.drain(..) {
-            if let Some(d) = self.timing.chosen(slot, now) {
+            if let Some(d) = self.timing.chosen(slot, now()) {
                 self.shared.slot_commit.record(d.as_micros() as u64);
             }
             let commands = value.commands();

@@ -34,7 +34,7 @@ impl WalHost for ShellWal {
         s.wal_syncs.store(stats.syncs, Ordering::Relaxed);
         s.wal_sync_us_total
             .store(stats.sync_us_total, Ordering::Relaxed);
-        s.record_wal_sync(stats.last_sync_us);
+        s.wal_sync.record(stats.last_sync_us);
         s.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
