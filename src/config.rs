@@ -256,7 +256,10 @@ pub struct StorageSection {
     pub wal_dsync: bool,
     /// How often a replica starts a RocksDB memtable flush. RocksDB keeps no WAL of its own
     /// (the Paxos WAL is the log), so WAL segments are kept until a flush covers them: this
-    /// bounds the WAL kept for RocksDB's sake and what a restart replays.
+    /// bounds the WAL kept for RocksDB's sake and what a restart replays. Shorter intervals keep
+    /// the memtables smaller (cheaper inserts) at the price of more compaction, and of more
+    /// level-0 files for snapshot reads to seek through (perf/README.md: 1 s against 2 s,
+    /// writes +6-7%, transactions -8%).
     #[serde(with = "serde_str")]
     pub memtable_flush_interval: Duration,
     /// Apply committed slots to RocksDB on the replica's own executor (a task fed by the
