@@ -50,6 +50,8 @@ pub struct SimOptions {
     /// Chaos may wipe a replica's disk (WAL and state machine), one at a time: it restarts
     /// amnesiac and must rebuild from its peers without ever voting against what it forgot.
     pub disk_wipes: bool,
+    /// Slots in flight at most: 1 (the server's default) or several (pipelined slots).
+    pub pipeline_depth: usize,
 }
 
 impl SimOptions {
@@ -73,6 +75,7 @@ impl SimOptions {
                 u64::MAX
             },
             disk_wipes: rng.gen_bool(0.3),
+            pipeline_depth: if rng.gen_bool(0.5) { 1 } else { 4 },
         }
     }
 }
@@ -240,7 +243,7 @@ impl Sim {
             replica_count: self.opts.replicas,
             heartbeat_interval_ms: HEARTBEAT_MS,
             election_timeout_min_ms: ELECTION_MIN_MS,
-            pipeline_depth: 4,
+            pipeline_depth: self.opts.pipeline_depth,
             batch_ops_max: 8,
             batch_bytes_max: 4096,
             proposal_queue_max: 64,
