@@ -263,8 +263,9 @@ pub struct StorageSection {
     /// (the Paxos WAL is the log), so WAL segments are kept until a flush covers them: this
     /// bounds the WAL kept for RocksDB's sake and what a restart replays. Shorter intervals keep
     /// the memtables smaller (cheaper inserts) at the price of more compaction, and of more
-    /// level-0 files for snapshot reads to seek through (perf/README.md: 1 s against 2 s,
-    /// writes +6-7%, transactions -8%).
+    /// level-0 files for snapshot reads to seek through. The default is 1 s: against 2 s,
+    /// with one slot in flight, writes gained a median 5-6% at 64 and 256 clients and
+    /// transactions and mixed work did not change beyond the noise (perf/README.md).
     #[serde(with = "serde_str")]
     pub memtable_flush_interval: Duration,
     /// Apply committed slots to RocksDB on the replica's own executor (a task fed by the
@@ -375,7 +376,7 @@ impl Default for StorageSection {
             background_low_priority: true,
             wal_segment_bytes: 64 << 20,
             wal_dsync: true,
-            memtable_flush_interval: Duration::from_secs(2),
+            memtable_flush_interval: Duration::from_secs(1),
             apply_on_executor: true,
         }
     }
