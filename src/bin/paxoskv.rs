@@ -233,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut config = effective_config(&a.common)?;
     fit_open_file_limit(&mut config);
+    settle_huge_pages(&config);
     let stop = signals::block_termination()?;
     if a.single {
         return serve_single(config, stop);
@@ -250,6 +251,7 @@ fn node(a: NodeArgs) -> anyhow::Result<()> {
     config.validate()?;
     refuse_open_network_without_secret(&config)?;
     fit_open_file_limit(&mut config);
+    settle_huge_pages(&config);
     if a.rebuild {
         move_aside(&config.replica_wal_dir(a.id))?;
         move_aside(&config.replica_data_dir(a.id))?;
@@ -298,6 +300,22 @@ const FDS_FOR_STORES: u64 = 1024;
 /// Raises the open-file limit to what `thrift.max_connections` plus the stores need; where
 /// the hard limit does not allow it, lowers `max_connections` instead (with a log line), so a
 /// flood of connections can never leave a WAL rotation without a file descriptor.
+/// Turns transparent huge pages off for this process unless `replicated.transparent_huge_pages`
+/// asks for them. The flag is checked at every page fault, so memory mapped before this call
+/// is covered too; pages already huge stay so. A kernel that refuses only costs the latency.
+fn settle_huge_pages(config: &ReplicatedConfig) {
+    if config.replicated.transparent_huge_pages {
+        return;
+    }
+    // SAFETY: prctl(PR_SET_THP_DISABLE) takes integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot turn transparent huge pages off for this process"
+        );
+    }
+}
+
 fn fit_open_file_limit(config: &mut ReplicatedConfig) {
     let need = u64::from(config.thrift.max_connections) + FDS_FOR_STORES;
     let mut lim = libc::rlimit {

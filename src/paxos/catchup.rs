@@ -102,7 +102,8 @@ impl Replica {
     }
 
     pub(crate) fn on_snapshot_installed(&mut self, upto: Slot, out: &mut Outputs) {
-        self.log.install_snapshot(upto, &mut out.committed);
+        self.log
+            .install_snapshot(upto, &mut out.committed, &mut out.released);
         self.snapshot_requested_ms = None;
         self.catchup_requested_ms = None;
     }

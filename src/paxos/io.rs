@@ -68,6 +68,10 @@ pub struct Outputs {
     pub read_rejected: Vec<(ReadId, Rejection)>,
     pub proposals_rejected: Vec<(Bytes, Rejection)>,
     pub events: Vec<Event>,
+    /// Values the log let go of (compaction, a snapshot install). Freeing a second's worth of
+    /// commands at once holds a thread for milliseconds, so the core hands them over and the
+    /// shell frees them a few at a time.
+    pub released: Vec<Value>,
 }
 
 impl Outputs {
@@ -79,5 +83,6 @@ impl Outputs {
         self.read_rejected.clear();
         self.proposals_rejected.clear();
         self.events.clear();
+        self.released.clear();
     }
 }

@@ -97,11 +97,13 @@ impl Log {
             .unwrap_or(self.log_start.prev())
     }
 
-    /// Drops every entry through `upto`, keeping the byte count in step.
-    fn drop_through(&mut self, upto: Slot) {
+    /// Drops every entry through `upto`, keeping the byte count in step; their values go to
+    /// `released` (the caller decides when to free them).
+    fn drop_through(&mut self, upto: Slot, released: &mut Vec<Value>) {
         let kept = self.entries.split_off(&upto.next());
         let dropped = std::mem::replace(&mut self.entries, kept);
         self.bytes -= total_bytes(&dropped);
+        released.extend(dropped.into_values().map(|e| e.value));
     }
 
     /// Records an acceptance; a chosen entry keeps its value (any later proposal for a
@@ -208,22 +210,29 @@ impl Log {
         self.applied_upto = self.applied_upto.max(upto.min(self.emitted_upto));
     }
 
-    /// Drops entries through `upto` (callers clamp it to what is safely applied).
-    pub fn compact(&mut self, upto: Slot) {
+    /// Drops entries through `upto` (callers clamp it to what is safely applied); their values
+    /// go to `released`.
+    pub fn compact(&mut self, upto: Slot, released: &mut Vec<Value>) {
         let upto = upto.min(self.applied_upto);
         if upto < self.log_start {
             return;
         }
-        self.drop_through(upto);
+        self.drop_through(upto, released);
         self.log_start = upto.next();
     }
 
-    /// The state machine now covers every slot through `upto`.
-    pub fn install_snapshot(&mut self, upto: Slot, committed: &mut Vec<(Slot, Value)>) {
+    /// The state machine now covers every slot through `upto`; the dropped values go to
+    /// `released`.
+    pub fn install_snapshot(
+        &mut self,
+        upto: Slot,
+        committed: &mut Vec<(Slot, Value)>,
+        released: &mut Vec<Value>,
+    ) {
         if upto <= self.commit_upto {
             return;
         }
-        self.drop_through(upto);
+        self.drop_through(upto, released);
         self.log_start = upto.next();
         self.commit_upto = upto;
         self.emitted_upto = upto;
@@ -306,14 +315,20 @@ mod tests {
         log.set_applied(Slot(10));
         // Learning the chosen value replaces slot 10's 40 bytes with 100.
         assert_eq!(log.bytes(), 1000);
-        log.compact(Slot(7));
+        let mut released = Vec::new();
+        log.compact(Slot(7), &mut released);
         assert_eq!(log.entries.len(), 3);
         assert_eq!(log.bytes(), 300);
+        // The seven dropped values are handed back, not freed here.
+        assert_eq!(released.len(), 7);
+        assert!(released.iter().all(|v| v.size_bytes() == 100));
         // Catch-up replies stop at the byte limit, but always carry one slot.
         assert_eq!(log.committed_range(Slot(8), 100, 150).len(), 1);
         assert_eq!(log.committed_range(Slot(8), 100, 10).len(), 1);
         assert_eq!(log.committed_range(Slot(8), 100, 1_000).len(), 3);
-        log.install_snapshot(Slot(20), &mut committed);
+        released.clear();
+        log.install_snapshot(Slot(20), &mut committed, &mut released);
         assert_eq!(log.bytes(), 0);
+        assert_eq!(released.len(), 3);
     }
 }

@@ -114,7 +114,7 @@ impl Replica {
             Input::ReadIndex { id } => self.on_read_index(id, out),
             Input::TransferLeadership { to } => self.on_transfer_leadership(to, out),
             Input::SnapshotInstalled { upto } => self.on_snapshot_installed(upto, out),
-            Input::Compact { upto } => self.on_compact(upto),
+            Input::Compact { upto } => self.on_compact(upto, out),
         }
         self.drain_self_inbox(out);
         self.check_rebuilt(out);
@@ -401,7 +401,7 @@ impl Replica {
         }
     }
 
-    pub(crate) fn on_compact(&mut self, upto: Slot) {
+    pub(crate) fn on_compact(&mut self, upto: Slot, out: &mut Outputs) {
         let mut upto = upto.min(self.log.applied_upto());
         if self.cfg.compact_wait_for_all_replicas {
             // Keep what a lagging replica still needs, but never more than the byte budget:
@@ -411,7 +411,7 @@ impl Replica {
                 .max(self.log.cut_to_fit(self.cfg.log_retain_bytes));
             upto = upto.min(for_peers);
         }
-        self.log.compact(upto);
+        self.log.compact(upto, &mut out.released);
     }
 
     /// Command bytes the in-memory log holds.

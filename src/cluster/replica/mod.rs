@@ -21,6 +21,7 @@ use futures_lite::StreamExt;
 use glommio::channels::local_channel::{self, LocalSender};
 use rand::{Rng, SeedableRng};
 
+mod garbage;
 mod housekeeping;
 mod outputs;
 mod reads;
@@ -211,6 +212,7 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
         compacted: base,
         stopping: false,
         timing: timing::SlotTiming::default(),
+        garbage: garbage::Garbage::default(),
     };
     sh.shared
         .amnesiac
@@ -242,6 +244,7 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
             break Err(e);
         }
         sh.flush_proposals();
+        sh.garbage.free_some();
         if sh.stopping {
             break Ok(());
         }
@@ -313,6 +316,8 @@ struct Shell {
     published_lease: Option<(Slot, u64)>,
     /// Open slots' start times (`paxoskv_replica_slot_commit_seconds`, `..._accept_seconds`).
     timing: timing::SlotTiming,
+    /// Log values the core released, freed a few at a time (`garbage.rs`).
+    garbage: garbage::Garbage,
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ServiceError {

@@ -17,6 +17,7 @@ impl Shell {
     /// Carries out everything the core asked for in the last step.
     pub(super) fn carry_out(&mut self) {
         let mut out = std::mem::take(&mut self.out);
+        self.garbage.take(&mut out.released);
         for (lsn, rec) in out.persist.drain(..) {
             let _ = self.wal.try_send(WalCmd::Append(lsn, rec));
         }
