@@ -67,25 +67,35 @@ impl Slot {
     }
 }
 
-/// A batch of opaque client commands agreed in one slot. Cloning is O(1) (shared).
+/// A batch of opaque client commands agreed in one slot. Cloning is O(1) (shared). Its
+/// command bytes are counted once, when it is built: the log adds and subtracts them on every
+/// accept and cut, and walking every command each time made a cut of a second's log take
+/// milliseconds.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Batch(Arc<[Bytes]>);
+pub struct Batch {
+    commands: Arc<[Bytes]>,
+    bytes: usize,
+}
 
 impl Batch {
     pub fn new(commands: Vec<Bytes>) -> Batch {
-        Batch(commands.into())
+        let bytes = commands.iter().map(|c| c.len()).sum();
+        Batch {
+            commands: commands.into(),
+            bytes,
+        }
     }
     pub fn commands(&self) -> &[Bytes] {
-        &self.0
+        &self.commands
     }
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.commands.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.commands.is_empty()
     }
     pub fn size_bytes(&self) -> usize {
-        self.0.iter().map(|c| c.len()).sum()
+        self.bytes
     }
 }
 
@@ -136,5 +146,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_batch_counts_its_command_bytes() {
+        let b = Batch::new(vec![
+            Bytes::from_static(b"abc"),
+            Bytes::new(),
+            Bytes::from(vec![7u8; 1000]),
+        ]);
+        assert_eq!(b.size_bytes(), 1003);
+        assert_eq!(b.len(), 3);
+        assert_eq!(Value::Batch(b.clone()).size_bytes(), 1003);
+        assert_eq!(Value::Noop.size_bytes(), 0);
+        assert_eq!(Batch::new(Vec::new()).size_bytes(), 0);
     }
 }
