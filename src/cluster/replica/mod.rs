@@ -244,7 +244,7 @@ pub async fn run_replica(mut p: ReplicaParams) -> Result<(), Error> {
             break Err(e);
         }
         sh.flush_proposals();
-        sh.garbage.free_some();
+        sh.garbage.turn();
         if sh.stopping {
             break Ok(());
         }
@@ -347,6 +347,7 @@ impl Shell {
                 self.step(Input::Tick { now_ms, random });
                 self.poll_applied();
                 self.housekeeping();
+                self.garbage.tick();
             }
             Ev::Durable(l) => self.step(Input::Durable { upto_lsn: l }),
             Ev::Applied(Applied::Upto(s)) => {
