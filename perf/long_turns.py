@@ -9,6 +9,7 @@ each, and what the samples were doing.
 
 usage: long_turns.py SCRIPT_OUTPUT FREQ_HZ [THRESHOLD_MS]
 """
+import bisect
 import collections
 import re
 import sys
@@ -41,7 +42,7 @@ def parse(path):
 def main():
     path, freq = sys.argv[1], float(sys.argv[2])
     threshold = float(sys.argv[3]) / 1e3 if len(sys.argv) > 3 else 0.001
-    turns = []  # (start, end, samples)
+    turns = []  # (start, end)
     samples = []
     switches = []  # (time, what)
     last_exit = None
@@ -78,25 +79,22 @@ def main():
     for lim in (2, 5, 10):
         n = sum(1 for s, e in turns if e - s >= lim / 1e3)
         print(f"  {lim:>2} ms or more: {n}")
+    # `perf script` prints one thread's events in time order.
+    sample_times = [t for t, _ in samples]
+    switch_times = [t for t, _ in switches]
+
+    def within(times, events, s, e):
+        return [x for _, x in events[bisect.bisect_left(times, s) : bisect.bisect_right(times, e)]]
+
     by_stack = collections.defaultdict(lambda: [0, 0.0, 0.0])
-    si = 0
-    samples.sort()
-    switches.sort()
-    starved = []
+    starved = 0
     for s, e in turns:
-        inside_switches = [w for t, w in switches if s <= t <= e]
-        while si < len(samples) and samples[si][0] < s:
-            si += 1
-        j = si
-        inside = []
-        while j < len(samples) and samples[j][0] <= e:
-            inside.append(samples[j][1])
-            j += 1
-        expected = (e - s) * freq
+        inside_switches = within(switch_times, switches, s, e)
+        inside = within(sample_times, samples, s, e)
         if inside_switches:
             key = inside_switches[0]
-        elif len(inside) < 0.5 * expected:
-            starved.append(e - s)
+        elif len(inside) < 0.5 * (e - s) * freq:
+            starved += 1
             key = "(few samples and no switch: the vCPU did not run, or interrupts were off)"
         else:
             common = collections.Counter(" < ".join(fr[:4]) for fr in inside)
@@ -105,7 +103,7 @@ def main():
         entry[0] += 1
         entry[1] += e - s
         entry[2] = max(entry[2], e - s)
-    print(f"  with under half the samples expected and no context switch: {len(starved)}")
+    print(f"  with under half the samples expected and no context switch: {starved}")
     print("\nby the most common stack inside the gap (count, total ms, longest ms):")
     for key, (n, tot, mx) in sorted(by_stack.items(), key=lambda kv: -kv[1][1])[:25]:
         print(f"{n:5d} {tot * 1e3:8.1f} {mx * 1e3:7.2f}  {key}")

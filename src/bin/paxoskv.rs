@@ -297,9 +297,6 @@ fn refuse_open_network_without_secret(config: &ReplicatedConfig) -> anyhow::Resu
 /// File descriptors the stores, WALs and peer links need beside client connections.
 const FDS_FOR_STORES: u64 = 1024;
 
-/// Raises the open-file limit to what `thrift.max_connections` plus the stores need; where
-/// the hard limit does not allow it, lowers `max_connections` instead (with a log line), so a
-/// flood of connections can never leave a WAL rotation without a file descriptor.
 /// Turns transparent huge pages off for this process unless `replicated.transparent_huge_pages`
 /// asks for them. The flag is checked at every page fault, so memory mapped before this call
 /// is covered too; pages already huge stay so. A kernel that refuses only costs the latency.
@@ -316,6 +313,9 @@ fn settle_huge_pages(config: &ReplicatedConfig) {
     }
 }
 
+/// Raises the open-file limit to what `thrift.max_connections` plus the stores need; where
+/// the hard limit does not allow it, lowers `max_connections` instead (with a log line), so a
+/// flood of connections can never leave a WAL rotation without a file descriptor.
 fn fit_open_file_limit(config: &mut ReplicatedConfig) {
     let need = u64::from(config.thrift.max_connections) + FDS_FOR_STORES;
     let mut lim = libc::rlimit {

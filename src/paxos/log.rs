@@ -102,8 +102,11 @@ impl Log {
     fn drop_through(&mut self, upto: Slot, released: &mut Vec<Value>) {
         let kept = self.entries.split_off(&upto.next());
         let dropped = std::mem::replace(&mut self.entries, kept);
-        self.bytes -= total_bytes(&dropped);
-        released.extend(dropped.into_values().map(|e| e.value));
+        released.reserve(dropped.len());
+        for e in dropped.into_values() {
+            self.bytes -= e.value.size_bytes() as u64;
+            released.push(e.value);
+        }
     }
 
     /// Records an acceptance; a chosen entry keeps its value (any later proposal for a

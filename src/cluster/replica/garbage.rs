@@ -8,8 +8,8 @@
 //! thousands of times a second, so the backlog drains well ahead of any write rate. A quiet
 //! loop (fewer than `QUIET_TURNS` turns since the last heartbeat tick) frees up to
 //! `FREE_PER_TICK` on the tick instead, so an idle replica still frees ~160k commands a second
-//! (a cut of a whole `log_retain_bytes`, ~1.8M commands of 150 B, in about ten seconds). It never holds more than the
-//! log held.
+//! (a cut of a whole `log_retain_bytes`, ~1.8M commands of 150 B, in about ten seconds). It
+//! never holds more than the log held.
 
 use std::collections::VecDeque;
 
