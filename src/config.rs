@@ -252,6 +252,11 @@ pub struct StorageSection {
     /// store applies while reads go to it (a primary's) and by reads at the latest version;
     /// 0 turns it off.
     pub latest_cache_bytes: u64,
+    /// Per replica: the newest version of recently written keys, kept on the apply path while
+    /// transactions check read conflicts, so a check on one key needs no RocksDB iterator. The
+    /// oldest writes leave first past the bound (a check on a key written before them reads
+    /// RocksDB); 0 turns it off.
+    pub conflict_index_bytes: u64,
     /// Per replica: the size of a RocksDB memtable. A store holds at most two (one being
     /// written, one being flushed; writes wait while both are full), so its memtables take at
     /// most twice this much memory.
@@ -379,6 +384,7 @@ impl Default for StorageSection {
             mvcc_window_versions: 1_000_000,
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
+            conflict_index_bytes: 16 << 20,
             memtable_bytes: 64 << 20,
             background_low_priority: true,
             wal_segment_bytes: 64 << 20,

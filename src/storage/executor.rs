@@ -20,6 +20,7 @@ use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 use super::keys::{self, TAG_PUT, TAG_TOMBSTONE};
 use super::latest::{LatestCache, LatestWrite};
 use super::reader::{KvReader, Shared};
+use super::recent::RecentWrites;
 use super::StorageError;
 use crate::txn::{Command, KeyRange, Outcome, WriteOp};
 use crate::types::{Sequence, Version};
@@ -35,6 +36,9 @@ pub struct StoreOptions {
     pub block_cache_bytes: usize,
     /// Bound of the latest-version cache of point reads (`latest.rs`); 0 turns it off.
     pub latest_cache_bytes: u64,
+    /// Bound of the index of recently written keys that answers one-key conflict checks
+    /// (`recent.rs`); 0 turns it off.
+    pub conflict_index_bytes: u64,
     /// Size of one RocksDB memtable; the store holds at most two.
     pub memtable_bytes: usize,
     /// Run RocksDB's flush and compaction threads at the lowest CPU priority (nice 19). The
@@ -51,6 +55,7 @@ impl StoreOptions {
             durability,
             block_cache_bytes: storage.block_cache_bytes as usize,
             latest_cache_bytes: storage.latest_cache_bytes,
+            conflict_index_bytes: storage.conflict_index_bytes,
             memtable_bytes: storage.memtable_bytes as usize,
             background_low_priority: storage.background_low_priority,
         }
@@ -64,6 +69,7 @@ impl Default for StoreOptions {
             durability: Durability::SyncedWal,
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
+            conflict_index_bytes: 16 << 20,
             memtable_bytes: 64 << 20,
             background_low_priority: false,
         }
@@ -93,6 +99,8 @@ pub struct KvStoreExecutor {
     flushing: Option<Sequence>,
     /// Applied sequences through here are durable in RocksDB.
     durable: Sequence,
+    /// The newest version of recently written keys, for conflict checks.
+    recent: RecentWrites,
 }
 
 /// The newest write of a key inside the batch being applied (not yet visible in RocksDB).
@@ -146,12 +154,13 @@ impl KvStoreExecutor {
             .store(next_sequence.0 - 1, Ordering::SeqCst);
         Ok(KvStoreExecutor {
             db: Arc::new(db),
-            options,
             next_sequence,
             last_version,
             shared,
             flushing: None,
             durable: Sequence(next_sequence.0 - 1),
+            recent: RecentWrites::new(options.conflict_index_bytes),
+            options,
         })
     }
 
@@ -179,6 +188,11 @@ impl KvStoreExecutor {
         &self.db
     }
 
+    #[cfg(test)]
+    pub(super) fn conflict_index(&self) -> &RecentWrites {
+        &self.recent
+    }
+
     pub(super) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -190,6 +204,7 @@ impl KvStoreExecutor {
         self.last_version = version;
         self.durable = sequence;
         self.flushing = None;
+        self.recent.clear();
         self.shared
             .oldest_version
             .store(oldest_for(version, &self.options).0, Ordering::SeqCst);
@@ -229,6 +244,10 @@ impl KvStoreExecutor {
         let mut version = self.last_version;
         let mut last_applied = None;
         let mut latest = self.shared.latest.run_begins().then(Vec::new);
+        let mut recent = self
+            .recent
+            .run_begins(track, self.last_version.0)
+            .then(Vec::new);
         for (i, batch) in batches.iter().enumerate() {
             let sequence = Sequence(first.0 + i as u64);
             if sequence < self.next_sequence {
@@ -250,7 +269,10 @@ impl KvStoreExecutor {
                     let generated = write_command(
                         &mut wb,
                         track.then_some(&mut overlay),
-                        latest.as_mut(),
+                        Applied {
+                            latest: latest.as_mut(),
+                            recent: recent.as_mut(),
+                        },
                         cmd,
                         version,
                     );
@@ -282,6 +304,9 @@ impl KvStoreExecutor {
         // Into the cache before the new last version is published (`latest.rs`).
         if let Some(latest) = latest {
             self.shared.latest.record(latest);
+        }
+        if let Some(recent) = recent {
+            self.recent.record(recent);
         }
         if self.options.durability == Durability::SyncedWal {
             self.durable = sequence;
@@ -411,6 +436,11 @@ impl KvStoreExecutor {
             return Ok(Some(k.clone()));
         }
         let start = keys::data_key_prefix(&r.cf, &r.begin);
+        if r.is_single_key() {
+            if let Some(written) = self.recent.written_after(&start, rv.0) {
+                return Ok(written.then(|| r.begin.clone()));
+            }
+        }
         let end = keys::data_key_prefix(&r.cf, &r.end);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(end);
@@ -431,12 +461,19 @@ impl KvStoreExecutor {
     }
 }
 
-/// Writes `cmd`'s operations at `version` (recording them in `overlay` and `latest` when
+/// Where an apply run records the writes it applies, when they are wanted: the latest-version
+/// cache's entries (`latest.rs`) and the conflict index's keys (`recent.rs`).
+struct Applied<'a> {
+    latest: Option<&'a mut Vec<LatestWrite>>,
+    recent: Option<&'a mut Vec<(Vec<u8>, u64)>>,
+}
+
+/// Writes `cmd`'s operations at `version` (recording them in `overlay` and `applied` when
 /// given); returns the generated versionstamped keys/values.
 fn write_command(
     wb: &mut WriteBatch,
     mut overlay: Option<&mut Overlay>,
-    mut latest: Option<&mut Vec<LatestWrite>>,
+    mut applied: Applied<'_>,
     cmd: &Command,
     version: Version,
 ) -> Vec<Bytes> {
@@ -475,15 +512,20 @@ fn write_command(
             }
             None => wb.put(&dk, [TAG_TOMBSTONE]),
         }
-        if let Some(l) = latest.as_deref_mut() {
+        if applied.latest.is_some() || applied.recent.is_some() {
             let mut prefix = dk;
             prefix.truncate(prefix.len() - keys::VERSION_BYTES);
-            l.push(LatestWrite {
-                prefix,
-                version: version.0,
-                // A copy: the command's bytes may share a much larger network buffer.
-                value: value.map(|v| Bytes::copy_from_slice(&v)),
-            });
+            if let Some(r) = applied.recent.as_deref_mut() {
+                r.push((prefix.clone(), version.0));
+            }
+            if let Some(l) = applied.latest.as_deref_mut() {
+                l.push(LatestWrite {
+                    prefix,
+                    version: version.0,
+                    // A copy: the command's bytes may share a much larger network buffer.
+                    value: value.map(|v| Bytes::copy_from_slice(&v)),
+                });
+            }
         }
         if let Some(o) = overlay.as_deref_mut() {
             o.insert((cf.to_string(), key), version);

@@ -295,6 +295,15 @@ impl Command {
     }
 }
 
+impl KeyRange {
+    /// Whether the range holds exactly one key (`single_key_range`'s shape).
+    pub fn is_single_key(&self) -> bool {
+        self.end.len() == self.begin.len() + 1
+            && self.end.last() == Some(&0)
+            && self.end.starts_with(&self.begin)
+    }
+}
+
 /// The range holding exactly one key: `[key, key ++ 0x00)`.
 pub fn single_key_range(cf: &str, key: &Bytes) -> KeyRange {
     let mut end = Vec::with_capacity(key.len() + 1);

@@ -7,6 +7,7 @@ use crate::txn::command::single_key_range;
 use crate::txn::{Command, KeyRange, Outcome, WriteOp};
 use crate::types::{Sequence, Version};
 
+mod conflict_index;
 mod latest_cache;
 mod memtable;
 
