@@ -10,6 +10,7 @@
 //! dedicated apply thread).
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -104,7 +105,8 @@ pub struct KvStoreExecutor {
 }
 
 /// The newest write of a key inside the batch being applied (not yet visible in RocksDB).
-type Overlay = BTreeMap<(String, Bytes), Version>;
+/// Keyed by data-key prefix (`keys::data_key_prefix`), which sorts as (column family, key).
+type Overlay = BTreeMap<Vec<u8>, Version>;
 
 impl KvStoreExecutor {
     pub fn open(path: &Path, options: StoreOptions) -> Result<Self, StorageError> {
@@ -420,7 +422,9 @@ impl KvStoreExecutor {
         })
     }
 
-    /// The first key in `r` with a version newer than `rv`, in this batch or in the store.
+    /// The first key in `r` with a version newer than `rv`, in this batch or in the store. The
+    /// first in key order wherever it is, so the answer does not depend on how slots were
+    /// grouped into apply runs.
     fn written_after(
         &self,
         r: &KeyRange,
@@ -430,23 +434,26 @@ impl KvStoreExecutor {
         if r.begin >= r.end {
             return Ok(None);
         }
-        let lo = (r.cf.clone(), r.begin.clone());
-        let hi = (r.cf.clone(), r.end.clone());
-        if let Some(((_, k), _)) = overlay.range(lo..hi).find(|(_, v)| **v > rv) {
-            return Ok(Some(k.clone()));
-        }
         let start = keys::data_key_prefix(&r.cf, &r.begin);
+        let end = keys::data_key_prefix(&r.cf, &r.end);
+        let cf_prefix_len = keys::cf_prefix(&r.cf).len();
         if r.is_single_key() {
+            if overlay.get(&start).is_some_and(|v| *v > rv) {
+                return Ok(Some(r.begin.clone()));
+            }
             if let Some(written) = self.recent.written_after(&start, rv.0) {
                 return Ok(written.then(|| r.begin.clone()));
             }
         }
-        let end = keys::data_key_prefix(&r.cf, &r.end);
+        // The store is searched below the batch's first hit only.
+        let in_batch = overlay
+            .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
+            .find(|(_, v)| **v > rv)
+            .map(|(k, _)| k.clone());
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(end);
+        ro.set_iterate_upper_bound(in_batch.clone().unwrap_or(end));
         let mut it = self.db.raw_iterator_opt(ro);
         it.seek(&start);
-        let cf_prefix_len = keys::cf_prefix(&r.cf).len();
         while it.valid() {
             let Some(k) = it.key() else { break };
             let (user_key, v) = keys::split_data_key(&k[cf_prefix_len..])
@@ -457,7 +464,14 @@ impl KvStoreExecutor {
             it.next();
         }
         it.status()?;
-        Ok(None)
+        match in_batch {
+            Some(k) => {
+                let (user_key, _) = keys::unescape(&k[cf_prefix_len..])
+                    .ok_or_else(|| StorageError::Corrupt(format!("bad data key {k:02x?}")))?;
+                Ok(Some(Bytes::from(user_key)))
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -512,9 +526,12 @@ fn write_command(
             }
             None => wb.put(&dk, [TAG_TOMBSTONE]),
         }
-        if applied.latest.is_some() || applied.recent.is_some() {
+        if overlay.is_some() || applied.latest.is_some() || applied.recent.is_some() {
             let mut prefix = dk;
             prefix.truncate(prefix.len() - keys::VERSION_BYTES);
+            if let Some(o) = overlay.as_deref_mut() {
+                o.insert(prefix.clone(), version);
+            }
             if let Some(r) = applied.recent.as_deref_mut() {
                 r.push((prefix.clone(), version.0));
             }
@@ -526,9 +543,6 @@ fn write_command(
                     value: value.map(|v| Bytes::copy_from_slice(&v)),
                 });
             }
-        }
-        if let Some(o) = overlay.as_deref_mut() {
-            o.insert((cf.to_string(), key), version);
         }
     }
     generated
