@@ -77,6 +77,12 @@ fn validation_names_the_field_and_value() {
     c.thrift.spread_max_write_percent = 101;
     let e = c.validate().unwrap_err().to_string();
     assert!(e.contains("thrift.spread_max_write_percent"), "{e}");
+    for files in [1, 65] {
+        let mut c = ReplicatedConfig::default();
+        c.storage.level0_compaction_trigger = files;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("storage.level0_compaction_trigger"), "{e}");
+    }
     for bytes in [(1 << 20) - 1, (1 << 30) + 1] {
         let mut c = ReplicatedConfig::default();
         c.storage.memtable_bytes = bytes;

@@ -152,6 +152,13 @@ impl ReplicatedConfig {
                 "must be at most 100",
             ));
         }
+        if !(2..=64).contains(&self.storage.level0_compaction_trigger) {
+            return Err(bad(
+                "storage.level0_compaction_trigger",
+                self.storage.level0_compaction_trigger,
+                "must be between 2 and 64",
+            ));
+        }
         if !(1 << 20..=1 << 30).contains(&self.storage.memtable_bytes) {
             return Err(bad(
                 "storage.memtable_bytes",

@@ -40,6 +40,8 @@ pub struct StoreOptions {
     /// Bound of the index of recently written keys that answers one-key conflict checks
     /// (`recent.rs`); 0 turns it off.
     pub conflict_index_bytes: u64,
+    /// Level-0 files RocksDB gathers before compacting them into level 1.
+    pub level0_compaction_trigger: u32,
     /// Size of one RocksDB memtable; the store holds at most two.
     pub memtable_bytes: usize,
     /// Run RocksDB's flush and compaction threads at the lowest CPU priority (nice 19). The
@@ -57,6 +59,7 @@ impl StoreOptions {
             block_cache_bytes: storage.block_cache_bytes as usize,
             latest_cache_bytes: storage.latest_cache_bytes,
             conflict_index_bytes: storage.conflict_index_bytes,
+            level0_compaction_trigger: storage.level0_compaction_trigger,
             memtable_bytes: storage.memtable_bytes as usize,
             background_low_priority: storage.background_low_priority,
         }
@@ -71,6 +74,7 @@ impl Default for StoreOptions {
             block_cache_bytes: 64 << 20,
             latest_cache_bytes: 32 << 20,
             conflict_index_bytes: 16 << 20,
+            level0_compaction_trigger: 4,
             memtable_bytes: 64 << 20,
             background_low_priority: false,
         }
@@ -118,6 +122,10 @@ impl KvStoreExecutor {
         // One memtable being written and one being flushed; writes wait while both are full.
         opts.set_write_buffer_size(options.memtable_bytes);
         opts.set_max_write_buffer_number(2);
+        let l0 = i32::try_from(options.level0_compaction_trigger).unwrap_or(4);
+        opts.set_level_zero_file_num_compaction_trigger(l0);
+        opts.set_level_zero_slowdown_writes_trigger(l0 + 16);
+        opts.set_level_zero_stop_writes_trigger(l0 + 32);
         if options.background_low_priority {
             let mut env = rocksdb::Env::new()?;
             env.lower_thread_pool_cpu_priority();
