@@ -11,6 +11,17 @@ pk_need_command python3 python3
 
 pk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
+# Installs what profiling needs if missing: `perf` (linux-perf) and inferno's flamegraph tools
+# (`cargo install inferno`, into ~/.cargo/bin, which joins PATH).
+pk_need_profiler() {
+  pk_need_command perf linux-perf
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! inferno-flamegraph --help >/dev/null 2>&1; then
+    pk_log "installing inferno (cargo install inferno)"
+    cargo install --locked inferno >&2
+  fi
+}
+
 # Builds paxoskv and paxoskv-bench (release profile) unless SKIP_BUILD=1.
 pk_build() {
   if [[ "${SKIP_BUILD:-0}" == 1 ]]; then return 0; fi
@@ -39,6 +50,15 @@ for _ in range(1000):
         print(" ".join(str(p) for p in range(base, base + n))); sys.exit(0)
 sys.exit("no free ports")
 PY
+}
+
+# pk_serve_prepopulated: builds the binaries (unless SKIP_BUILD=1), starts a fresh server that
+# is stopped when the script exits, and writes $KEYS keys into it.
+pk_serve_prepopulated() {
+  pk_build
+  trap pk_stop_server EXIT
+  pk_start_server
+  pk_prepopulate "$KEYS" >/dev/null
 }
 
 # pk_prepopulate KEYS [BENCH ARGS...]: writes KEYS keys into the running server (paxoskv-bench's

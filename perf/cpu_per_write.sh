@@ -12,10 +12,7 @@ source "$(dirname "$0")/common.sh"
 
 pk_load_settings
 
-pk_build
-trap pk_stop_server EXIT
-pk_start_server
-pk_prepopulate "$KEYS" >/dev/null
+pk_serve_prepopulated
 
 # Prints "kind ticks" for every thread of the server.
 snapshot() {

@@ -21,11 +21,8 @@ THREAD="${THREAD:-1}"
 OUT="${OUT:-$PK_ROOT/perf/results/long-turns-$(date +%Y-%m-%d_%H%M%S)}"
 pk_need_command perf linux-perf
 
-pk_build
 mkdir -p "$OUT"
-trap pk_stop_server EXIT
-pk_start_server
-pk_prepopulate "$KEYS" >/dev/null
+pk_serve_prepopulated
 pk_start_load "$OUT"
 sleep 2
 tid="$(for t in /proc/"$PK_PID"/task/*; do

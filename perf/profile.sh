@@ -18,18 +18,10 @@ FREQ="${FREQ:-499}"
 CALL_GRAPH="${CALL_GRAPH:-dwarf,16384}"
 OUT="${OUT:-$PK_ROOT/perf/results/profile-$(date +%Y-%m-%d_%H%M%S)}"
 
-pk_need_command perf linux-perf
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! inferno-flamegraph --help >/dev/null 2>&1; then
-  pk_log "installing inferno (cargo install inferno)"
-  cargo install --locked inferno >&2
-fi
+pk_need_profiler
 
-pk_build
 mkdir -p "$OUT"
-trap pk_stop_server EXIT
-pk_start_server
-pk_prepopulate "$KEYS" >/dev/null
+pk_serve_prepopulated
 
 pk_log "load: $WORKLOAD, $CLIENTS clients x pipeline $PIPELINE; recording $PROFILE_SECONDS s at $FREQ Hz ($CALL_GRAPH)"
 # shellcheck disable=SC2086

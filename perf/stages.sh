@@ -18,18 +18,10 @@ PROFILE_SECONDS="${PROFILE_SECONDS:-5}"
 FREQ="${FREQ:-499}"
 OUT="${OUT:-$PK_ROOT/perf/results/stages-$(date +%Y-%m-%d_%H%M%S)}"
 
-pk_need_command perf linux-perf
-export PATH="$HOME/.cargo/bin:$PATH"
-if ! inferno-flamegraph --help >/dev/null 2>&1; then
-  pk_log "installing inferno (cargo install inferno)"
-  cargo install --locked inferno >&2
-fi
+pk_need_profiler
 
-pk_build
 mkdir -p "$OUT"
-trap pk_stop_server EXIT
-pk_start_server
-pk_prepopulate "$KEYS" >/dev/null
+pk_serve_prepopulated
 
 DURATION="$((PROFILE_SECONDS + 3))s"
 pk_start_load "$OUT"
