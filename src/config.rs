@@ -231,7 +231,7 @@ pub struct ThriftSection {
     /// and still move (`spread_after_reads`); its later writes cross to the primary's executor.
     /// 0 moves only connections that never wrote.
     pub spread_max_write_percent: u32,
-    /// While an executor's turns hold 16 or more replies on average, the plain-TCP replies of
+    /// While an executor's turns hold 4 or more replies on average, the plain-TCP replies of
     /// one turn go to the kernel in one `io_uring_enter` (`front/send_batch.rs`) instead of a
     /// `send` each: each `send` may wake the client and hand it the executor's core. False: a
     /// `send` per reply always.

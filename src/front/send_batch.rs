@@ -171,10 +171,12 @@ struct Batch {
     min_turn: Cell<u32>,
 }
 
-/// The replies per turn from which a batch pays: below it (few replies ready at once, as at
-/// 16 clients with batches of ~6) the writer's second wake-up and the flusher's run cost more
-/// than the switches they save, and each reply is sent by its writer.
-const MIN_TURN_REPLIES: u32 = 16;
+/// The replies per turn from which a batch pays: below it (a reply or two ready at once) the
+/// writer's second wake-up and the flusher's run cost more than the switches they save, and
+/// each reply is sent by its writer. 4 against 16 (perf/README.md, 2026-12-01): mixed 90:10 at
+/// 64 clients +6-8% in four pairs, transactions at 16 clients +12-18%, reads at 64 clients
+/// +7-8%, the rest even (at 256 clients both batch).
+const MIN_TURN_REPLIES: u32 = 4;
 
 thread_local! {
     static BATCH: std::cell::OnceCell<Option<Rc<Batch>>> = const { std::cell::OnceCell::new() };
