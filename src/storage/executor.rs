@@ -443,9 +443,8 @@ impl KvStoreExecutor {
             return Ok(None);
         }
         let start = keys::data_key_prefix(&r.cf, &r.begin);
-        let end = keys::data_key_prefix(&r.cf, &r.end);
-        let cf_prefix_len = keys::cf_prefix(&r.cf).len();
-        if r.is_single_key() {
+        let single = r.is_single_key();
+        if single {
             if overlay.get(&start).is_some_and(|v| *v > rv) {
                 return Ok(Some(r.begin.clone()));
             }
@@ -453,11 +452,18 @@ impl KvStoreExecutor {
                 return Ok(written.then(|| r.begin.clone()));
             }
         }
-        // The store is searched below the batch's first hit only.
-        let in_batch = overlay
-            .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
-            .find(|(_, v)| **v > rv)
-            .map(|(k, _)| k.clone());
+        let end = keys::data_key_prefix(&r.cf, &r.end);
+        let cf_prefix_len = keys::cf_prefix(&r.cf).len();
+        // The store is searched below the batch's first hit only (a one-key range's overlay
+        // entry was looked at above).
+        let in_batch = if single {
+            None
+        } else {
+            overlay
+                .range::<[u8], _>((Bound::Included(&start[..]), Bound::Excluded(&end[..])))
+                .find(|(_, v)| **v > rv)
+                .map(|(k, _)| k.clone())
+        };
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(in_batch.clone().unwrap_or(end));
         let mut it = self.db.raw_iterator_opt(ro);

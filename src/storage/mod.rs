@@ -11,7 +11,7 @@ pub mod install;
 pub mod keys;
 pub mod latest;
 pub mod reader;
-pub mod recent;
+mod recent;
 
 pub use executor::{Durability, KvStoreExecutor, StoreOptions};
 pub use install::{SnapshotChunk, SnapshotSource};

@@ -121,6 +121,7 @@ impl RecentWrites {
     }
 
     /// Bytes accounted against the bound (keys and per-entry overhead).
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
